@@ -1,0 +1,11 @@
+//! `container`: run Linux containers, each in its own lightweight VM.
+//!
+//! Data flows one way: `cli` -> `runtime` -> `vm` (and the agent client),
+//! and `image` -> `ext4`. See docs/architecture.md.
+
+pub mod app_root;
+pub mod cli;
+pub mod ext4;
+pub mod image;
+pub mod runtime;
+pub mod vm;
