@@ -1,4 +1,82 @@
-//! (to be written)
+//! The command line: parse, set up logging, hand over to the library, and
+//! turn any error into one line on stderr and a non-zero exit.
+
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "container",
+    version,
+    about = "Run Linux containers, each in its own lightweight VM"
+)]
+struct Cli {
+    /// Log what happens, including the guest console.
+    #[arg(long, global = true, env = "CONTAINER_DEBUG", value_parser = clap::builder::FalseyValueParser::new())]
+    debug: bool,
+    /// Where images and containers are kept [default: $CONTAINER_APP_ROOT, else the platform's data directory].
+    #[arg(long, global = true, value_name = "PATH")]
+    app_root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command in a new container.
+    Run(run::RunArgs),
+}
+
+/// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    init_tracing(cli.debug);
+    let app_root = cli
+        .app_root
+        .unwrap_or_else(crate::app_root::default_app_root);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&e),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(&app_root, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => fail(e.as_ref()),
+    }
+}
+
+fn fail(e: &dyn std::error::Error) -> i32 {
+    eprintln!("Error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        tracing::debug!("caused by: {cause}");
+        source = cause.source();
+    }
+    1
+}
+
+fn init_tracing(debug: bool) {
+    let filter = if debug {
+        "debug,h2=info,hyper=info,tower=info,rustls=info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONTAINER_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

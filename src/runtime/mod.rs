@@ -1,1 +1,252 @@
-//! (to be written)
+//! Running containers: from an image reference to a workload's exit code.
+//!
+//! The runtime resolves the image, gives the container a copy-on-write root
+//! disk, boots its VM, and drives vminitd through the agent API.
+
+pub mod agent;
+mod id;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_proto::output_chunk::Stream as OutputStream;
+use agent_proto::{
+    AGENT_PORT, CreateProcessRequest, MountRequest, PingRequest, ProcessRef, ProcessSpec,
+    ShutdownRequest, User,
+};
+use tonic::Code;
+
+use crate::image::{self, ImageStore, PullOptions, Reference};
+use crate::vm::{self, VirtualMachine, VmConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    #[error(transparent)]
+    Vm(#[from] vm::Error),
+    #[error("the guest agent: {0}")]
+    Agent(String),
+    #[error("the image has no command to run and none was given")]
+    NoCommand,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Agent(status.message().to_string())
+    }
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Self {
+        Error::Agent(e.to_string())
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// What `run` was asked for.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub image: String,
+    /// Replaces the image's Cmd when not empty.
+    pub args: Vec<String>,
+    /// Added after the image's environment (later entries win).
+    pub env: Vec<String>,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Delete the container when it exits.
+    pub remove: bool,
+    pub pull: PullOptions,
+}
+
+/// Where a guest mounts the container's root disk.
+const ROOTFS: &str = "/run/container/rootfs";
+/// The one process `run` starts; exec'd processes get their own IDs.
+const INIT_PROCESS: &str = "init";
+/// Guest memory and vCPU on top of what the container asked for, for the
+/// guest kernel and vminitd (Apple's runtime adds the same).
+const MEMORY_OVERHEAD_MIB: u64 = 128;
+/// How long a cold boot may take before we give up. Generous: software
+/// emulation on a loaded 2-core host is slow.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a container in the foreground and returns its exit code.
+pub async fn run(app_root: &Path, spec: &RunSpec) -> Result<i32, Error> {
+    let store = ImageStore::open(app_root)?;
+    let reference: Reference = spec.image.parse()?;
+    let image = match store.lookup(&reference)? {
+        Some(image) => image,
+        None => store.pull(&reference, &spec.pull).await?,
+    };
+    let snapshot = store.snapshot(&image)?;
+
+    let mut args = image.config.entrypoint.clone();
+    args.extend(if spec.args.is_empty() {
+        image.config.cmd.clone()
+    } else {
+        spec.args.clone()
+    });
+    if args.is_empty() {
+        return Err(Error::NoCommand);
+    }
+    let mut env = image.config.env.clone();
+    env.extend(spec.env.iter().cloned());
+
+    let id = id::new()?;
+    let dir = app_root.join("containers").join(&id);
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    let result = run_in_vm(
+        app_root,
+        &dir,
+        &snapshot,
+        spec,
+        ProcessSpec {
+            args,
+            env,
+            cwd: image.config.working_dir.clone(),
+            user: Some(User {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+            }),
+            terminal: false,
+            stdin: false,
+        },
+    )
+    .await;
+    if spec.remove {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run_in_vm(
+    app_root: &Path,
+    dir: &Path,
+    snapshot: &Path,
+    spec: &RunSpec,
+    process: ProcessSpec,
+) -> Result<i32, Error> {
+    let kernel = vm::Kernel::find()?;
+    let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
+    let initfs =
+        vm::initfs::ensure(&app_root.join("kernel"), &vminitd, &kernel).map_err(vm::Error::from)?;
+    let rootfs = vm::clone_disk(snapshot, dir).await?;
+    let console_log = dir.join("boot.log");
+    let config = VmConfig {
+        kernel,
+        initfs,
+        kernel_args: vec![],
+        cpus: spec.cpus,
+        memory_mib: spec.memory_mib + MEMORY_OVERHEAD_MIB,
+        disks: vec![rootfs],
+        run_dir: short_run_dir(dir)?,
+        console_log: console_log.clone(),
+    };
+    let mut vm = vm::boot(&config).await?;
+    let result = drive(&mut vm, &config, process).await;
+    // Whatever happened, the VM goes: give the guest a moment to power off
+    // cleanly (the agent was asked to), then pull the plug.
+    if tokio::time::timeout(Duration::from_secs(5), vm.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the VM did not power off in time; killing it");
+    }
+    vm.kill().await;
+    let _ = std::fs::remove_dir_all(&config.run_dir);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for line in std::fs::read_to_string(&console_log)
+            .unwrap_or_default()
+            .lines()
+        {
+            tracing::debug!(target: "guest", "{line}");
+        }
+    }
+    result
+}
+
+/// A directory for the VM's Unix sockets. Socket paths are limited to 108
+/// bytes, which a deep app root can exceed, so they live under the temp dir.
+fn short_run_dir(dir: &Path) -> Result<PathBuf, Error> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let run = std::env::temp_dir().join(format!("container-{}", &name[..name.len().min(12)]));
+    std::fs::create_dir_all(&run).map_err(io(format!("create {}", run.display())))?;
+    Ok(run)
+}
+
+/// Talks to the agent: mount the root disk, run the process, stream its
+/// output, return its exit code, and ask the guest to power off.
+async fn drive(vm: &mut vm::Vm, config: &VmConfig, process: ProcessSpec) -> Result<i32, Error> {
+    vm::connect_when_ready(vm, AGENT_PORT, BOOT_TIMEOUT, &config.console_log).await?;
+    let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
+    let ping = agent.ping(PingRequest {}).await?.into_inner();
+    tracing::debug!(
+        kernel = ping.kernel_release,
+        version = ping.version,
+        "agent ready"
+    );
+    let result = run_process(&mut agent, process).await;
+    let _ = agent.shutdown(ShutdownRequest {}).await;
+    result
+}
+
+async fn run_process(agent: &mut agent::Client, process: ProcessSpec) -> Result<i32, Error> {
+    agent
+        .mount(MountRequest {
+            source: "/dev/vda".into(),
+            target: ROOTFS.into(),
+            fstype: "ext4".into(),
+            options: vec![],
+        })
+        .await?;
+    let program = process.args[0].clone();
+    agent
+        .create_process(CreateProcessRequest {
+            id: INIT_PROCESS.into(),
+            root: ROOTFS.into(),
+            process: Some(process),
+        })
+        .await?;
+    let process_ref = ProcessRef {
+        id: INIT_PROCESS.into(),
+    };
+    let mut output = agent.read_output(process_ref.clone()).await?.into_inner();
+    match agent.start_process(process_ref.clone()).await {
+        Ok(_) => {}
+        // The exit codes a shell (and Docker) use for these.
+        Err(status) if status.code() == Code::NotFound => {
+            eprintln!("Error: {program}: executable file not found in the container");
+            return Ok(127);
+        }
+        Err(status) if status.code() == Code::PermissionDenied => {
+            eprintln!("Error: {program}: permission denied");
+            return Ok(126);
+        }
+        Err(status) => return Err(status.into()),
+    }
+    while let Some(chunk) = output.message().await? {
+        let written = match OutputStream::try_from(chunk.stream) {
+            Ok(OutputStream::Stderr) => write_all_flush(&mut std::io::stderr().lock(), &chunk.data),
+            _ => write_all_flush(&mut std::io::stdout().lock(), &chunk.data),
+        };
+        written.map_err(io("write the container's output"))?;
+    }
+    let exit = agent.wait_process(process_ref).await?.into_inner();
+    Ok(exit.exit_code)
+}
+
+fn write_all_flush(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
+    out.write_all(data)?;
+    out.flush()
+}

@@ -1,1 +1,37 @@
-fn main() {}
+//! vminitd: PID 1 inside every container's VM.
+//!
+//! It prepares the guest (mounts, kernel modules), then serves the agent API
+//! on vsock so the host can mount the container's disk and run processes.
+//! Nothing else runs in the guest besides the workload, so if vminitd fails
+//! it exits: the kernel panics, and `panic=-1` plus QEMU's `-no-reboot` turn
+//! that into the VM stopping, which the host reports.
+
+mod agent;
+mod boot;
+mod log;
+mod process;
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("vminitd: must run as PID 1 inside a container VM");
+        std::process::exit(1);
+    }
+    if let Err(e) = boot::setup() {
+        log::error(&format!("boot failed: {e}"));
+        std::process::exit(1);
+    }
+    // One worker thread: the agent handles a handful of streams per VM, and
+    // every thread costs guest memory and start-up time.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(agent::serve()),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = result {
+        log::error(&format!("agent stopped: {e}"));
+    }
+    std::process::exit(1);
+}

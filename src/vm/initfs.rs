@@ -1,0 +1,241 @@
+//! The init filesystem: the initramfs every guest boots from. It holds
+//! vminitd as `/init` and, for a modular kernel, the modules the guest needs
+//! to see its virtio devices, with a list in the order to load them.
+//!
+//! It is built on first use and cached under the app root, keyed by the
+//! vminitd binary and the kernel, so later boots only read it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::Kernel;
+
+/// Drivers the guest needs; their dependencies are found in modules.dep.
+pub const REQUIRED_MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "vmw_vsock_virtio_transport"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kernel module {0} is not in modules.dep")]
+    UnknownModule(String),
+    #[error("vminitd not found at {0}: run scripts/setup (or set CONTAINER_VMINITD)")]
+    NoVminitd(PathBuf),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.to_string();
+    move |source| Error::Io { context, source }
+}
+
+/// Where vminitd is: `CONTAINER_VMINITD`, else beside the running binary.
+pub fn vminitd_path() -> Result<PathBuf, Error> {
+    let path = match std::env::var_os("CONTAINER_VMINITD").filter(|v| !v.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .map_err(io("find the running binary"))?
+            .with_file_name("vminitd"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::NoVminitd(path))
+    }
+}
+
+/// Returns the cached initfs for this vminitd and kernel, building it first if needed.
+pub fn ensure(cache_dir: &Path, vminitd: &Path, kernel: &Kernel) -> Result<PathBuf, Error> {
+    let meta = std::fs::metadata(vminitd).map_err(io(format!("read {}", vminitd.display())))?;
+    let mut key = Sha256::new();
+    key.update(format!(
+        "{}:{}:{}:{}",
+        vminitd.display(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ));
+    key.update(format!(
+        "{}:{}:{REQUIRED_MODULES:?}",
+        kernel.image.display(),
+        kernel.release
+    ));
+    let path = cache_dir.join(format!(
+        "initfs-{}.cpio",
+        &hex::encode(key.finalize())[..16]
+    ));
+    if path.is_file() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(cache_dir).map_err(io(format!("create {}", cache_dir.display())))?;
+    let modules = match &kernel.modules {
+        Some(dir) => {
+            let dep =
+                std::fs::read_to_string(dir.join("modules.dep")).map_err(io("read modules.dep"))?;
+            load_order(&parse_modules_dep(&dep), REQUIRED_MODULES)?
+                .into_iter()
+                .map(|m| dir.join(m))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let tmp = cache_dir.join(format!(".initfs-{}.tmp", std::process::id()));
+    let result = write_cpio(&tmp, vminitd, &modules)
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(io("store initfs")));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| path)
+}
+
+/// modules.dep maps a module's path to the paths of the modules it needs.
+fn parse_modules_dep(text: &str) -> HashMap<String, Vec<String>> {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(module, deps)| {
+            (
+                module.trim().to_string(),
+                deps.split_whitespace().map(String::from).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The module's name as `modprobe` knows it: `kernel/a/b/virtio-blk.ko` -> `virtio_blk`.
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+/// The module paths to load, each after everything it depends on.
+fn load_order(deps: &HashMap<String, Vec<String>>, wanted: &[&str]) -> Result<Vec<String>, Error> {
+    let by_name: HashMap<String, &String> =
+        deps.keys().map(|path| (module_name(path), path)).collect();
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    fn visit(
+        path: &String,
+        deps: &HashMap<String, Vec<String>>,
+        seen: &mut HashSet<String>,
+        order: &mut Vec<String>,
+    ) {
+        if !seen.insert(path.clone()) {
+            return;
+        }
+        for dep in deps.get(path).into_iter().flatten() {
+            visit(dep, deps, seen, order);
+        }
+        order.push(path.clone());
+    }
+    for name in wanted {
+        let path = by_name
+            .get(*name)
+            .ok_or_else(|| Error::UnknownModule(name.to_string()))?;
+        visit(path, deps, &mut seen, &mut order);
+    }
+    Ok(order)
+}
+
+/// Writes the initramfs as an uncompressed newc cpio archive: the kernel
+/// unpacks it fastest, and the host page cache keeps it warm between boots.
+fn write_cpio(path: &Path, vminitd: &Path, modules: &[PathBuf]) -> Result<(), Error> {
+    use cpio::newc::{Builder, ModeFileType, trailer};
+    let file = File::create(path).map_err(io(format!("create {}", path.display())))?;
+    let mut out = BufWriter::new(file);
+    let mut ino = 0;
+    let mut entry = |name: &str, mode: u32| {
+        ino += 1;
+        Builder::new(name).ino(ino).mode(mode).nlink(1)
+    };
+    for dir in ["dev", "proc", "sys", "run", "tmp", "modules"] {
+        entry(dir, 0o040755)
+            .write(&mut out, 0)
+            .finish()
+            .map_err(io("write initfs"))?;
+    }
+    // The kernel opens /dev/console for init's stdio before anything is mounted.
+    entry("dev/console", 0o600)
+        .set_mode_file_type(ModeFileType::Char)
+        .rdev_major(5)
+        .rdev_minor(1)
+        .write(&mut out, 0)
+        .finish()
+        .map_err(io("write initfs"))?;
+    let mut add_file =
+        |out: &mut BufWriter<File>, name: &str, source: &Path, mode: u32| -> Result<(), Error> {
+            let data = std::fs::read(source).map_err(io(format!("read {}", source.display())))?;
+            let mut writer = entry(name, mode).write(out, data.len() as u32);
+            writer.write_all(&data).map_err(io("write initfs"))?;
+            writer.finish().map_err(io("write initfs"))?;
+            Ok(())
+        };
+    add_file(&mut out, "init", vminitd, 0o100755)?;
+    let mut order = String::new();
+    for module in modules {
+        let name = module.file_name().unwrap().to_string_lossy().into_owned();
+        add_file(&mut out, &format!("modules/{name}"), module, 0o100644)?;
+        order.push_str(&name);
+        order.push('\n');
+    }
+    let mut writer = entry("modules/order", 0o100644).write(&mut out, order.len() as u32);
+    writer
+        .write_all(order.as_bytes())
+        .map_err(io("write initfs"))?;
+    writer.finish().map_err(io("write initfs"))?;
+    let file = trailer(out)
+        .map_err(io("write initfs"))?
+        .into_inner()
+        .map_err(|e| io("write initfs")(e.into_error()))?;
+    file.sync_all().map_err(io("write initfs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP: &str = "kernel/drivers/virtio/virtio.ko:\n\
+        kernel/drivers/virtio/virtio_ring.ko:\n\
+        kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
+        kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
+        kernel/net/vmw_vsock/vsock.ko:\n\
+        kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko\n\
+        kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
+        kernel/fs/fuse/virtio-fs.ko: kernel/fs/fuse/fuse.ko\n";
+
+    #[test]
+    fn dependencies_load_first_and_once() {
+        let order = load_order(&parse_modules_dep(DEP), REQUIRED_MODULES).unwrap();
+        let names: Vec<String> = order.iter().map(|p| module_name(p)).collect();
+        assert_eq!(
+            names,
+            [
+                "virtio",
+                "virtio_ring",
+                "virtio_mmio",
+                "virtio_blk",
+                "vsock",
+                "vmw_vsock_virtio_transport_common",
+                "vmw_vsock_virtio_transport"
+            ]
+        );
+    }
+
+    #[test]
+    fn names_normalise_dashes_and_compression() {
+        assert_eq!(module_name("kernel/fs/fuse/virtio-fs.ko.xz"), "virtio_fs");
+    }
+
+    #[test]
+    fn unknown_module_is_an_error() {
+        let err = load_order(&parse_modules_dep(DEP), &["nope"]).unwrap_err();
+        assert_eq!(err.to_string(), "kernel module nope is not in modules.dep");
+    }
+}

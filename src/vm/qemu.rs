@@ -1,0 +1,278 @@
+//! The Linux backend: QEMU's `microvm` machine with virtio-mmio devices, and
+//! vsock through `vhost-device-vsock` (our hosts have no /dev/vhost-vsock).
+//!
+//! Each VM owns two processes: QEMU and its vhost-user vsock device. Both
+//! get SIGKILL if the process that started them dies, and are killed when
+//! the [`QemuVm`] is dropped, so no VM outlives its owner.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+use super::{Dial, Disk, DiskFormat, Error, VirtualMachine, VmConfig};
+
+pub struct QemuVm {
+    qemu: Child,
+    vsock: Child,
+    /// The host side of the guest's vsock: connect here and say `CONNECT <port>`.
+    vsock_socket: PathBuf,
+}
+
+/// Which accelerator to use. KVM only where the host has a real one: the
+/// nested "PVM" KVM on our machines accepts the VM but dies on a stock kernel
+/// with an emulation failure, and QEMU's own fallback does not catch that.
+fn accelerator() -> &'static str {
+    match std::env::var("CONTAINER_ACCEL").as_deref() {
+        Ok("kvm") => return "kvm",
+        Ok("tcg") => return "tcg",
+        _ => {}
+    }
+    let real_kvm =
+        Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if real_kvm && usable { "kvm" } else { "tcg" }
+}
+
+/// Spawns a helper that dies with us: SIGKILL when our thread exits.
+fn spawn(program: &str, args: &[String], stderr: Stdio) -> Result<Child, Error> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|source| Error::Spawn {
+        program: program.to_string(),
+        source,
+    })
+}
+
+fn drive_args(index: usize, disk: &Disk) -> [String; 4] {
+    let format = match disk.format {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    };
+    let read_only = if disk.read_only { ",read-only=on" } else { "" };
+    [
+        "-drive".into(),
+        // cache=unsafe: the disk is scratch that dies with the container, so
+        // host flushes on every guest sync buy nothing.
+        format!(
+            "id=disk{index},file={},format={format},if=none,cache=unsafe,discard=unmap{read_only}",
+            disk.path.display()
+        ),
+        "-device".into(),
+        format!("virtio-blk-device,drive=disk{index}"),
+    ]
+}
+
+impl QemuVm {
+    pub async fn boot(config: &VmConfig) -> Result<QemuVm, Error> {
+        let run = &config.run_dir;
+        std::fs::create_dir_all(run).map_err(Error::io(format!("create {}", run.display())))?;
+        let vhost_socket = run.join("vhost.sock");
+        let vsock_socket = run.join("vsock.sock");
+        let vsock_args: Vec<String> = vec![
+            "--guest-cid".into(),
+            "3".into(),
+            "--socket".into(),
+            vhost_socket.display().to_string(),
+            "--uds-path".into(),
+            vsock_socket.display().to_string(),
+        ];
+        let mut vsock = spawn("vhost-device-vsock", &vsock_args, Stdio::null())?;
+        // QEMU must find the vhost-user socket listening when it starts.
+        let mut waited = Duration::ZERO;
+        while !vhost_socket.exists() {
+            if let Ok(Some(status)) = vsock.try_wait() {
+                return Err(Error::Spawn {
+                    program: "vhost-device-vsock".into(),
+                    source: std::io::Error::other(format!("exited with {status}")),
+                });
+            }
+            if waited > Duration::from_secs(10) {
+                return Err(Error::Spawn {
+                    program: "vhost-device-vsock".into(),
+                    source: std::io::Error::other("no socket after 10 s"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            waited += Duration::from_millis(2);
+        }
+
+        let memory = format!("{}M", config.memory_mib);
+        let mut cmdline = ["console=ttyS0", "panic=-1", "quiet", "reboot=t"].join(" ");
+        for arg in &config.kernel_args {
+            cmdline.push(' ');
+            cmdline.push_str(arg);
+        }
+        let accel = accelerator();
+        let mut args: Vec<String> = vec![
+            "-M".into(),
+            "microvm,acpi=on,memory-backend=mem".into(),
+            "-accel".into(),
+            if accel == "tcg" {
+                "tcg,thread=multi".into()
+            } else {
+                "kvm".into()
+            },
+            "-cpu".into(),
+            if accel == "tcg" {
+                "max".into()
+            } else {
+                "host".into()
+            },
+            "-smp".into(),
+            config.cpus.to_string(),
+            "-m".into(),
+            memory.clone(),
+            // vhost-user needs guest memory the vsock device process can map.
+            "-object".into(),
+            format!("memory-backend-memfd,id=mem,size={memory},share=on"),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+            "-kernel".into(),
+            config.kernel.image.display().to_string(),
+            "-initrd".into(),
+            config.initfs.display().to_string(),
+            "-append".into(),
+            cmdline,
+            "-chardev".into(),
+            format!("file,id=console,path={}", config.console_log.display()),
+            "-serial".into(),
+            "chardev:console".into(),
+            "-chardev".into(),
+            format!("socket,id=vhost,path={}", vhost_socket.display()),
+            "-device".into(),
+            "vhost-user-vsock-device,chardev=vhost".into(),
+        ];
+        for (index, disk) in config.disks.iter().enumerate() {
+            args.extend(drive_args(index, disk));
+        }
+        tracing::debug!(accel, "starting qemu-system-x86_64 {}", args.join(" "));
+        let qemu_stderr =
+            std::fs::File::create(run.join("qemu.log")).map_err(Error::io("create qemu.log"))?;
+        let qemu = match spawn("qemu-system-x86_64", &args, qemu_stderr.into()) {
+            Ok(qemu) => qemu,
+            Err(e) => {
+                let _ = vsock.kill().await;
+                return Err(e);
+            }
+        };
+        Ok(QemuVm {
+            qemu,
+            vsock,
+            vsock_socket,
+        })
+    }
+}
+
+/// Opens a stream to a guest port through vhost-device-vsock's Unix socket.
+async fn dial(socket: PathBuf, port: u32) -> Result<UnixStream, Error> {
+    let fail = |source| Error::Connect { port, source };
+    let mut stream = UnixStream::connect(&socket).await.map_err(fail)?;
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .await
+        .map_err(fail)?;
+    // Read the "OK <host port>\n" reply a byte at a time: a buffered read
+    // could swallow the first bytes the guest sends after it.
+    let mut reply = Vec::with_capacity(16);
+    loop {
+        let byte = stream.read_u8().await.map_err(fail)?;
+        if byte == b'\n' {
+            break;
+        }
+        reply.push(byte);
+        if reply.len() > 64 {
+            return Err(fail(std::io::Error::other(
+                "malformed vsock handshake reply",
+            )));
+        }
+    }
+    if !reply.starts_with(b"OK ") {
+        return Err(fail(std::io::Error::other(
+            String::from_utf8_lossy(&reply).into_owned(),
+        )));
+    }
+    Ok(stream)
+}
+
+impl VirtualMachine for QemuVm {
+    fn dialer(&self) -> Dial {
+        let socket = self.vsock_socket.clone();
+        Arc::new(move |port| dial(socket.clone(), port).boxed())
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        match self.qemu.try_wait() {
+            Ok(Some(status)) => Some(format!("qemu {status}")),
+            Ok(None) => None,
+            Err(e) => Some(format!("qemu: {e}")),
+        }
+    }
+
+    async fn wait(&mut self) -> Result<(), Error> {
+        let status = self.qemu.wait().await.map_err(Error::io("wait for qemu"))?;
+        tracing::debug!(%status, "qemu exited");
+        let _ = self.vsock.kill().await;
+        Ok(())
+    }
+
+    async fn kill(&mut self) {
+        let _ = self.qemu.kill().await;
+        let _ = self.vsock.kill().await;
+    }
+}
+
+/// Creates `dir/rootfs.qcow2`, a qcow2 overlay whose reads fall through to
+/// the raw base image. A reflink would need a host filesystem that has them
+/// (our hosts' ext4 does not); qcow2 works wherever QEMU does.
+pub async fn clone_disk(base: &Path, dir: &Path) -> Result<Disk, Error> {
+    let path = dir.join("rootfs.qcow2");
+    let output = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(base)
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|source| Error::Spawn {
+            program: "qemu-img".into(),
+            source,
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        return Err(Error::Io {
+            context: "create the container's disk".into(),
+            source: std::io::Error::other(stderr),
+        });
+    }
+    Ok(Disk {
+        path,
+        format: DiskFormat::Qcow2,
+        read_only: false,
+    })
+}

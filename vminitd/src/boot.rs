@@ -1,0 +1,102 @@
+//! What PID 1 does before serving the agent: the standard mounts and the
+//! kernel modules the guest kernel needs to see its virtio devices.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::kmod::{ModuleInitFlags, finit_module};
+use nix::mount::{MsFlags, mount};
+use nix::sys::stat::Mode;
+use nix::unistd::mkdir;
+
+use crate::log;
+
+/// The initfs lists its modules here, already in dependency order (the host
+/// resolved modules.dep when it built the initfs).
+const MODULE_ORDER: &str = "/modules/order";
+
+pub fn setup() -> Result<(), String> {
+    mount_standard()?;
+    load_modules()?;
+    log::info("guest ready");
+    Ok(())
+}
+
+fn mount_standard() -> Result<(), String> {
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mounts: [(&str, &str, &str, MsFlags, Option<&str>); 8] = [
+        ("proc", "/proc", "proc", nodev, None),
+        ("sysfs", "/sys", "sysfs", nodev, None),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+        ("shm", "/dev/shm", "tmpfs", nodev, Some("mode=1777")),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", nodev, None),
+    ];
+    for (source, target, fstype, flags, data) in mounts {
+        make_dir(target)?;
+        mount(Some(source), target, Some(fstype), flags, data)
+            .map_err(|e| format!("mount {fstype} on {target}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Creates a directory (and its parents), accepting one that exists.
+pub fn make_dir(path: &str) -> Result<(), String> {
+    let mut current = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        current.push('/');
+        current.push_str(part);
+        match mkdir(current.as_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(format!("mkdir {current}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn load_modules() -> Result<(), String> {
+    let order = match std::fs::read_to_string(MODULE_ORDER) {
+        Ok(order) => order,
+        // A kernel with everything built in needs no modules.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("read {MODULE_ORDER}: {e}")),
+    };
+    let no_params = CString::default();
+    for name in order.lines().filter(|l| !l.is_empty()) {
+        let path = Path::new("/modules").join(name);
+        let file = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        match finit_module(&file, &no_params, ModuleInitFlags::empty()) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(format!("load module {name}: {e}")),
+        }
+    }
+    Ok(())
+}
