@@ -8,7 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 
 use super::{Error, IoContext};
 
@@ -18,6 +21,31 @@ pub fn temp_path(dir: &Path, stem: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     dir.join(format!(".{stem}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Deletes temp files in `dir` whose writer process is gone (it crashed or was
+/// killed mid-write), so ingests and half-built snapshots do not pile up.
+/// Best effort: a file that cannot be removed now is tried again next time.
+pub fn remove_orphans(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let owner = temp_owner(&entry.file_name().to_string_lossy());
+        if owner.is_some_and(|pid| kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The pid in a name made by `temp_path`: `.{stem}.{pid}.{n}.tmp`.
+fn temp_owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    parts.next()?.parse::<u64>().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next().filter(|stem| !stem.is_empty())?;
+    Some(pid)
 }
 
 /// Replaces `target` with `bytes` atomically.
@@ -59,4 +87,38 @@ pub fn lock(path: &Path) -> Result<Flock<File>, Error> {
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, errno)| std::io::Error::from(errno))
         .at(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_only_temp_files_of_dead_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = temp_path(dir.path(), "abc.ext4");
+        // Above any pid_max, so no such process exists.
+        let dead = dir.path().join(format!(".abc.ext4.{}.0.tmp", i32::MAX));
+        let other = dir.path().join("abc.ext4");
+        for path in [&ours, &dead, &other] {
+            std::fs::write(path, b"x").unwrap();
+        }
+        remove_orphans(dir.path());
+        assert!(ours.exists() && other.exists());
+        assert!(!dead.exists());
+    }
+
+    #[test]
+    fn write_file_replaces_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("records.json");
+        write_file(&target, b"one").unwrap();
+        write_file(&target, b"two").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp files left"
+        );
+    }
 }

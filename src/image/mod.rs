@@ -140,6 +140,7 @@ impl ImageStore {
     pub fn open(app_root: &Path) -> Result<Self, Error> {
         let snapshots = app_root.join("snapshots");
         std::fs::create_dir_all(&snapshots).at(&snapshots)?;
+        atomic::remove_orphans(&snapshots);
         Ok(ImageStore {
             content: ContentStore::open(&app_root.join("content"))?,
             records: Records::open(&app_root.join("images"))?,

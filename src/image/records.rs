@@ -40,6 +40,7 @@ pub struct Records {
 impl Records {
     pub fn open(dir: &Path) -> Result<Records, Error> {
         std::fs::create_dir_all(dir).at(dir)?;
+        atomic::remove_orphans(dir);
         Ok(Records {
             file: dir.join("records.json"),
             lock: dir.join("records.lock"),

@@ -28,6 +28,7 @@ impl ContentStore {
         for d in [&blobs, &ingest] {
             std::fs::create_dir_all(d).at(d)?;
         }
+        atomic::remove_orphans(&ingest);
         Ok(ContentStore { blobs, ingest })
     }
 
