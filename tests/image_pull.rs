@@ -94,6 +94,33 @@ async fn pull_by_tag_stores_verified_blobs_and_a_record() {
 }
 
 #[tokio::test]
+async fn pull_docker_v2_image() {
+    let registry = Registry::start();
+    registry.push_test_image_as_docker("docker", "v2");
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path()).unwrap();
+    let r = reference(&format!("{}/docker:v2", registry.addr()));
+
+    let image = store.pull(&r, &PullOptions::default()).await.unwrap();
+    assert_eq!(image.config.cmd, ["sh"]);
+    assert_eq!(image.config.env, [PATH]);
+    let hex = image.digest.strip_prefix("sha256:").unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("content/blobs/sha256").join(hex)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    assert_eq!(stored_blobs(root.path()).len(), 3);
+}
+
+#[tokio::test]
 async fn pull_by_digest() {
     let registry = Registry::start();
     let digest = registry.push_test_image("pinned", "v1");

@@ -83,10 +83,21 @@ impl Registry {
         layout.manifest_digest.clone()
     }
 
+    /// Pushes the busybox test image as `NAME:TAG` converted to Docker's v2
+    /// schema 2 format (so its digests differ from the OCI original's).
+    pub fn push_test_image_as_docker(&self, name: &str, tag: &str) {
+        self.push(&["--docker"], &test_image().dir, "latest", name, tag);
+    }
+
     /// Pushes the image tagged `layout_tag` in an OCI layout, every platform of it.
     pub fn push_layout(&self, layout: &Path, layout_tag: &str, name: &str, tag: &str) {
+        self.push(&[], layout, layout_tag, name, tag);
+    }
+
+    fn push(&self, flags: &[&str], layout: &Path, layout_tag: &str, name: &str, tag: &str) {
         let status = Command::new(script("registry"))
             .arg("push")
+            .args(flags)
             .arg(format!("{}:{layout_tag}", layout.display()))
             .arg(format!("{}/{name}:{tag}", self.addr()))
             .status()
