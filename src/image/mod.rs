@@ -162,6 +162,8 @@ impl ImageStore {
     }
 
     /// The image's ext4 root filesystem, made once per manifest digest.
+    /// Blocking, and seconds long for big images: call it from
+    /// `spawn_blocking` in async code.
     pub fn snapshot(&self, image: &Image) -> Result<PathBuf, Error> {
         snapshot::snapshot(self, &image.digest)
     }

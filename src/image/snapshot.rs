@@ -58,11 +58,8 @@ fn build(images: &ImageStore, manifest: &Manifest, path: &Path) -> Result<(), Er
             // Multi-member: some tools write a gzip layer as several members.
             Compression::Gzip => fs.unpack_layer(flate2::bufread::MultiGzDecoder::new(blob))?,
             Compression::Zstd => {
-                let decoder = zstd::Decoder::with_buffer(blob).map_err(|e| Error::Io {
-                    path: images.content.path(&layer.digest).unwrap_or_default(),
-                    source: e,
-                })?;
-                fs.unpack_layer(decoder)?
+                let path = images.content.path(&layer.digest)?;
+                fs.unpack_layer(zstd::Decoder::with_buffer(blob).at(&path)?)?
             }
         }
     }
