@@ -1,0 +1,124 @@
+//! Crash-safe file updates: write a uniquely named temp file in the target's
+//! directory, fsync it, rename it over the target, fsync the directory. A
+//! crash leaves the old file or the new one, never a torn one; leftover temp
+//! files are garbage, never state.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use super::{Error, IoContext};
+
+/// A temp file name in `dir` that no other process, or thread of this one,
+/// will pick. Hidden, so listings of `dir` skip it.
+pub fn temp_path(dir: &Path, stem: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{stem}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Deletes temp files in `dir` whose writer process is gone (it crashed or was
+/// killed mid-write), so ingests and half-built snapshots do not pile up.
+/// Best effort: a file that cannot be removed now is tried again next time.
+pub fn remove_orphans(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let owner = temp_owner(&entry.file_name().to_string_lossy());
+        if owner.is_some_and(|pid| kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The pid in a name made by `temp_path`: `.{stem}.{pid}.{n}.tmp`.
+fn temp_owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    parts.next()?.parse::<u64>().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next().filter(|stem| !stem.is_empty())?;
+    Some(pid)
+}
+
+/// Replaces `target` with `bytes` atomically.
+pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = target.parent().expect("target has a parent directory");
+    let stem = target
+        .file_name()
+        .expect("target has a file name")
+        .to_string_lossy();
+    let temp = temp_path(dir, &stem);
+    let result = (|| {
+        let mut file = File::create(&temp).at(&temp)?;
+        file.write_all(bytes).at(&temp)?;
+        file.sync_all().at(&temp)?;
+        commit(&temp, target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Renames a finished, fsynced temp file into place and makes the rename durable.
+pub fn commit(temp: &Path, target: &Path) -> Result<(), Error> {
+    std::fs::rename(temp, target).at(target)?;
+    let dir = target.parent().expect("target has a parent directory");
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// Holds an exclusive flock on `path` (created if missing) until dropped, so
+/// concurrent `container` processes on one app root take turns.
+pub fn lock(path: &Path) -> Result<Flock<File>, Error> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| std::io::Error::from(errno))
+        .at(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_only_temp_files_of_dead_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = temp_path(dir.path(), "abc.ext4");
+        // Above any pid_max, so no such process exists.
+        let dead = dir.path().join(format!(".abc.ext4.{}.0.tmp", i32::MAX));
+        let other = dir.path().join("abc.ext4");
+        for path in [&ours, &dead, &other] {
+            std::fs::write(path, b"x").unwrap();
+        }
+        remove_orphans(dir.path());
+        assert!(ours.exists() && other.exists());
+        assert!(!dead.exists());
+    }
+
+    #[test]
+    fn write_file_replaces_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("records.json");
+        write_file(&target, b"one").unwrap();
+        write_file(&target, b"two").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp files left"
+        );
+    }
+}

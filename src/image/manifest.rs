@@ -1,0 +1,232 @@
+//! The few parts of OCI and Docker v2 manifests, indexes and image configs
+//! that pulling and unpacking need. Unknown fields are ignored, so the two
+//! formats share one set of types.
+
+use serde::Deserialize;
+
+use super::platform::Platform;
+use super::{Error, RunConfig};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Every manifest type we can pull, for the registry's `Accept` header.
+pub const ACCEPTED_MANIFESTS: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
+
+/// A pointer to a blob: a layer, a config, or (in an index) a manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+/// One platform's image: its config and its layers, bottom first.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+/// A manifest or an index, told apart by `mediaType` or, when a registry
+/// leaves that out (it is optional in OCI), by which list the document has.
+pub enum Document {
+    Manifest(Manifest),
+    Index(Vec<Descriptor>),
+}
+
+impl Document {
+    pub fn parse(bytes: &[u8], digest: &str) -> Result<Document, Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Probe {
+            media_type: Option<String>,
+            manifests: Option<Vec<Descriptor>>,
+            config: Option<Descriptor>,
+            layers: Option<Vec<Descriptor>>,
+        }
+        let invalid = |reason: String| Error::InvalidManifest {
+            digest: digest.to_string(),
+            reason,
+        };
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        match (
+            probe.media_type.as_deref(),
+            probe.manifests,
+            probe.config,
+            probe.layers,
+        ) {
+            (Some(OCI_INDEX | DOCKER_MANIFEST_LIST) | None, Some(manifests), None, _) => {
+                Ok(Document::Index(manifests))
+            }
+            (Some(OCI_MANIFEST | DOCKER_MANIFEST) | None, None, Some(config), Some(layers)) => {
+                Ok(Document::Manifest(Manifest { config, layers }))
+            }
+            (Some(other), ..) if !ACCEPTED_MANIFESTS.contains(&other) => {
+                Err(invalid(format!("unsupported media type {other}")))
+            }
+            _ => Err(invalid(
+                "it is neither an image manifest nor an index".to_string(),
+            )),
+        }
+    }
+}
+
+/// The parts of an image config (OCI or Docker) we read.
+#[derive(Debug, Deserialize)]
+pub struct ImageConfig {
+    #[serde(flatten)]
+    pub platform: Platform,
+    #[serde(default)]
+    pub config: Option<ContainerConfig>,
+}
+
+/// The image config's `config` object; Docker writes `null` for empty lists.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+impl ImageConfig {
+    pub fn parse(bytes: &[u8], digest: &str) -> Result<ImageConfig, Error> {
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidConfig {
+            digest: digest.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn run_config(&self) -> RunConfig {
+        let c = self.config.clone().unwrap_or_default();
+        RunConfig {
+            env: c.env.unwrap_or_default(),
+            entrypoint: c.entrypoint.unwrap_or_default(),
+            cmd: c.cmd.unwrap_or_default(),
+            working_dir: c.working_dir.unwrap_or_default(),
+            user: c.user.unwrap_or_default(),
+        }
+    }
+}
+
+/// How a layer blob is compressed, from its media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn of_layer(media_type: &str) -> Result<Compression, Error> {
+        match media_type {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Ok(Compression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
+                Ok(Compression::Gzip)
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+                Ok(Compression::Zstd)
+            }
+            other => Err(Error::UnsupportedLayer(other.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn tells_manifests_from_indexes() {
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D}","size":3,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#
+        );
+        let Document::Index(entries) = Document::parse(index.as_bytes(), D).unwrap() else {
+            panic!("not an index");
+        };
+        assert_eq!(
+            entries[0].platform.as_ref().unwrap().to_string(),
+            "linux/arm64/v8"
+        );
+
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"x","digest":"{D}","size":1}},"layers":[{{"mediaType":"y","digest":"{D}","size":2}}]}}"#
+        );
+        let Document::Manifest(m) = Document::parse(manifest.as_bytes(), D).unwrap() else {
+            panic!("not a manifest");
+        };
+        assert_eq!((m.config.size, m.layers.len(), m.layers[0].size), (1, 1, 2));
+
+        let err = Document::parse(br#"{"mediaType":"application/vnd.example+json"}"#, D)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("unsupported media type application/vnd.example+json"),
+            "{err}"
+        );
+        assert!(Document::parse(b"not json", D).is_err());
+    }
+
+    #[test]
+    fn reads_run_config_including_docker_nulls() {
+        let config = br#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Entrypoint":null,"Cmd":["sh","-c","x"],"WorkingDir":"/w","User":"1000:1000"}}"#;
+        let parsed = ImageConfig::parse(config, D).unwrap();
+        assert_eq!(parsed.platform.architecture, "amd64");
+        let run = parsed.run_config();
+        assert_eq!(run.env, ["A=1"]);
+        assert!(run.entrypoint.is_empty());
+        assert_eq!(run.cmd, ["sh", "-c", "x"]);
+        assert_eq!(
+            (run.working_dir.as_str(), run.user.as_str()),
+            ("/w", "1000:1000")
+        );
+
+        let bare = ImageConfig::parse(br#"{"architecture":"arm64","os":"linux"}"#, D).unwrap();
+        assert!(bare.run_config().cmd.is_empty());
+    }
+
+    #[test]
+    fn layer_compression_by_media_type() {
+        use Compression::*;
+        let cases = [
+            ("application/vnd.oci.image.layer.v1.tar", None),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", Gzip),
+            ("application/vnd.oci.image.layer.v1.tar+zstd", Zstd),
+            ("application/vnd.docker.image.rootfs.diff.tar.gzip", Gzip),
+        ];
+        for (media_type, want) in cases {
+            assert_eq!(
+                Compression::of_layer(media_type).unwrap(),
+                want,
+                "{media_type}"
+            );
+        }
+        assert!(Compression::of_layer("application/vnd.oci.image.config.v1+json").is_err());
+    }
+}

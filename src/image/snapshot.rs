@@ -1,0 +1,68 @@
+//! Snapshots: each image's layers unpacked, in order, into one ext4 file,
+//! `snapshots/<manifest hex>.ext4`, built once per manifest digest and then
+//! shared (containers clone it copy-on-write). Layers go straight from the
+//! content store through a decompressor into the ext4 writer: nothing is
+//! extracted onto the host filesystem.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use crate::ext4::{FormatOptions, Formatter};
+
+use super::manifest::{Compression, Manifest};
+use super::reference::is_sha256_digest;
+use super::{Error, ImageStore, IoContext, atomic};
+
+/// Size of every snapshot filesystem: 8 GiB, enough for nearly any image, and
+/// the file is sparse, so only blocks in use take disk space.
+pub const SNAPSHOT_SIZE_BYTES: u64 = 8 << 30;
+
+pub fn snapshot(images: &ImageStore, digest: &str) -> Result<PathBuf, Error> {
+    if !is_sha256_digest(digest) {
+        return Err(Error::InvalidDigest(digest.to_string()));
+    }
+    let hex = &digest["sha256:".len()..];
+    let target = images.snapshots.join(format!("{hex}.ext4"));
+    if target.exists() {
+        return Ok(target);
+    }
+    // One builder per image at a time; whoever waited finds the work done.
+    let _lock = atomic::lock(&images.snapshots.join(format!(".{hex}.lock")))?;
+    if target.exists() {
+        return Ok(target);
+    }
+    let manifest = images.manifest(digest)?;
+    let temp = atomic::temp_path(&images.snapshots, &format!("{hex}.ext4"));
+    let result = build(images, &manifest, &temp).and_then(|()| {
+        File::open(&temp).and_then(|f| f.sync_all()).at(&temp)?;
+        atomic::commit(&temp, &target)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.map(|()| target)
+}
+
+fn build(images: &ImageStore, manifest: &Manifest, path: &Path) -> Result<(), Error> {
+    let mut fs = Formatter::create(
+        path,
+        FormatOptions {
+            size_bytes: SNAPSHOT_SIZE_BYTES,
+        },
+    )?;
+    for layer in &manifest.layers {
+        let blob = BufReader::new(images.content.open_blob(&layer.digest)?);
+        match Compression::of_layer(&layer.media_type)? {
+            Compression::None => fs.unpack_layer(blob)?,
+            // Multi-member: some tools write a gzip layer as several members.
+            Compression::Gzip => fs.unpack_layer(flate2::bufread::MultiGzDecoder::new(blob))?,
+            Compression::Zstd => {
+                let path = images.content.path(&layer.digest)?;
+                fs.unpack_layer(zstd::Decoder::with_buffer(blob).at(&path)?)?
+            }
+        }
+    }
+    fs.finish()?;
+    Ok(())
+}

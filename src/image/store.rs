@@ -1,0 +1,208 @@
+//! The content store: blobs addressed by digest under `content/blobs/sha256/`.
+//!
+//! A blob only ever appears there complete and verified: it is written to
+//! `content/ingest/`, hashed as it streams in, checked against the expected
+//! digest and size, fsynced and renamed into place. Two processes fetching the
+//! same blob each use their own ingest file; the second rename replaces
+//! identical bytes, so neither sees a partial blob.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::reference::is_sha256_digest;
+use super::{Error, IoContext, atomic};
+
+pub struct ContentStore {
+    blobs: PathBuf,
+    ingest: PathBuf,
+}
+
+impl ContentStore {
+    /// Opens (creating if needed) the store rooted at `dir` (`<app root>/content`).
+    pub fn open(dir: &Path) -> Result<ContentStore, Error> {
+        let blobs = dir.join("blobs/sha256");
+        let ingest = dir.join("ingest");
+        for d in [&blobs, &ingest] {
+            std::fs::create_dir_all(d).at(d)?;
+        }
+        atomic::remove_orphans(&ingest);
+        Ok(ContentStore { blobs, ingest })
+    }
+
+    /// Where a blob lives. Digests come from registries, so they are checked
+    /// before they become part of a path.
+    pub fn path(&self, digest: &str) -> Result<PathBuf, Error> {
+        if !is_sha256_digest(digest) {
+            return Err(Error::InvalidDigest(digest.to_string()));
+        }
+        Ok(self.blobs.join(&digest["sha256:".len()..]))
+    }
+
+    /// Whether the blob is already stored (with the size its descriptor claims).
+    pub fn contains(&self, digest: &str, size: u64) -> Result<bool, Error> {
+        let path = self.path(digest)?;
+        Ok(std::fs::metadata(path).is_ok_and(|m| m.len() == size))
+    }
+
+    pub fn read(&self, digest: &str) -> Result<Vec<u8>, Error> {
+        let path = self.path(digest)?;
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingContent(digest.to_string()),
+            _ => Error::Io { path, source: e },
+        })
+    }
+
+    pub fn open_blob(&self, digest: &str) -> Result<File, Error> {
+        let path = self.path(digest)?;
+        File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingContent(digest.to_string()),
+            _ => Error::Io { path, source: e },
+        })
+    }
+
+    /// Stores a blob held in memory (manifests, indexes), verifying it first.
+    pub fn put(&self, digest: &str, bytes: &[u8]) -> Result<(), Error> {
+        let mut ingest = self.ingest(digest, bytes.len() as u64)?;
+        ingest.write(bytes)?;
+        ingest.commit()
+    }
+
+    /// Starts writing a blob that is expected to have this digest and size.
+    pub fn ingest(&self, digest: &str, size: u64) -> Result<Ingest, Error> {
+        let target = self.path(digest)?;
+        let temp = atomic::temp_path(&self.ingest, &digest["sha256:".len()..]);
+        let file = File::create(&temp).at(&temp)?;
+        Ok(Ingest {
+            file,
+            temp,
+            target,
+            digest: digest.to_string(),
+            size,
+            written: 0,
+            hasher: Sha256::new(),
+            committed: false,
+        })
+    }
+}
+
+/// A blob being written. Dropping it without `commit` deletes the partial file.
+pub struct Ingest {
+    file: File,
+    temp: PathBuf,
+    target: PathBuf,
+    digest: String,
+    size: u64,
+    written: u64,
+    hasher: Sha256,
+    committed: bool,
+}
+
+impl Ingest {
+    /// Appends bytes; fails as soon as the blob grows past its declared size,
+    /// so a misbehaving registry cannot fill the disk.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.written += bytes.len() as u64;
+        if self.written > self.size {
+            return Err(self.size_mismatch());
+        }
+        self.hasher.update(bytes);
+        self.file.write_all(bytes).at(&self.temp)
+    }
+
+    /// Verifies size and digest, then moves the blob into the store durably.
+    pub fn commit(mut self) -> Result<(), Error> {
+        if self.written != self.size {
+            return Err(self.size_mismatch());
+        }
+        let actual = format!("sha256:{}", hex::encode(self.hasher.finalize_reset()));
+        if actual != self.digest {
+            return Err(Error::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        self.file.sync_all().at(&self.temp)?;
+        atomic::commit(&self.temp, &self.target)?;
+        self.committed = true;
+        Ok(())
+    }
+
+    fn size_mismatch(&self) -> Error {
+        Error::SizeMismatch {
+            digest: self.digest.clone(),
+            expected: self.size,
+            actual: self.written,
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    }
+
+    fn entries(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn stores_verified_blobs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let digest = sha(b"hello");
+
+        store.put(&digest, b"hello").unwrap();
+        assert!(store.contains(&digest, 5).unwrap());
+        assert!(!store.contains(&digest, 6).unwrap());
+        assert_eq!(store.read(&digest).unwrap(), b"hello");
+
+        let other = sha(b"other");
+        let err = store.put(&other, b"hellO").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("digest mismatch for blob {other}: got {}", sha(b"hellO"))
+        );
+        let mut ingest = store.ingest(&other, 5).unwrap();
+        let err = ingest.write(b"too long").unwrap_err().to_string();
+        drop(ingest);
+        assert!(
+            err.starts_with(&format!("size mismatch for blob {other}")),
+            "{err}"
+        );
+        assert!(!store.contains(&other, 5).unwrap());
+        assert!(matches!(store.read(&other), Err(Error::MissingContent(_))));
+
+        assert_eq!(entries(&dir.path().join("blobs/sha256")), 1);
+        assert_eq!(
+            entries(&dir.path().join("ingest")),
+            0,
+            "failed ingests are cleaned up"
+        );
+    }
+
+    #[test]
+    fn rejects_digests_that_are_not_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        for bad in ["sha256:../../etc/passwd", "md5:abc", "sha256:ABC"] {
+            assert!(
+                matches!(store.path(bad), Err(Error::InvalidDigest(_))),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Shared fixtures for integration tests: a real registry on loopback and the
+//! busybox test image (see scripts/registry and scripts/make-test-image).
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The repository's root, where scripts/ lives.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn script(name: &str) -> PathBuf {
+    repo_root().join("scripts").join(name)
+}
+
+/// A `docker-registry` on a free 127.0.0.1 port with its own storage; killed on drop.
+pub struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        // A free port can be taken between our probe and the registry's bind;
+        // then the registry exits and we try another.
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("temp dir");
+            let log = File::create(dir.path().join("registry.log")).expect("log file");
+            let child = Command::new(script("registry"))
+                .arg("serve")
+                .arg(port.to_string())
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log fd"))
+                .stderr(log)
+                .spawn()
+                .expect("run scripts/registry (is docker-registry installed?)");
+            let mut registry = Registry { child, port, dir };
+            if registry.wait_ready() {
+                return registry;
+            }
+            last_log = std::fs::read_to_string(registry.dir.path().join("registry.log"))
+                .unwrap_or_default();
+        }
+        panic!("docker-registry did not start; its last log:\n{last_log}");
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of references to it.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where the registry keeps its data (`docker/registry/v2/...`).
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// The file holding a blob's bytes in the registry's storage.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Pushes the busybox test image as `NAME:TAG`; returns its manifest digest.
+    pub fn push_test_image(&self, name: &str, tag: &str) -> String {
+        let layout = test_image();
+        self.push_layout(&layout.dir, "latest", name, tag);
+        layout.manifest_digest.clone()
+    }
+
+    /// Pushes the busybox test image as `NAME:TAG` converted to Docker's v2
+    /// schema 2 format (so its digests differ from the OCI original's).
+    pub fn push_test_image_as_docker(&self, name: &str, tag: &str) {
+        self.push(&["--docker"], &test_image().dir, "latest", name, tag);
+    }
+
+    /// Pushes the image tagged `layout_tag` in an OCI layout, every platform of it.
+    pub fn push_layout(&self, layout: &Path, layout_tag: &str, name: &str, tag: &str) {
+        self.push(&[], layout, layout_tag, name, tag);
+    }
+
+    fn push(&self, flags: &[&str], layout: &Path, layout_tag: &str, name: &str, tag: &str) {
+        let status = Command::new(script("registry"))
+            .arg("push")
+            .args(flags)
+            .arg(format!("{}:{layout_tag}", layout.display()))
+            .arg(format!("{}/{name}:{tag}", self.addr()))
+            .status()
+            .expect("run scripts/registry push");
+        assert!(status.success(), "pushing {name}:{tag} failed");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if http_status(self.port, "/v2/") == Some(200) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// The status of a plain GET, or None if nothing answered.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// The test image's OCI layout and the digest of its (single) manifest.
+pub struct TestImage {
+    pub dir: PathBuf,
+    pub manifest_digest: String,
+}
+
+/// The busybox test image, built once per test process. It lives in cargo's
+/// target tmp dir under a name derived from the script and the busybox binary,
+/// so test binaries share it and it is rebuilt exactly when either changes.
+pub fn test_image() -> &'static TestImage {
+    static IMAGE: OnceLock<TestImage> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let mut hasher = Sha256::new();
+        for input in [script("make-test-image"), PathBuf::from("/bin/busybox")] {
+            hasher.update(
+                std::fs::read(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display())),
+            );
+        }
+        let key = hex::encode(&hasher.finalize()[..8]);
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let dir = tmp.join(format!("test-image-{key}"));
+        if !dir.join("index.json").exists() {
+            let building = tempfile::tempdir_in(tmp).expect("temp dir");
+            let status = Command::new(script("make-test-image"))
+                .arg(building.path())
+                .stdout(Stdio::null())
+                .status()
+                .expect("run scripts/make-test-image");
+            assert!(status.success(), "scripts/make-test-image failed");
+            // Another test process may have won the race; its copy is identical.
+            let built = building.keep();
+            if std::fs::rename(&built, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&built);
+            }
+        }
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json"))
+                .expect("index.json is JSON");
+        let manifest_digest = index["manifests"][0]["digest"]
+            .as_str()
+            .expect("index.json names a manifest")
+            .to_string();
+        TestImage {
+            dir,
+            manifest_digest,
+        }
+    })
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
