@@ -88,7 +88,16 @@ pub async fn run(app_root: &Path, spec: &RunSpec) -> Result<i32, Error> {
         Some(image) => image,
         None => store.pull(&reference, &spec.pull).await?,
     };
-    let snapshot = store.snapshot(&image)?;
+    // Building a snapshot writes gigabytes at worst: keep it off the async threads.
+    let snapshot = {
+        let image = image.clone();
+        tokio::task::spawn_blocking(move || store.snapshot(&image))
+            .await
+            .map_err(|e| Error::Io {
+                context: "build the image snapshot".into(),
+                source: std::io::Error::other(e),
+            })??
+    };
 
     let mut args = image.config.entrypoint.clone();
     args.extend(if spec.args.is_empty() {
@@ -150,7 +159,7 @@ async fn run_in_vm(
         cpus: spec.cpus,
         memory_mib: spec.memory_mib + MEMORY_OVERHEAD_MIB,
         disks: vec![rootfs],
-        run_dir: short_run_dir(dir)?,
+        run_dir: run_dir(app_root, dir)?,
         console_log: console_log.clone(),
     };
     let mut vm = vm::boot(&config).await?;
@@ -176,11 +185,16 @@ async fn run_in_vm(
     result
 }
 
-/// A directory for the VM's Unix sockets. Socket paths are limited to 108
-/// bytes, which a deep app root can exceed, so they live under the temp dir.
-fn short_run_dir(dir: &Path) -> Result<PathBuf, Error> {
+/// A directory for the VM's Unix sockets: `run/<short id>` under the app
+/// root, or under the temp dir when that path would be too long for a socket
+/// address (108 bytes, with room for the socket names).
+fn run_dir(app_root: &Path, dir: &Path) -> Result<PathBuf, Error> {
     let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let run = std::env::temp_dir().join(format!("container-{}", &name[..name.len().min(12)]));
+    let short = &name[..name.len().min(12)];
+    let mut run = app_root.join("run").join(short);
+    if run.as_os_str().len() > 80 {
+        run = std::env::temp_dir().join(format!("container-{short}"));
+    }
     std::fs::create_dir_all(&run).map_err(io(format!("create {}", run.display())))?;
     Ok(run)
 }

@@ -201,3 +201,54 @@ pub fn test_image() -> &'static TestImage {
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
+
+/// The built `container` binary, with an app root of its own.
+pub struct Cli {
+    pub app_root: tempfile::TempDir,
+}
+
+impl Cli {
+    pub fn new() -> Cli {
+        Cli {
+            app_root: tempfile::tempdir().expect("temp app root"),
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_container"));
+        command
+            .env("CONTAINER_APP_ROOT", self.app_root.path())
+            .env_remove("CONTAINER_DEBUG")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `container ARGS...` to completion.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command().args(args).output().expect("run container")
+    }
+
+    /// Processes whose command line mentions this app root: the VMs and
+    /// helpers of its containers.
+    pub fn processes(&self) -> Vec<String> {
+        let root = self.app_root.path().to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.contains(&root) {
+                    found.push(cmdline);
+                }
+            }
+        }
+        found
+    }
+}
+
+/// stdout and stderr of a finished command, as text.
+pub fn text(output: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

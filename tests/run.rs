@@ -1,0 +1,114 @@
+//! `container run` end to end: a real registry on loopback, a real VM under
+//! QEMU, the real vminitd.
+
+mod common;
+
+use common::{Cli, Registry, text};
+
+fn busybox(registry: &Registry) -> String {
+    registry.push_test_image("busybox", "latest");
+    format!("{}/busybox:latest", registry.addr())
+}
+
+#[test]
+fn echo_prints_exactly_its_output_and_leaves_nothing_running() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let output = cli.run(&["run", "--rm", &image, "echo", "hello"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(stdout, "hello\n", "stderr: {stderr}");
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(
+        cli.processes(),
+        Vec::<String>::new(),
+        "VM processes left behind"
+    );
+    // --rm removed the container; the image and its snapshot stay.
+    let containers = cli.app_root.path().join("containers");
+    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0);
+    let snapshots = std::fs::read_dir(cli.app_root.path().join("snapshots")).unwrap();
+    assert_eq!(
+        snapshots
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "ext4"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn stderr_is_separate_and_the_exit_code_comes_back() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let output = cli.run(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "echo out; echo e >&2; exit 7",
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(stdout, "out\n");
+    assert_eq!(stderr, "e\n");
+    assert_eq!(output.status.code(), Some(7));
+}
+
+#[test]
+fn the_guest_runs_its_own_kernel() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let output = cli.run(&["run", "--rm", &image, "uname", "-r"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    let release = stdout.trim();
+    // The guest kernel is the one the runtime boots from /boot, not the host's.
+    assert!(
+        std::path::Path::new("/boot")
+            .join(format!("vmlinuz-{release}"))
+            .is_file(),
+        "guest kernel {release:?}"
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(release, host.trim());
+}
+
+#[test]
+fn a_missing_command_exits_127() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let output = cli.run(&["run", "--rm", &image, "no-such-command"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(127));
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("no-such-command"), "stderr: {stderr}");
+    assert_eq!(cli.processes(), Vec::<String>::new());
+}
+
+#[test]
+fn an_unknown_image_is_one_clear_line() {
+    let registry = Registry::start();
+    let cli = Cli::new();
+    let image = format!("{}/nothing-here:latest", registry.addr());
+    let output = cli.run(&["run", "--rm", &image, "true"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
+    assert!(
+        stderr.starts_with("Error: ") && stderr.contains("not found"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn a_bad_flag_is_refused() {
+    let cli = Cli::new();
+    let output = cli.run(&["run", "--memory", "10M", "busybox"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("minimum"), "stderr: {stderr}");
+}
