@@ -1,0 +1,306 @@
+//! End-to-end tests: tar streams built in memory go through the Formatter,
+//! and e2fsprogs (e2fsck, debugfs) is the oracle for the result.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tar::{Builder, EntryType, Header};
+
+use super::{Error, FormatOptions, Formatter};
+
+/// A tar stream under construction.
+struct Layer(Builder<Vec<u8>>);
+
+impl Layer {
+    fn new() -> Self {
+        Layer(Builder::new(Vec::new()))
+    }
+
+    fn header(kind: EntryType, mode: u32, size: u64) -> Header {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h
+    }
+
+    fn file(mut self, path: &str, data: &[u8]) -> Self {
+        self.file_owned(path, data, 0o644, 0, 0);
+        self
+    }
+
+    fn file_owned(&mut self, path: &str, data: &[u8], mode: u32, uid: u64, gid: u64) {
+        let mut h = Self::header(EntryType::Regular, mode, data.len() as u64);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.0.append_data(&mut h, path, data).unwrap();
+    }
+
+    fn dir(mut self, path: &str, mode: u32) -> Self {
+        let mut h = Self::header(EntryType::Directory, mode, 0);
+        self.0.append_data(&mut h, path, &[][..]).unwrap();
+        self
+    }
+
+    fn link(mut self, kind: EntryType, path: &str, target: &str) -> Self {
+        let mut h = Self::header(kind, 0o777, 0);
+        self.0.append_link(&mut h, path, target).unwrap();
+        self
+    }
+
+    fn symlink(self, path: &str, target: &str) -> Self {
+        self.link(EntryType::Symlink, path, target)
+    }
+
+    fn hardlink(self, path: &str, target: &str) -> Self {
+        self.link(EntryType::Link, path, target)
+    }
+
+    /// An entry whose name is taken verbatim (the Builder refuses `..`).
+    fn raw(mut self, path: &[u8], data: &[u8]) -> Self {
+        let mut h = Self::header(EntryType::Regular, 0o644, data.len() as u64);
+        let name = &mut h.as_old_mut().name;
+        name.fill(0);
+        name[..path.len()].copy_from_slice(path);
+        h.set_cksum();
+        self.0.append(&h, data).unwrap();
+        self
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        self.0.into_inner().unwrap()
+    }
+}
+
+struct Image {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn build(size: u64, layers: Vec<Layer>) -> Result<Image, Error> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rootfs.ext4");
+    let mut f = Formatter::create(&path, FormatOptions { size_bytes: size })?;
+    for layer in layers {
+        f.unpack_layer(&layer.bytes()[..])?;
+    }
+    f.finish()?;
+    Ok(Image { _dir: dir, path })
+}
+
+impl Image {
+    fn fsck(&self) {
+        fsck(&self.path);
+    }
+
+    fn debugfs(&self, request: &str) -> String {
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(request)
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn cat(&self, path: &str) -> Vec<u8> {
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat \"{path}\""))
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        out.stdout
+    }
+
+    fn stat(&self, path: &str) -> String {
+        self.debugfs(&format!("stat \"{path}\""))
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        !self.stat(path).is_empty()
+    }
+
+    /// Names in a directory, without `.` and `..`, sorted.
+    fn ls(&self, path: &str) -> Vec<String> {
+        let out = self.debugfs(&format!("ls -p \"{path}\""));
+        let mut names: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split('/').nth(5).map(str::to_string))
+            .filter(|n| !n.is_empty() && n != "." && n != "..")
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn fsck(path: &Path) {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "e2fsck failed ({}):\n{text}",
+        out.status
+    );
+    let noise = text.lines().filter(|l| {
+        !(l.starts_with("Pass ")
+            || l.starts_with("e2fsck ")
+            || l.contains("files (")
+            || l.is_empty())
+    });
+    let unexpected: Vec<&str> = noise.collect();
+    assert!(unexpected.is_empty(), "e2fsck complained:\n{text}");
+}
+
+/// `field: value` out of debugfs stat output, e.g. "Mode" or "User".
+fn field<'a>(stat: &'a str, name: &str) -> &'a str {
+    let at = stat
+        .find(&format!("{name}:"))
+        .unwrap_or_else(|| panic!("no {name} in {stat}"));
+    stat[at + name.len() + 1..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn basic_tree_passes_fsck_and_reads_back() {
+    let mut layer = Layer::new()
+        .dir("etc/", 0o755)
+        .file("etc/hostname", b"box\n")
+        .dir("tmp/", 0o1777)
+        .symlink("bin", "usr/bin")
+        .symlink("long", &"x/".repeat(50))
+        .file("empty", b"");
+    layer.file_owned("usr/bin/sudo", b"#!/bin/sh\n", 0o4755, 100_000, 70_000);
+    let img = build(64 * MIB, vec![layer]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat("/etc/hostname"), b"box\n");
+    assert_eq!(
+        img.ls("/"),
+        ["bin", "empty", "etc", "long", "lost+found", "tmp", "usr"]
+    );
+    let sudo = img.stat("/usr/bin/sudo");
+    assert_eq!(field(&sudo, "Mode"), "04755");
+    assert_eq!(field(&sudo, "User"), "100000");
+    assert_eq!(field(&sudo, "Group"), "70000");
+    assert!(sudo.contains("mtime: 0x6553f100"), "{sudo}");
+    assert_eq!(field(&img.stat("/tmp"), "Mode"), "01777");
+    assert!(img.stat("/bin").contains("Fast link dest: \"usr/bin\""));
+    assert_eq!(img.cat("/long"), "x/".repeat(50).as_bytes());
+    assert_eq!(field(&img.stat("/empty"), "Size"), "0");
+    // Implicit parent directories exist with sane modes.
+    assert_eq!(field(&img.stat("/usr"), "Mode"), "0755");
+}
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn large_file_across_groups_with_holes() {
+    let mut data = noise(6 * MIB as usize + 123, 7);
+    // A 1 MiB run of zeros becomes a hole, not written blocks.
+    data[2 * MIB as usize..3 * MIB as usize].fill(0);
+    // Fill most of the first group so the file crosses into later groups.
+    let filler = vec![1u8; 120 * MIB as usize];
+    let layer = Layer::new().file("filler", &filler).file("big", &data);
+    let img = build(2048 * MIB, vec![layer]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat("/big"), data);
+    let stat = img.stat("/big");
+    assert_eq!(field(&stat, "Size"), data.len().to_string());
+    // 5 MiB + one partial block of data, in 512-byte sectors.
+    assert_eq!(
+        field(&stat, "Blockcount"),
+        ((5 * MIB / 4096 + 1) * 8).to_string()
+    );
+    use std::os::unix::fs::MetadataExt;
+    let on_disk = std::fs::metadata(&img.path).unwrap().blocks() * 512;
+    assert!(on_disk < 140 * MIB, "image is not sparse: {on_disk} bytes");
+}
+
+#[test]
+fn big_directory_is_an_htree() {
+    let mut layer = Layer::new();
+    for i in 0..5000 {
+        layer.file_owned(
+            &format!("many/file-{i:05}-{}", "n".repeat(i % 40)),
+            i.to_string().as_bytes(),
+            0o644,
+            0,
+            0,
+        );
+    }
+    let img = build(256 * MIB, vec![layer]).unwrap();
+    img.fsck();
+    assert!(
+        img.stat("/many").contains("Flags: 0x81000"),
+        "{}",
+        img.stat("/many")
+    );
+    assert_eq!(img.ls("/many").len(), 5000);
+    assert_eq!(
+        img.cat(&format!("/many/file-04321-{}", "n".repeat(4321 % 40))),
+        b"4321"
+    );
+    let htree = img.debugfs("htree_dump /many");
+    assert!(htree.contains("Number of entries (count):"), "{htree}");
+}
+
+#[test]
+fn deep_nesting_and_odd_names() {
+    let deep: String = (0..100).map(|i| format!("d{i}/")).collect();
+    let long = "L".repeat(255);
+    let layer = Layer::new()
+        .file(&format!("{deep}leaf"), b"deep")
+        .file("with space/ü ñ 日本", b"utf8")
+        .file(&format!("names/{long}"), b"long");
+    let img = build(64 * MIB, vec![layer]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat(&format!("/{deep}leaf")), b"deep");
+    assert_eq!(img.cat("/with space/ü ñ 日本"), b"utf8");
+    assert_eq!(img.ls("/names"), [long.clone()]);
+    assert_eq!(img.cat(&format!("/names/{long}")), b"long");
+}
+
+/// Manual tool, not a check: builds a 1 GiB image at `$EXT4_OUT` from the
+/// comma-separated tar files in `$EXT4_TARS` (for mounting or timing).
+#[test]
+#[ignore]
+fn image_from_env() {
+    let out = std::env::var("EXT4_OUT").unwrap();
+    let mut f = Formatter::create(
+        Path::new(&out),
+        FormatOptions {
+            size_bytes: 1 << 30,
+        },
+    )
+    .unwrap();
+    for l in std::env::var("EXT4_TARS").unwrap().split(',') {
+        f.unpack_layer(std::fs::File::open(l).unwrap()).unwrap();
+    }
+    f.finish().unwrap();
+}
