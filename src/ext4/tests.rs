@@ -70,6 +70,32 @@ impl Layer {
         self
     }
 
+    /// PAX records for the next entry.
+    fn pax(mut self, records: &[(&str, &[u8])]) -> Self {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            let body_len = key.len() + value.len() + 3;
+            let mut len = body_len + 1;
+            while len != body_len + len.to_string().len() {
+                len = body_len + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        let mut h = Self::header(EntryType::XHeader, 0o644, data.len() as u64);
+        self.0.append_data(&mut h, "PaxHeader", &data[..]).unwrap();
+        self
+    }
+
+    fn device(mut self, kind: EntryType, path: &str, major: u32, minor: u32) -> Self {
+        let mut h = Self::header(kind, 0o660, 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.0.append_data(&mut h, path, &[][..]).unwrap();
+        self
+    }
+
     fn bytes(self) -> Vec<u8> {
         self.0.into_inner().unwrap()
     }
@@ -303,4 +329,153 @@ fn image_from_env() {
         f.unpack_layer(std::fs::File::open(l).unwrap()).unwrap();
     }
     f.finish().unwrap();
+}
+
+#[test]
+fn whiteouts_and_opaque_directories_across_layers() {
+    let lower = Layer::new()
+        .file("a/x", &noise(50_000, 1))
+        .file("a/y", b"y")
+        .file("b/z", &noise(90_000, 2))
+        .file("c/old", b"old")
+        .file("c/sub/older", b"older")
+        .file("keep", b"keep");
+    let upper = Layer::new()
+        .file("a/.wh.x", b"")
+        .file(".wh.b", b"")
+        .dir("c/", 0o750)
+        .file("c/new", b"new")
+        .file("c/.wh..wh..opq", b"")
+        .file(".wh.missing", b"")
+        .file("nothere/.wh.x", b"");
+    let img = build(64 * MIB, vec![lower, upper]).unwrap();
+    img.fsck();
+    assert_eq!(img.ls("/"), ["a", "c", "keep", "lost+found"]);
+    assert_eq!(img.ls("/a"), ["y"]);
+    assert_eq!(img.ls("/c"), ["new"]);
+    assert_eq!(field(&img.stat("/c"), "Mode"), "0750");
+    assert_eq!(img.cat("/keep"), b"keep");
+    // The deleted files' blocks are free again (e2fsck checked the counts).
+    let free = |img: &Image| -> u64 {
+        let out = Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(&img.path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        field(&text, "Free blocks").parse().unwrap()
+    };
+    let without = build(
+        64 * MIB,
+        vec![
+            Layer::new()
+                .file("a/y", b"y")
+                .file("c/new", b"new")
+                .file("keep", b"keep"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(free(&img), free(&without));
+}
+
+#[test]
+fn replacing_kinds_and_overriding_metadata() {
+    let lower = Layer::new()
+        .file("p", b"was a file")
+        .file("q/inner", b"inner")
+        .dir("m/", 0o755)
+        .file("m/kept", b"kept")
+        .file("s", b"file then symlink");
+    let mut upper = Layer::new()
+        .dir("p/", 0o755)
+        .file("p/child", b"child")
+        .file("q", b"now a file")
+        .symlink("s", "/m/kept");
+    upper
+        .0
+        .append_data(
+            &mut {
+                let mut h = Layer::header(EntryType::Directory, 0o700, 0);
+                h.set_uid(5);
+                h.set_gid(6);
+                h
+            },
+            "m/",
+            &[][..],
+        )
+        .unwrap();
+    let img = build(64 * MIB, vec![lower, upper]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat("/p/child"), b"child");
+    assert_eq!(img.cat("/q"), b"now a file");
+    assert_eq!(img.ls("/m"), ["kept"]);
+    let m = img.stat("/m");
+    assert_eq!(
+        (field(&m, "Mode"), field(&m, "User"), field(&m, "Group")),
+        ("0700", "5", "6")
+    );
+    assert!(img.stat("/s").contains("Fast link dest: \"/m/kept\""));
+}
+
+#[test]
+fn hard_links_within_and_across_layers() {
+    let data = noise(100_000, 3);
+    let lower = Layer::new()
+        .file("bin/busybox", &data)
+        .hardlink("bin/ls", "bin/busybox");
+    let upper = Layer::new()
+        .hardlink("usr/bin/sh", "/bin/busybox")
+        .hardlink("bin/ls", "bin/busybox");
+    let top = Layer::new().file("bin/.wh.busybox", b"");
+    let img = build(64 * MIB, vec![lower, upper, top]).unwrap();
+    img.fsck();
+    assert!(!img.exists("/bin/busybox"));
+    assert_eq!(img.cat("/usr/bin/sh"), data);
+    let ls = img.stat("/bin/ls");
+    assert_eq!(field(&ls, "Links"), "2");
+    assert_eq!(
+        img.stat("/usr/bin/sh").lines().next(),
+        ls.lines().next(),
+        "same inode"
+    );
+    let err = build(64 * MIB, vec![Layer::new().hardlink("x", "nope")])
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tar entry \"x\" is a hard link to \"nope\", which is not in the image"
+    );
+}
+
+#[test]
+fn paths_cannot_escape_the_image() {
+    let layer = Layer::new()
+        .raw(b"../../../escaped", b"1")
+        .raw(b"/abs/olute", b"2")
+        .raw(b"./a/../../b/./c", b"3")
+        .symlink("up", "../../../../")
+        .raw(b"up/through-link", b"4")
+        .symlink("etc", "/real-etc")
+        .raw(b"etc/passwd", b"5")
+        .hardlink("linked", "../../../etc/passwd");
+    let img = build(64 * MIB, vec![layer]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat("/escaped"), b"1");
+    assert_eq!(img.cat("/abs/olute"), b"2");
+    assert_eq!(img.cat("/b/c"), b"3");
+    assert_eq!(img.cat("/through-link"), b"4");
+    assert_eq!(img.cat("/real-etc/passwd"), b"5");
+    assert_eq!(img.cat("/linked"), b"5");
+    let bad = Layer::new().file("f", b"").raw(b"f/under", b"x");
+    let err = build(64 * MIB, vec![bad]).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tar entry \"f/under\" passes through \"f\", which is not a directory"
+    );
+    let looped = Layer::new().symlink("l", "l").raw(b"l/x", b"x");
+    let err = build(64 * MIB, vec![looped]).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tar entry \"l/x\" passes through more than 40 symbolic links"
+    );
 }
