@@ -479,3 +479,118 @@ fn paths_cannot_escape_the_image() {
         "tar entry \"l/x\" passes through more than 40 symbolic links"
     );
 }
+
+#[test]
+fn devices_fifos_xattrs_and_pax_times() {
+    let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let big = vec![b'v'; 1500];
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 7u16, u32::MAX),
+        (2, 6, 1000),
+        (4, 5, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    let layer = Layer::new()
+        .device(EntryType::Char, "dev/null", 1, 3)
+        .device(EntryType::Block, "dev/sda", 8, 0)
+        .device(EntryType::Char, "dev/big", 300, 70000)
+        .device(EntryType::Fifo, "run/fifo", 0, 0)
+        .pax(&[
+            ("SCHILY.xattr.security.capability", cap),
+            ("SCHILY.xattr.user.small", b"hi"),
+            ("SCHILY.xattr.user.big", &big),
+            ("SCHILY.xattr.com.apple.quarantine", b"dropped"),
+            ("mtime", b"1700000000.123456789"),
+            ("atime", b"1600000000.5"),
+        ])
+        .file("bin/ping", b"ping")
+        .pax(&[
+            ("SCHILY.xattr.system.posix_acl_access", &acl),
+            ("SCHILY.xattr.security.capability", cap),
+        ])
+        .symlink("sym", "bin/ping");
+    let img = build(64 * MIB, vec![layer]).unwrap();
+    img.fsck();
+    let null = img.stat("/dev/null");
+    assert!(null.contains("Type: character special"), "{null}");
+    assert!(null.contains("Device major/minor number: 01:03"), "{null}");
+    assert!(img.stat("/dev/sda").contains("Type: block special"));
+    assert!(
+        img.stat("/dev/sda")
+            .contains("Device major/minor number: 08:00")
+    );
+    assert!(
+        img.stat("/dev/big")
+            .contains("Device major/minor number: 300:70000"),
+        "{}",
+        img.stat("/dev/big")
+    );
+    assert!(img.stat("/run/fifo").contains("Type: FIFO"));
+    let ping = img.stat("/bin/ping");
+    assert!(ping.contains(" mtime: 0x6553f100:1d6f3454"), "{ping}");
+    assert!(ping.contains(" atime: 0x5f5e1000:77359400"), "{ping}");
+    assert_ne!(
+        field(&ping, "File ACL"),
+        "0",
+        "the big xattr spilled into a block"
+    );
+    let attrs = img.debugfs("ea_list /bin/ping");
+    assert!(attrs.contains("user.small (2) = \"hi\""), "{attrs}");
+    assert!(attrs.contains("security.capability (20)"), "{attrs}");
+    assert!(attrs.contains("user.big (1500)"), "{attrs}");
+    assert!(!attrs.contains("quarantine"), "{attrs}");
+    let acl_list = img.debugfs("ea_list /sym");
+    assert!(acl_list.contains("system.posix_acl_access"), "{acl_list}");
+    let got = img.debugfs("ea_get /sym security.capability");
+    assert!(got.contains("01 00 00 02 00 20"), "{got}");
+    let huge: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("SCHILY.xattr.user.k{i}"), vec![1u8; 300]))
+        .collect();
+    let records: Vec<(&str, &[u8])> = huge.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    let err = build(64 * MIB, vec![Layer::new().pax(&records).file("f", b"")])
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tar entry \"f\" has more xattrs than fit in its inode and one 4 KiB block"
+    );
+}
+
+#[test]
+fn fragmented_file_gets_a_deep_extent_tree() {
+    // Fill a small image, free every other block-sized file, then write a
+    // file bigger than any free run: it has to take the holes.
+    let mut lower = Layer::new().file("filler", &vec![9u8; 12 * MIB as usize]);
+    for i in 0..1400 {
+        lower.file_owned(&format!("small/{i}"), &[1u8; 4096], 0o644, 0, 0);
+    }
+    let mut upper = Layer::new();
+    for i in (0..1400).step_by(2) {
+        upper.file_owned(&format!("small/.wh.{i}"), b"", 0o644, 0, 0);
+    }
+    let data = noise(8 * MIB as usize, 11);
+    let top = Layer::new().file("big", &data);
+    let img = build(24 * MIB, vec![lower, upper, top]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat("/big"), data);
+    let extents = img.debugfs("ex /big");
+    assert!(extents.contains("Level Entries"), "{extents}");
+    assert!(
+        extents.lines().any(|l| l.trim_start().starts_with("0/ 1")),
+        "depth 1 expected:\n{extents}"
+    );
+    let full = build(
+        24 * MIB,
+        vec![Layer::new().file("huge", &vec![1u8; 30 * MIB as usize])],
+    );
+    assert_eq!(
+        full.err().unwrap().to_string(),
+        "the image is full: there is no room for the data of \"huge\""
+    );
+}
