@@ -228,7 +228,8 @@ impl Formatter {
                     self.tree.whiteout(dir, hidden, layer);
                 }
             }
-            return self.release_freed();
+            self.release_freed();
+            return Ok(());
         }
 
         let implicit = Meta {
@@ -287,9 +288,11 @@ impl Formatter {
         Ok(())
     }
 
-    /// Streams a file's data to disk. Blocks are reserved for the whole
-    /// size up front (so the file is contiguous when the image allows), and
-    /// all-zero blocks are given back and left as holes in the file.
+    /// Streams a file's data to disk, one chunk at a time. All-zero blocks
+    /// are never allocated (they become holes, so a sparse multi-GiB file
+    /// costs only its data). Each chunk's blocks are taken right after the
+    /// previous chunk's, starting in the first free run that could hold the
+    /// whole file, so files stay contiguous whenever the image allows.
     fn write_data(
         &mut self,
         data: &mut impl Read,
@@ -304,11 +307,7 @@ impl Formatter {
                 problem,
             });
         }
-        let runs = self
-            .alloc
-            .allocate(blocks)
-            .ok_or_else(|| Error::NoSpace(format!("the data of {path:?}")))?;
-        let mut physical = runs.iter().flat_map(|r| r.start..r.start + r.len);
+        let mut next = self.alloc.find_fit(blocks);
         let mut extents = Vec::new();
         let mut remaining = size;
         let mut logical: u32 = 0;
@@ -322,16 +321,25 @@ impl Formatter {
             remaining -= n as u64;
             let padded = n.next_multiple_of(BS);
             self.buf[n..padded].fill(0);
+            let used = self.buf[..padded]
+                .chunks(BS)
+                .filter(|b| *b != ZERO_BLOCK)
+                .count();
+            let runs = self
+                .alloc
+                .allocate_from(next, used as u64)
+                .ok_or_else(|| Error::NoSpace(format!("the data of {path:?}")))?;
+            next = runs.last().map(|r| r.start + r.len).or(next);
+            let mut physical = runs.iter().flat_map(|r| r.start..r.start + r.len);
             let mut pending: Option<Pending> = None;
             for (i, block) in self.buf[..padded].chunks(BS).enumerate() {
-                let p = physical.next().expect("reserved for the whole size");
                 if block == ZERO_BLOCK {
-                    self.alloc.free(Run { start: p, len: 1 });
                     if let Some(run) = pending.take() {
                         run.write(&self.file, &self.buf, &mut extents)?;
                     }
                     continue;
                 }
+                let p = physical.next().expect("allocated for every used block");
                 if let Some(run) = &mut pending
                     && run.start + run.blocks as u64 == p
                 {

@@ -594,3 +594,62 @@ fn fragmented_file_gets_a_deep_extent_tree() {
         "the image is full: there is no room for the data of \"huge\""
     );
 }
+
+/// Reads as `len` bytes of zeros except `marks` (offset, byte) placed in
+/// them, without ever holding them in memory.
+struct Sparse {
+    pos: u64,
+    len: u64,
+    marks: Vec<(u64, u8)>,
+}
+
+impl std::io::Read for Sparse {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.len - self.pos).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        for &(at, byte) in &self.marks {
+            if (self.pos..self.pos + n as u64).contains(&at) {
+                buf[(at - self.pos) as usize] = byte;
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn multi_gib_mostly_zero_file_fits_a_small_image() {
+    let len = (5 << 30) + 3;
+    let marks = vec![(0, b'a'), (3 << 30, b'b'), (len - 1, b'z')];
+    let mut header = Layer::header(EntryType::Regular, 0o644, len);
+    header.set_path("var/log/lastlog").unwrap();
+    header.set_cksum();
+    let padding = (512 - len % 512) % 512 + 1024;
+    let tar = std::io::Read::chain(
+        std::io::Read::chain(&header.as_bytes()[..], Sparse { pos: 0, len, marks }),
+        std::io::Read::take(std::io::repeat(0), padding),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    let mut f = Formatter::create(
+        &path,
+        FormatOptions {
+            size_bytes: 32 * MIB,
+        },
+    )
+    .unwrap();
+    f.unpack_layer(tar).unwrap();
+    f.finish().unwrap();
+    let img = Image { _dir: dir, path };
+    img.fsck();
+    let stat = img.stat("/var/log/lastlog");
+    assert_eq!(field(&stat, "Size"), len.to_string());
+    assert_eq!(field(&stat, "Blockcount"), "24", "three data blocks");
+    let dump = img.debugfs("dump_extents /var/log/lastlog");
+    let logical: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.contains(" - "))
+        .map(|l| l.split_whitespace().nth(4).unwrap())
+        .collect();
+    assert_eq!(logical, ["0", "786432", "1310720"], "{dump}");
+}
