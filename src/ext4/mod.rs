@@ -270,22 +270,24 @@ impl Formatter {
                 self.tree
                     .link(dir, name, &target, layer)
                     .map_err(path_err)?;
-                return self.release_freed();
+                self.release_freed();
+                return Ok(());
             }
         };
         self.tree
             .put(dir, name, Node::new(parsed.meta, kind), layer);
-        self.release_freed()
+        self.release_freed();
+        Ok(())
     }
 
-    fn release_freed(&mut self) -> Result<(), Error> {
+    /// Returns the blocks of files that lost their last name to the allocator.
+    fn release_freed(&mut self) {
         for e in self.tree.take_released() {
             self.alloc.free(Run {
                 start: e.start,
                 len: e.len as u64,
             });
         }
-        Ok(())
     }
 
     /// Streams a file's data to disk, one chunk at a time. All-zero blocks
