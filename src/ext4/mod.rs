@@ -204,18 +204,12 @@ impl Formatter {
         let layer = self.layer;
 
         // Whiteouts never create anything, so they resolve without creating.
-        let base = raw_path
-            .rsplit(|&c| c == b'/')
-            .find(|c| !c.is_empty())
-            .unwrap_or(b"");
+        let trimmed = raw_path.strip_suffix(b"/").unwrap_or(&raw_path);
+        let (parent, base) = match trimmed.iter().rposition(|&c| c == b'/') {
+            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+            None => (&b""[..], trimmed),
+        };
         if let Some(hidden) = base.strip_prefix(b".wh.") {
-            let parent_len = raw_path.len()
-                - raw_path
-                    .rsplitn(2, |&c| c == b'/')
-                    .next()
-                    .unwrap_or(&[])
-                    .len();
-            let parent = &raw_path[..parent_len];
             let dir = match self.tree.place(parent, None).map_err(path_err)? {
                 Some(Place::Dir(d)) => Some(d),
                 Some(Place::Entry(d, name)) => self.tree.child(d, &name),
