@@ -61,6 +61,42 @@ impl Allocator {
         Some(start)
     }
 
+    /// The start of the lowest free run that holds `n` blocks.
+    pub fn find_fit(&self, n: u64) -> Option<u64> {
+        self.free
+            .iter()
+            .find(|&(_, &len)| len >= n)
+            .map(|(&s, _)| s)
+    }
+
+    /// `n` blocks, starting at `at` for as long as blocks there are free
+    /// (so a file written in pieces continues where it left off), the rest
+    /// as [`Allocator::allocate`] finds them.
+    pub fn allocate_from(&mut self, at: Option<u64>, n: u64) -> Option<Vec<Run>> {
+        if n > self.free_blocks {
+            return None;
+        }
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        let mut runs = Vec::new();
+        if let Some(start) = at
+            && let Some(&len) = self.free.get(&start)
+        {
+            let run = Run {
+                start,
+                len: len.min(n),
+            };
+            self.reserve(run);
+            runs.push(run);
+        }
+        let taken: u64 = runs.iter().map(|r| r.len).sum();
+        if taken < n {
+            runs.extend(self.allocate(n - taken)?);
+        }
+        Some(runs)
+    }
+
     /// `n` blocks, contiguous when any free run is long enough, otherwise
     /// gathered from the lowest runs. Files stay in one piece wherever
     /// possible, and a full-ish image still takes a fragmented file.
@@ -143,5 +179,30 @@ mod tests {
         assert_eq!(a.free_blocks(), 2);
         assert_eq!(a.allocate(3), None);
         assert_eq!(a.allocate_contiguous(2), Some(58));
+    }
+
+    #[test]
+    fn allocate_from_continues_then_falls_back() {
+        let mut a = Allocator::new(100);
+        a.reserve(Run { start: 20, len: 10 });
+        assert_eq!(a.find_fit(30), Some(30));
+        assert_eq!(
+            a.allocate_from(Some(30), 5),
+            Some(vec![Run { start: 30, len: 5 }])
+        );
+        assert_eq!(
+            a.allocate_from(Some(35), 5),
+            Some(vec![Run { start: 35, len: 5 }])
+        );
+        // Block 12 is not the start of a free run: fall back to first fit.
+        assert_eq!(
+            a.allocate_from(Some(12), 3),
+            Some(vec![Run { start: 0, len: 3 }])
+        );
+        a.reserve(Run { start: 45, len: 55 });
+        assert_eq!(
+            a.allocate_from(Some(40), 7),
+            Some(vec![Run { start: 40, len: 5 }, Run { start: 3, len: 2 }])
+        );
     }
 }

@@ -204,18 +204,12 @@ impl Formatter {
         let layer = self.layer;
 
         // Whiteouts never create anything, so they resolve without creating.
-        let base = raw_path
-            .rsplit(|&c| c == b'/')
-            .find(|c| !c.is_empty())
-            .unwrap_or(b"");
+        let trimmed = raw_path.strip_suffix(b"/").unwrap_or(&raw_path);
+        let (parent, base) = match trimmed.iter().rposition(|&c| c == b'/') {
+            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+            None => (&b""[..], trimmed),
+        };
         if let Some(hidden) = base.strip_prefix(b".wh.") {
-            let parent_len = raw_path.len()
-                - raw_path
-                    .rsplitn(2, |&c| c == b'/')
-                    .next()
-                    .unwrap_or(&[])
-                    .len();
-            let parent = &raw_path[..parent_len];
             let dir = match self.tree.place(parent, None).map_err(path_err)? {
                 Some(Place::Dir(d)) => Some(d),
                 Some(Place::Entry(d, name)) => self.tree.child(d, &name),
@@ -228,7 +222,8 @@ impl Formatter {
                     self.tree.whiteout(dir, hidden, layer);
                 }
             }
-            return self.release_freed();
+            self.release_freed();
+            return Ok(());
         }
 
         let implicit = Meta {
@@ -269,27 +264,31 @@ impl Formatter {
                 self.tree
                     .link(dir, name, &target, layer)
                     .map_err(path_err)?;
-                return self.release_freed();
+                self.release_freed();
+                return Ok(());
             }
         };
         self.tree
             .put(dir, name, Node::new(parsed.meta, kind), layer);
-        self.release_freed()
+        self.release_freed();
+        Ok(())
     }
 
-    fn release_freed(&mut self) -> Result<(), Error> {
+    /// Returns the blocks of files that lost their last name to the allocator.
+    fn release_freed(&mut self) {
         for e in self.tree.take_released() {
             self.alloc.free(Run {
                 start: e.start,
                 len: e.len as u64,
             });
         }
-        Ok(())
     }
 
-    /// Streams a file's data to disk. Blocks are reserved for the whole
-    /// size up front (so the file is contiguous when the image allows), and
-    /// all-zero blocks are given back and left as holes in the file.
+    /// Streams a file's data to disk, one chunk at a time. All-zero blocks
+    /// are never allocated (they become holes, so a sparse multi-GiB file
+    /// costs only its data). Each chunk's blocks are taken right after the
+    /// previous chunk's, starting in the first free run that could hold the
+    /// whole file, so files stay contiguous whenever the image allows.
     fn write_data(
         &mut self,
         data: &mut impl Read,
@@ -304,11 +303,7 @@ impl Formatter {
                 problem,
             });
         }
-        let runs = self
-            .alloc
-            .allocate(blocks)
-            .ok_or_else(|| Error::NoSpace(format!("the data of {path:?}")))?;
-        let mut physical = runs.iter().flat_map(|r| r.start..r.start + r.len);
+        let mut next = self.alloc.find_fit(blocks);
         let mut extents = Vec::new();
         let mut remaining = size;
         let mut logical: u32 = 0;
@@ -322,16 +317,25 @@ impl Formatter {
             remaining -= n as u64;
             let padded = n.next_multiple_of(BS);
             self.buf[n..padded].fill(0);
+            let used = self.buf[..padded]
+                .chunks(BS)
+                .filter(|b| *b != ZERO_BLOCK)
+                .count();
+            let runs = self
+                .alloc
+                .allocate_from(next, used as u64)
+                .ok_or_else(|| Error::NoSpace(format!("the data of {path:?}")))?;
+            next = runs.last().map(|r| r.start + r.len).or(next);
+            let mut physical = runs.iter().flat_map(|r| r.start..r.start + r.len);
             let mut pending: Option<Pending> = None;
             for (i, block) in self.buf[..padded].chunks(BS).enumerate() {
-                let p = physical.next().expect("reserved for the whole size");
                 if block == ZERO_BLOCK {
-                    self.alloc.free(Run { start: p, len: 1 });
                     if let Some(run) = pending.take() {
                         run.write(&self.file, &self.buf, &mut extents)?;
                     }
                     continue;
                 }
+                let p = physical.next().expect("allocated for every used block");
                 if let Some(run) = &mut pending
                     && run.start + run.blocks as u64 == p
                 {

@@ -70,6 +70,32 @@ impl Layer {
         self
     }
 
+    /// PAX records for the next entry.
+    fn pax(mut self, records: &[(&str, &[u8])]) -> Self {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            let body_len = key.len() + value.len() + 3;
+            let mut len = body_len + 1;
+            while len != body_len + len.to_string().len() {
+                len = body_len + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        let mut h = Self::header(EntryType::XHeader, 0o644, data.len() as u64);
+        self.0.append_data(&mut h, "PaxHeader", &data[..]).unwrap();
+        self
+    }
+
+    fn device(mut self, kind: EntryType, path: &str, major: u32, minor: u32) -> Self {
+        let mut h = Self::header(kind, 0o660, 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.0.append_data(&mut h, path, &[][..]).unwrap();
+        self
+    }
+
     fn bytes(self) -> Vec<u8> {
         self.0.into_inner().unwrap()
     }
@@ -303,4 +329,462 @@ fn image_from_env() {
         f.unpack_layer(std::fs::File::open(l).unwrap()).unwrap();
     }
     f.finish().unwrap();
+}
+
+#[test]
+fn whiteouts_and_opaque_directories_across_layers() {
+    let lower = Layer::new()
+        .file("a/x", &noise(50_000, 1))
+        .file("a/y", b"y")
+        .file("b/z", &noise(90_000, 2))
+        .file("c/old", b"old")
+        .file("c/sub/older", b"older")
+        .file("keep", b"keep");
+    let upper = Layer::new()
+        .file("a/.wh.x", b"")
+        .file(".wh.b", b"")
+        .dir("c/", 0o750)
+        .file("c/new", b"new")
+        .file("c/.wh..wh..opq", b"")
+        .file(".wh.missing", b"")
+        .file("nothere/.wh.x", b"");
+    let img = build(64 * MIB, vec![lower, upper]).unwrap();
+    img.fsck();
+    assert_eq!(img.ls("/"), ["a", "c", "keep", "lost+found"]);
+    assert_eq!(img.ls("/a"), ["y"]);
+    assert_eq!(img.ls("/c"), ["new"]);
+    assert_eq!(field(&img.stat("/c"), "Mode"), "0750");
+    assert_eq!(img.cat("/keep"), b"keep");
+    // The deleted files' blocks are free again (e2fsck checked the counts).
+    let free = |img: &Image| -> u64 {
+        let out = Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(&img.path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        field(&text, "Free blocks").parse().unwrap()
+    };
+    let without = build(
+        64 * MIB,
+        vec![
+            Layer::new()
+                .file("a/y", b"y")
+                .file("c/new", b"new")
+                .file("keep", b"keep"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(free(&img), free(&without));
+}
+
+#[test]
+fn replacing_kinds_and_overriding_metadata() {
+    let lower = Layer::new()
+        .file("p", b"was a file")
+        .file("q/inner", b"inner")
+        .dir("m/", 0o755)
+        .file("m/kept", b"kept")
+        .file("s", b"file then symlink");
+    let mut upper = Layer::new()
+        .dir("p/", 0o755)
+        .file("p/child", b"child")
+        .file("q", b"now a file")
+        .symlink("s", "/m/kept");
+    upper
+        .0
+        .append_data(
+            &mut {
+                let mut h = Layer::header(EntryType::Directory, 0o700, 0);
+                h.set_uid(5);
+                h.set_gid(6);
+                h
+            },
+            "m/",
+            &[][..],
+        )
+        .unwrap();
+    let img = build(64 * MIB, vec![lower, upper]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat("/p/child"), b"child");
+    assert_eq!(img.cat("/q"), b"now a file");
+    assert_eq!(img.ls("/m"), ["kept"]);
+    let m = img.stat("/m");
+    assert_eq!(
+        (field(&m, "Mode"), field(&m, "User"), field(&m, "Group")),
+        ("0700", "5", "6")
+    );
+    assert!(img.stat("/s").contains("Fast link dest: \"/m/kept\""));
+}
+
+#[test]
+fn hard_links_within_and_across_layers() {
+    let data = noise(100_000, 3);
+    let lower = Layer::new()
+        .file("bin/busybox", &data)
+        .hardlink("bin/ls", "bin/busybox");
+    let upper = Layer::new()
+        .hardlink("usr/bin/sh", "/bin/busybox")
+        .hardlink("bin/ls", "bin/busybox");
+    let top = Layer::new().file("bin/.wh.busybox", b"");
+    let img = build(64 * MIB, vec![lower, upper, top]).unwrap();
+    img.fsck();
+    assert!(!img.exists("/bin/busybox"));
+    assert_eq!(img.cat("/usr/bin/sh"), data);
+    let ls = img.stat("/bin/ls");
+    assert_eq!(field(&ls, "Links"), "2");
+    assert_eq!(
+        img.stat("/usr/bin/sh").lines().next(),
+        ls.lines().next(),
+        "same inode"
+    );
+    let err = build(64 * MIB, vec![Layer::new().hardlink("x", "nope")])
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tar entry \"x\" is a hard link to \"nope\", which is not in the image"
+    );
+}
+
+#[test]
+fn paths_cannot_escape_the_image() {
+    let layer = Layer::new()
+        .raw(b"../../../escaped", b"1")
+        .raw(b"/abs/olute", b"2")
+        .raw(b"./a/../../b/./c", b"3")
+        .symlink("up", "../../../../")
+        .raw(b"up/through-link", b"4")
+        .symlink("etc", "/real-etc")
+        .raw(b"etc/passwd", b"5")
+        .hardlink("linked", "../../../etc/passwd");
+    let img = build(64 * MIB, vec![layer]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat("/escaped"), b"1");
+    assert_eq!(img.cat("/abs/olute"), b"2");
+    assert_eq!(img.cat("/b/c"), b"3");
+    assert_eq!(img.cat("/through-link"), b"4");
+    assert_eq!(img.cat("/real-etc/passwd"), b"5");
+    assert_eq!(img.cat("/linked"), b"5");
+    let bad = Layer::new().file("f", b"").raw(b"f/under", b"x");
+    let err = build(64 * MIB, vec![bad]).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tar entry \"f/under\" passes through \"f\", which is not a directory"
+    );
+    let looped = Layer::new().symlink("l", "l").raw(b"l/x", b"x");
+    let err = build(64 * MIB, vec![looped]).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tar entry \"l/x\" passes through more than 40 symbolic links"
+    );
+}
+
+#[test]
+fn devices_fifos_xattrs_and_pax_times() {
+    let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let big = vec![b'v'; 1500];
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 7u16, u32::MAX),
+        (2, 6, 1000),
+        (4, 5, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    let layer = Layer::new()
+        .device(EntryType::Char, "dev/null", 1, 3)
+        .device(EntryType::Block, "dev/sda", 8, 0)
+        .device(EntryType::Char, "dev/big", 300, 70000)
+        .device(EntryType::Fifo, "run/fifo", 0, 0)
+        .pax(&[
+            ("SCHILY.xattr.security.capability", cap),
+            ("SCHILY.xattr.user.small", b"hi"),
+            ("SCHILY.xattr.user.big", &big),
+            ("SCHILY.xattr.com.apple.quarantine", b"dropped"),
+            ("mtime", b"1700000000.123456789"),
+            ("atime", b"1600000000.5"),
+        ])
+        .file("bin/ping", b"ping")
+        .pax(&[
+            ("SCHILY.xattr.system.posix_acl_access", &acl),
+            ("SCHILY.xattr.security.capability", cap),
+        ])
+        .symlink("sym", "bin/ping");
+    let img = build(64 * MIB, vec![layer]).unwrap();
+    img.fsck();
+    let null = img.stat("/dev/null");
+    assert!(null.contains("Type: character special"), "{null}");
+    assert!(null.contains("Device major/minor number: 01:03"), "{null}");
+    assert!(img.stat("/dev/sda").contains("Type: block special"));
+    assert!(
+        img.stat("/dev/sda")
+            .contains("Device major/minor number: 08:00")
+    );
+    assert!(
+        img.stat("/dev/big")
+            .contains("Device major/minor number: 300:70000"),
+        "{}",
+        img.stat("/dev/big")
+    );
+    assert!(img.stat("/run/fifo").contains("Type: FIFO"));
+    let ping = img.stat("/bin/ping");
+    assert!(ping.contains(" mtime: 0x6553f100:1d6f3454"), "{ping}");
+    assert!(ping.contains(" atime: 0x5f5e1000:77359400"), "{ping}");
+    assert_ne!(
+        field(&ping, "File ACL"),
+        "0",
+        "the big xattr spilled into a block"
+    );
+    let attrs = img.debugfs("ea_list /bin/ping");
+    assert!(attrs.contains("user.small (2) = \"hi\""), "{attrs}");
+    assert!(attrs.contains("security.capability (20)"), "{attrs}");
+    assert!(attrs.contains("user.big (1500)"), "{attrs}");
+    assert!(!attrs.contains("quarantine"), "{attrs}");
+    let acl_list = img.debugfs("ea_list /sym");
+    assert!(acl_list.contains("system.posix_acl_access"), "{acl_list}");
+    let got = img.debugfs("ea_get /sym security.capability");
+    assert!(got.contains("01 00 00 02 00 20"), "{got}");
+    let huge: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("SCHILY.xattr.user.k{i}"), vec![1u8; 300]))
+        .collect();
+    let records: Vec<(&str, &[u8])> = huge.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    let err = build(64 * MIB, vec![Layer::new().pax(&records).file("f", b"")])
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "tar entry \"f\" has more xattrs than fit in its inode and one 4 KiB block"
+    );
+}
+
+#[test]
+fn fragmented_file_gets_a_deep_extent_tree() {
+    // Fill a small image, free every other block-sized file, then write a
+    // file bigger than any free run: it has to take the holes.
+    let mut lower = Layer::new().file("filler", &vec![9u8; 12 * MIB as usize]);
+    for i in 0..1400 {
+        lower.file_owned(&format!("small/{i}"), &[1u8; 4096], 0o644, 0, 0);
+    }
+    let mut upper = Layer::new();
+    for i in (0..1400).step_by(2) {
+        upper.file_owned(&format!("small/.wh.{i}"), b"", 0o644, 0, 0);
+    }
+    let data = noise(8 * MIB as usize, 11);
+    let top = Layer::new().file("big", &data);
+    let img = build(24 * MIB, vec![lower, upper, top]).unwrap();
+    img.fsck();
+    assert_eq!(img.cat("/big"), data);
+    let extents = img.debugfs("ex /big");
+    assert!(extents.contains("Level Entries"), "{extents}");
+    assert!(
+        extents.lines().any(|l| l.trim_start().starts_with("0/ 1")),
+        "depth 1 expected:\n{extents}"
+    );
+    let full = build(
+        24 * MIB,
+        vec![Layer::new().file("huge", &vec![1u8; 30 * MIB as usize])],
+    );
+    assert_eq!(
+        full.err().unwrap().to_string(),
+        "the image is full: there is no room for the data of \"huge\""
+    );
+}
+
+/// Reads as `len` bytes of zeros except `marks` (offset, byte) placed in
+/// them, without ever holding them in memory.
+struct Sparse {
+    pos: u64,
+    len: u64,
+    marks: Vec<(u64, u8)>,
+}
+
+impl std::io::Read for Sparse {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.len - self.pos).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        for &(at, byte) in &self.marks {
+            if (self.pos..self.pos + n as u64).contains(&at) {
+                buf[(at - self.pos) as usize] = byte;
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn multi_gib_mostly_zero_file_fits_a_small_image() {
+    let len = (5 << 30) + 3;
+    let marks = vec![(0, b'a'), (3 << 30, b'b'), (len - 1, b'z')];
+    let mut header = Layer::header(EntryType::Regular, 0o644, len);
+    header.set_path("var/log/lastlog").unwrap();
+    header.set_cksum();
+    let padding = (512 - len % 512) % 512 + 1024;
+    let tar = std::io::Read::chain(
+        std::io::Read::chain(&header.as_bytes()[..], Sparse { pos: 0, len, marks }),
+        std::io::Read::take(std::io::repeat(0), padding),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    let mut f = Formatter::create(
+        &path,
+        FormatOptions {
+            size_bytes: 32 * MIB,
+        },
+    )
+    .unwrap();
+    f.unpack_layer(tar).unwrap();
+    f.finish().unwrap();
+    let img = Image { _dir: dir, path };
+    img.fsck();
+    let stat = img.stat("/var/log/lastlog");
+    assert_eq!(field(&stat, "Size"), len.to_string());
+    assert_eq!(field(&stat, "Blockcount"), "24", "three data blocks");
+    let dump = img.debugfs("dump_extents /var/log/lastlog");
+    let logical: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.contains(" - "))
+        .map(|l| l.split_whitespace().nth(4).unwrap())
+        .collect();
+    assert_eq!(logical, ["0", "786432", "1310720"], "{dump}");
+}
+
+/// Random layers against a model of what OCI semantics should leave, for a
+/// handful of seeds: every file's content and every directory's listing
+/// must match, and e2fsck must stay clean.
+#[test]
+fn random_layers_match_a_model() {
+    use std::collections::BTreeMap;
+    #[derive(Clone, PartialEq, Debug)]
+    enum K {
+        File(Vec<u8>),
+        Dir,
+    }
+    for seed in 1..=6u64 {
+        let mut rng = noise(1 << 16, seed).into_iter().cycle();
+        let mut pick = |n: usize| rng.next().unwrap() as usize % n;
+        let mut model: BTreeMap<String, K> = BTreeMap::new();
+        let mut layers = Vec::new();
+        for layer_no in 0..4 {
+            let mut layer = Layer::new();
+            let path = |pick: &mut dyn FnMut(usize) -> usize| {
+                let top = format!("t{}", pick(3));
+                match pick(6) {
+                    0 => top,
+                    1..=3 => format!("{top}/n{}", pick(5)),
+                    _ => format!("{top}/n{}/m{}", pick(3), pick(3)),
+                }
+            };
+            if layer_no == 0 {
+                for t in ["t0", "t1", "t2"] {
+                    layer = layer.dir(&format!("{t}/"), 0o755);
+                    model.insert(t.to_string(), K::Dir);
+                }
+            }
+            let ancestors = |p: &str| -> Vec<String> {
+                p.match_indices('/')
+                    .map(|(i, _)| p[..i].to_string())
+                    .collect()
+            };
+            let parent_ok = |model: &BTreeMap<String, K>, p: &str| {
+                ancestors(p)
+                    .iter()
+                    .all(|a| model.get(a).is_none_or(|k| *k == K::Dir))
+            };
+            let remove = |model: &mut BTreeMap<String, K>, p: &str| {
+                model.retain(|k, _| k != p && !k.starts_with(&format!("{p}/")));
+            };
+            // Whiteouts come first, so they only ever hide lower layers.
+            for _ in 0..pick(4) {
+                let p = path(&mut pick);
+                if pick(3) == 0 && model.get(&p) == Some(&K::Dir) {
+                    layer = layer.file(&format!("{p}/.wh..wh..opq"), b"");
+                    let prefix = format!("{p}/");
+                    model.retain(|k, _| !k.starts_with(&prefix));
+                } else if parent_ok(&model, &p) {
+                    let (dir, name) = p.rsplit_once('/').map_or(("", p.as_str()), |(d, n)| (d, n));
+                    let wh = if dir.is_empty() {
+                        format!(".wh.{name}")
+                    } else {
+                        format!("{dir}/.wh.{name}")
+                    };
+                    if dir.is_empty() || model.get(dir) == Some(&K::Dir) {
+                        layer = layer.file(&wh, b"");
+                        remove(&mut model, &p);
+                    }
+                }
+            }
+            for op in 0..30 {
+                let p = path(&mut pick);
+                if !parent_ok(&model, &p) {
+                    continue;
+                }
+                match pick(4) {
+                    0 => {
+                        layer = layer.dir(&format!("{p}/"), 0o755);
+                        if model.get(&p) != Some(&K::Dir) {
+                            remove(&mut model, &p);
+                            model.insert(p.clone(), K::Dir);
+                        }
+                    }
+                    3 => {
+                        let files: Vec<String> = model
+                            .iter()
+                            .filter(|(_, k)| matches!(k, K::File(_)))
+                            .map(|(p, _)| p.clone())
+                            .collect();
+                        if files.is_empty() || files.contains(&p) {
+                            continue;
+                        }
+                        let target = files[pick(files.len())].clone();
+                        layer = layer.hardlink(&p, &target);
+                        let content = model[&target].clone();
+                        remove(&mut model, &p);
+                        model.insert(p.clone(), content);
+                    }
+                    _ => {
+                        let data =
+                            noise(pick(3) * 5000 + op, seed * 100 + layer_no * 10 + op as u64);
+                        layer = layer.file(&p, &data);
+                        remove(&mut model, &p);
+                        model.insert(p.clone(), K::File(data));
+                    }
+                }
+                for a in ancestors(&p) {
+                    model.entry(a).or_insert(K::Dir);
+                }
+            }
+            layers.push(layer);
+        }
+        let img = build(64 * MIB, layers).unwrap();
+        img.fsck();
+        assert!(
+            model.len() >= 3,
+            "seed {seed} exercised too little: {} paths",
+            model.len()
+        );
+        for (p, k) in &model {
+            match k {
+                K::File(data) => assert_eq!(&img.cat(&format!("/{p}")), data, "seed {seed}: /{p}"),
+                K::Dir => {
+                    let want: Vec<String> = model
+                        .keys()
+                        .filter_map(|c| c.strip_prefix(&format!("{p}/")))
+                        .filter(|c| !c.contains('/'))
+                        .map(str::to_string)
+                        .collect();
+                    assert_eq!(img.ls(&format!("/{p}")), want, "seed {seed}: /{p}");
+                }
+            }
+        }
+        let mut top: Vec<String> = model.keys().filter(|k| !k.contains('/')).cloned().collect();
+        top.push("lost+found".into());
+        top.sort();
+        assert_eq!(img.ls("/"), top, "seed {seed}");
+    }
 }

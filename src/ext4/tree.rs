@@ -294,10 +294,12 @@ impl Tree {
         if self.child(dir, &name) == Some(id) {
             return Ok(());
         }
+        // Count the new name first: the entry being replaced may be a
+        // directory that holds the target, which must outlive it.
+        self.node_mut(id).names += 1;
         if self.child(dir, &name).is_some() {
             self.unlink(dir, &name);
         }
-        self.node_mut(id).names += 1;
         self.children_mut(dir)
             .insert(name, Link { node: id, layer });
         Ok(())
