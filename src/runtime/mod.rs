@@ -13,7 +13,7 @@ use std::time::Duration;
 use agent_proto::output_chunk::Stream as OutputStream;
 use agent_proto::{
     AGENT_PORT, CreateProcessRequest, MountRequest, PingRequest, ProcessRef, ProcessSpec,
-    ShutdownRequest, User,
+    READY_PORT, ShutdownRequest, User,
 };
 use tonic::Code;
 
@@ -161,6 +161,7 @@ async fn run_in_vm(
         disks: vec![rootfs],
         run_dir: run_dir(app_root, dir)?,
         console_log: console_log.clone(),
+        listen_ports: vec![READY_PORT],
     };
     let mut vm = vm::boot(&config).await?;
     let result = drive(&mut vm, &config, process).await;
@@ -202,7 +203,7 @@ fn run_dir(app_root: &Path, dir: &Path) -> Result<PathBuf, Error> {
 /// Talks to the agent: mount the root disk, run the process, stream its
 /// output, return its exit code, and ask the guest to power off.
 async fn drive(vm: &mut vm::Vm, config: &VmConfig, process: ProcessSpec) -> Result<i32, Error> {
-    vm::connect_when_ready(vm, AGENT_PORT, BOOT_TIMEOUT, &config.console_log).await?;
+    vm::wait_ready(vm, READY_PORT, BOOT_TIMEOUT, &config.console_log).await?;
     let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
     let ping = agent.ping(PingRequest {}).await?.into_inner();
     tracing::debug!(

@@ -13,7 +13,7 @@ mod qemu;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::net::UnixStream;
@@ -81,6 +81,8 @@ pub struct VmConfig {
     pub run_dir: PathBuf,
     /// Where the guest console (kernel and vminitd messages) is written.
     pub console_log: PathBuf,
+    /// Host vsock ports the guest may dial; they listen from before boot.
+    pub listen_ports: Vec<u32>,
 }
 
 /// Opens a stream to a vsock port the guest listens on. Cloneable and
@@ -90,6 +92,8 @@ pub type Dial = Arc<dyn Fn(u32) -> BoxFuture<'static, Result<UnixStream, Error>>
 /// A running VM. Dropping it kills the VM and its helpers.
 pub trait VirtualMachine: Send {
     fn dialer(&self) -> Dial;
+    /// Accepts the next connection the guest made to one of `listen_ports`.
+    fn accept(&self, port: u32) -> impl Future<Output = Result<UnixStream, Error>> + Send;
     /// Why the VM stopped, if it has.
     fn exited(&mut self) -> Option<String>;
     /// Resolves when the VM has stopped, whatever stopped it.
@@ -119,20 +123,22 @@ pub async fn clone_disk(base: &Path, dir: &Path) -> Result<Disk, Error> {
     }
 }
 
-/// Dials a guest port until the guest answers: the first connection after
-/// boot. Fails early, with the end of the console log, if the VM stops.
-pub async fn connect_when_ready(
+/// Waits for the guest to dial `port` (vminitd does once its agent
+/// listens). Fails early, with the end of the console log, if the VM stops.
+pub async fn wait_ready(
     vm: &mut impl VirtualMachine,
     port: u32,
     timeout: Duration,
     console_log: &Path,
-) -> Result<UnixStream, Error> {
-    let dial = vm.dialer();
-    let start = Instant::now();
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        // A dial can hang while the guest's vsock driver is not up yet.
-        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(250), dial(port)).await {
-            return Ok(stream);
+        // Poll for an early exit between waits: a VM that died never dials.
+        let poll = tokio::time::Instant::now() + Duration::from_millis(50);
+        match tokio::time::timeout_at(poll.min(deadline), vm.accept(port)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {}
         }
         if let Some(reason) = vm.exited() {
             return Err(Error::BootFailed {
@@ -140,10 +146,9 @@ pub async fn connect_when_ready(
                 log: console_tail(console_log),
             });
         }
-        if start.elapsed() > timeout {
+        if tokio::time::Instant::now() >= deadline {
             return Err(Error::AgentTimeout(timeout.as_secs()));
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_vsock::{VMADDR_CID_ANY, VsockAddr, VsockListener};
+use tokio_vsock::{VMADDR_CID_ANY, VMADDR_CID_HOST, VsockAddr, VsockListener, VsockStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::boot::make_dir;
@@ -34,11 +34,27 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     });
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_PORT))?;
     log::info(&format!("agent listening on vsock port {AGENT_PORT}"));
+    tokio::spawn(announce_ready());
     tonic::transport::Server::builder()
         .add_service(AgentServer::new(service))
         .serve_with_incoming(listener.incoming())
         .await?;
     Ok(())
+}
+
+/// Tells the host the agent is listening by dialling its READY_PORT. The
+/// host binds that port before boot, so one try normally suffices; a few
+/// more cover a host that is slow to accept.
+async fn announce_ready() {
+    for attempt in 0..50 {
+        match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, READY_PORT)).await {
+            Ok(_) => return,
+            Err(e) if attempt == 49 => {
+                log::error(&format!("could not tell the host we are ready: {e}"))
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
 }
 
 #[derive(Default)]
