@@ -27,13 +27,23 @@ fn echo_prints_exactly_its_output_and_leaves_nothing_running() {
     // --rm removed the container; the image and its snapshot stay.
     let containers = cli.app_root.path().join("containers");
     assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0);
-    let snapshots = std::fs::read_dir(cli.app_root.path().join("snapshots")).unwrap();
-    assert_eq!(
-        snapshots
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "ext4"))
-            .count(),
-        1
+    let snapshots: Vec<_> = std::fs::read_dir(cli.app_root.path().join("snapshots"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ext4"))
+        .collect();
+    assert_eq!(snapshots.len(), 1);
+    // The image's disk, written by our ext4 writer, passes the real fsck.
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&snapshots[0])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
     );
 }
 
