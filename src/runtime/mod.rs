@@ -159,6 +159,10 @@ async fn run_in_vm(
         cpus: spec.cpus,
         memory_mib: spec.memory_mib + MEMORY_OVERHEAD_MIB,
         disks: vec![rootfs],
+        nics: vec![vm::Nic {
+            mac: vm::MacAddress::derive(&dir.to_string_lossy()),
+        }],
+        shares: vec![],
         run_dir: run_dir(app_root, dir)?,
         console_log: console_log.clone(),
     };

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use super::{Dial, Disk, DiskFormat, Error, VirtualMachine, VmConfig};
+use super::{Dial, Disk, DiskFormat, Error, Listener, VirtualMachine, VmConfig};
 
 pub struct QemuVm {
     qemu: Child,
@@ -224,6 +224,30 @@ impl VirtualMachine for QemuVm {
     fn dialer(&self) -> Dial {
         let socket = self.vsock_socket.clone();
         Arc::new(move |port| dial(socket.clone(), port).boxed())
+    }
+
+    /// vhost-device-vsock forwards a guest dial to port P to the Unix socket
+    /// `<uds-path>_P`, so listening is binding that socket.
+    fn listen(&self, port: u32) -> Result<Listener, Error> {
+        let path = PathBuf::from(format!("{}_{port}", self.vsock_socket.display()));
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(Error::io(format!("listen on {}", path.display())))?;
+        let (sender, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let accepting = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                if sender.send(stream).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Listener::new(incoming, move || {
+            accepting.abort();
+            let _ = std::fs::remove_file(&path);
+        }))
     }
 
     fn exited(&mut self) -> Option<String> {
