@@ -146,7 +146,7 @@ async fn run_in_vm(
     spec: &RunSpec,
     process: ProcessSpec,
 ) -> Result<i32, Error> {
-    let kernel = vm::Kernel::find()?;
+    let kernel = vm::Kernel::find(app_root)?;
     let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
     let initfs =
         vm::initfs::ensure(&app_root.join("kernel"), &vminitd, &kernel).map_err(vm::Error::from)?;
