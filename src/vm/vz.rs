@@ -502,9 +502,8 @@ impl VirtualMachine for VzVm {
         let (done, stopped) = oneshot::channel();
         self.force_stop(done);
         let _ = stopped.await;
-        self.stop_reason.send_if_modified(|reason| {
+        self.stop_reason.send_modify(|reason| {
             reason.get_or_insert_with(|| "killed".into());
-            true
         });
     }
 }
