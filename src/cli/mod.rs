@@ -2,6 +2,7 @@
 //! turn any error into one line on stderr and a non-zero exit.
 
 mod run;
+mod system;
 
 use std::path::PathBuf;
 
@@ -28,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run a command in a new container.
     Run(run::RunArgs),
+    /// Host-wide setup: the guest kernel.
+    #[command(subcommand, alias = "s")]
+    System(system::SystemCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -48,6 +52,7 @@ pub fn main() -> i32 {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(&app_root, args).await,
+            Command::System(command) => system::run(&app_root, command).await,
         }
     });
     match result {

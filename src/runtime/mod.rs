@@ -146,7 +146,7 @@ async fn run_in_vm(
     spec: &RunSpec,
     process: ProcessSpec,
 ) -> Result<i32, Error> {
-    let kernel = vm::Kernel::find()?;
+    let kernel = vm::Kernel::find(app_root)?;
     let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
     let initfs =
         vm::initfs::ensure(&app_root.join("kernel"), &vminitd, &kernel).map_err(vm::Error::from)?;
@@ -159,9 +159,12 @@ async fn run_in_vm(
         cpus: spec.cpus,
         memory_mib: spec.memory_mib + MEMORY_OVERHEAD_MIB,
         disks: vec![rootfs],
+        nics: vec![vm::Nic {
+            mac: vm::MacAddress::derive(&dir.to_string_lossy()),
+        }],
+        shares: vec![],
         run_dir: run_dir(app_root, dir)?,
         console_log: console_log.clone(),
-        listen_ports: vec![READY_PORT],
     };
     let mut vm = vm::boot(&config).await?;
     let result = drive(&mut vm, &config, process).await;
@@ -203,7 +206,10 @@ fn run_dir(app_root: &Path, dir: &Path) -> Result<PathBuf, Error> {
 /// Talks to the agent: mount the root disk, run the process, stream its
 /// output, return its exit code, and ask the guest to power off.
 async fn drive(vm: &mut vm::Vm, config: &VmConfig, process: ProcessSpec) -> Result<i32, Error> {
-    vm::wait_ready(vm, READY_PORT, BOOT_TIMEOUT, &config.console_log).await?;
+    // Listen right after boot: vminitd dials well over a second later, and
+    // retries if it is early.
+    let mut ready = vm.listen(READY_PORT)?;
+    vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, &config.console_log).await?;
     let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
     let ping = agent.ping(PingRequest {}).await?.into_inner();
     tracing::debug!(

@@ -1,8 +1,172 @@
-//! Finding the guest kernel and the modules it needs.
+//! Finding the guest kernel and the modules it needs, and installing the
+//! kernel `container system kernel set` chooses.
+//!
+//! An installed kernel lives in `<app root>/kernel/` under its own file name
+//! (which carries its release, so a modular kernel still finds its modules),
+//! with `kernel/default` a symlink to it. Replacing the link is one rename,
+//! so a container that starts meanwhile sees the old kernel or the new one.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::Error;
+
+/// The kernel `--recommended` installs: the one Apple's `container` uses on
+/// Apple silicon, a Kata Containers release `vmlinux` with every virtio
+/// driver built in. The digest is of the archive, as published in Apple's
+/// `container` source (ContainerSystemConfig.swift); we have not downloaded
+/// it ourselves.
+pub struct Recommended {
+    pub url: &'static str,
+    pub sha256: &'static str,
+    /// The kernel's path inside the archive.
+    pub member: &'static str,
+}
+
+pub const RECOMMENDED_ARM64: Recommended = Recommended {
+    url: "https://github.com/kata-containers/kata-containers/releases/download/3.28.0/kata-static-3.28.0-arm64.tar.zst",
+    sha256: "f63d54507d1f18635d94475077e4c2330de4d8e05cedf25f7c38f063b0e66a91",
+    member: "opt/kata/share/kata-containers/vmlinux-6.18.15-186",
+};
+
+/// The recommended kernel for this host, if there is one.
+pub fn recommended() -> Option<&'static Recommended> {
+    cfg!(target_arch = "aarch64").then_some(&RECOMMENDED_ARM64)
+}
+
+fn kernel_dir(app_root: &Path) -> PathBuf {
+    app_root.join("kernel")
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    Error::io(context)
+}
+
+/// Makes `binary` the kernel every new container boots; returns where it
+/// was installed.
+pub fn install(app_root: &Path, binary: &Path) -> Result<PathBuf, Error> {
+    let name = binary
+        .file_name()
+        .ok_or_else(|| Error::Missing {
+            what: format!("kernel {}", binary.display()),
+            hint: "give the path of a kernel image file".into(),
+        })?
+        .to_owned();
+    let dir = kernel_dir(app_root);
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    let staging = staging_path(&dir);
+    std::fs::copy(binary, &staging).map_err(io(format!("copy {}", binary.display())))?;
+    make_default(&dir, &staging, Path::new(&name))
+}
+
+/// A file in `dir` no other process writes, and that no lookup matches.
+fn staging_path(dir: &Path) -> PathBuf {
+    dir.join(format!(".{}.partial", std::process::id()))
+}
+
+/// Moves a fully written kernel to `dir/name` and points `dir/default` at it.
+fn make_default(dir: &Path, staging: &Path, name: &Path) -> Result<PathBuf, Error> {
+    let installed = dir.join(name);
+    std::fs::rename(staging, &installed).map_err(io(format!("install {}", installed.display())))?;
+    point_default_at(dir, name)?;
+    Ok(installed)
+}
+
+/// Downloads the recommended kernel, checks the archive's digest, and
+/// installs the kernel from it.
+pub async fn install_recommended(app_root: &Path) -> Result<PathBuf, Error> {
+    let recommended = recommended().ok_or_else(|| Error::Missing {
+        what: "a recommended kernel for this platform".into(),
+        hint: "install one with `container system kernel set --binary PATH`".into(),
+    })?;
+    let dir = kernel_dir(app_root);
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    let archive = dir.join(format!(".{}.download", std::process::id()));
+    let result = download(recommended, &archive).await;
+    let result = match result {
+        Ok(()) => {
+            let (app_root, archive) = (app_root.to_path_buf(), archive.clone());
+            tokio::task::spawn_blocking(move || {
+                extract_and_install(&app_root, &archive, recommended)
+            })
+            .await
+            .map_err(|e| Error::io("unpack the kernel")(std::io::Error::other(e)))?
+        }
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&archive);
+    result
+}
+
+async fn download(recommended: &Recommended, to: &Path) -> Result<(), Error> {
+    let fail = |e: reqwest::Error| {
+        Error::io(format!("download {}", recommended.url))(std::io::Error::other(e))
+    };
+    let mut response = reqwest::get(recommended.url)
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(fail)?;
+    let mut file = std::fs::File::create(to).map_err(io(format!("create {}", to.display())))?;
+    let mut hash = Sha256::new();
+    while let Some(chunk) = response.chunk().await.map_err(fail)? {
+        hash.update(&chunk);
+        file.write_all(&chunk)
+            .map_err(io(format!("write {}", to.display())))?;
+    }
+    let digest = hex::encode(hash.finalize());
+    if digest != recommended.sha256 {
+        return Err(Error::io(format!("download {}", recommended.url))(
+            std::io::Error::other(format!(
+                "sha256 is {digest}, expected {}",
+                recommended.sha256
+            )),
+        ));
+    }
+    Ok(())
+}
+
+fn extract_and_install(
+    app_root: &Path,
+    archive: &Path,
+    recommended: &Recommended,
+) -> Result<PathBuf, Error> {
+    let context = format!("unpack {}", recommended.member);
+    let file = std::fs::File::open(archive).map_err(io(context.clone()))?;
+    let decoder = zstd::Decoder::new(file).map_err(io(context.clone()))?;
+    let mut tar = tar::Archive::new(decoder);
+    for entry in tar.entries().map_err(io(context.clone()))? {
+        let mut entry = entry.map_err(io(context.clone()))?;
+        let path = entry.path().map_err(io(context.clone()))?;
+        if path.strip_prefix("./").unwrap_or(&path) != Path::new(recommended.member) {
+            continue;
+        }
+        let name = PathBuf::from(path.file_name().unwrap_or_default());
+        let dir = kernel_dir(app_root);
+        let staging = staging_path(&dir);
+        entry.unpack(&staging).map_err(io(context.clone()))?;
+        return make_default(&dir, &staging, &name);
+    }
+    Err(Error::Missing {
+        what: format!("{} in the archive", recommended.member),
+        hint: "the release layout changed; use --binary".into(),
+    })
+}
+
+/// Replaces `dir/default` with a symlink to `name`, atomically.
+fn point_default_at(dir: &Path, name: &Path) -> Result<(), Error> {
+    let link = dir.join("default");
+    let staging = dir.join(format!(".default.{}", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    std::os::unix::fs::symlink(name, &staging).map_err(io(format!("link {}", link.display())))?;
+    std::fs::rename(&staging, &link).map_err(io(format!("replace {}", link.display())))
+}
+
+/// The kernel `kernel set` installed, if any.
+fn installed(app_root: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(kernel_dir(app_root).join("default")).ok()
+}
 
 /// A guest kernel image and, for a modular kernel, its modules directory.
 #[derive(Debug, Clone)]
@@ -15,12 +179,16 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// The kernel to boot: `CONTAINER_KERNEL` if set, else the newest
+    /// The kernel to boot: `CONTAINER_KERNEL` if set, else the one
+    /// `container system kernel set` installed, else the newest
     /// `/boot/vmlinuz-*` (Debian's `-cloud-` flavour first: it boots fastest
     /// under emulation and has every virtio driver we need).
-    pub fn find() -> Result<Kernel, Error> {
+    pub fn find(app_root: &Path) -> Result<Kernel, Error> {
         if let Some(image) = std::env::var_os("CONTAINER_KERNEL").filter(|v| !v.is_empty()) {
             return Kernel::from_image(PathBuf::from(image));
+        }
+        if let Some(image) = installed(app_root) {
+            return Kernel::from_image(image);
         }
         let images = std::fs::read_dir("/boot")
             .map(|dir| {
@@ -31,7 +199,7 @@ impl Kernel {
             .unwrap_or_default();
         let best = pick(&images).ok_or_else(|| Error::Missing {
             what: "a guest kernel".into(),
-            hint: "install one (scripts/setup does) or set CONTAINER_KERNEL".into(),
+            hint: "run `container system kernel set --recommended` (or --binary PATH), or set CONTAINER_KERNEL".into(),
         })?;
         Kernel::from_image(best)
     }
@@ -40,7 +208,7 @@ impl Kernel {
         if !image.is_file() {
             return Err(Error::Missing {
                 what: format!("kernel {}", image.display()),
-                hint: "check CONTAINER_KERNEL".into(),
+                hint: "check CONTAINER_KERNEL, or run `container system kernel set` again".into(),
             });
         }
         let name = image
@@ -90,6 +258,29 @@ fn version_key(name: &str) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_binary_installs_and_replaces_the_default() {
+        let root = tempfile::tempdir().unwrap();
+        let source = tempfile::tempdir().unwrap();
+        let first = source.path().join("vmlinux-6.1.0-1-test");
+        std::fs::write(&first, b"first kernel").unwrap();
+        assert_eq!(installed(root.path()), None);
+
+        let at = install(root.path(), &first).unwrap();
+        assert_eq!(at, root.path().join("kernel/vmlinux-6.1.0-1-test"));
+        let kernel = Kernel::from_image(installed(root.path()).unwrap()).unwrap();
+        assert_eq!(std::fs::read(&kernel.image).unwrap(), b"first kernel");
+        assert_eq!(kernel.release, "6.1.0-1-test");
+
+        let second = source.path().join("vmlinux-6.2");
+        std::fs::write(&second, b"second kernel").unwrap();
+        install(root.path(), &second).unwrap();
+        let image = installed(root.path()).unwrap();
+        assert_eq!(std::fs::read(image).unwrap(), b"second kernel");
+        // The first stays for containers that still run on it.
+        assert!(root.path().join("kernel/vmlinux-6.1.0-1-test").is_file());
+    }
 
     #[test]
     fn prefers_cloud_then_newest() {

@@ -1,7 +1,7 @@
 //! Virtual machines: the one seam between the runtime and a hypervisor.
 //!
 //! The runtime describes a VM with [`VmConfig`], boots it with [`boot`], and
-//! reaches the guest agent through [`VirtualMachine::connect`]. Which backend
+//! reaches the guest agent through [`VirtualMachine::dialer`]. Which backend
 //! runs (QEMU on Linux, Virtualization.framework on macOS) is decided here
 //! and nowhere else.
 
@@ -9,6 +9,11 @@ pub mod initfs;
 pub mod kernel;
 #[cfg(target_os = "linux")]
 mod qemu;
+// `vz-check` compiles the macOS backend on Linux only to type-check it
+// (scripts/check-macos); nothing calls it there, so its dead code is expected.
+#[cfg(any(target_os = "macos", feature = "vz-check"))]
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod vz;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -16,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
 use tokio::net::UnixStream;
+use tokio::sync::mpsc;
 
 pub use kernel::Kernel;
 
@@ -67,6 +74,45 @@ pub enum DiskFormat {
     Qcow2,
 }
 
+/// A host directory the guest can mount by its tag (virtiofs on macOS; the
+/// QEMU backend does not share directories yet).
+#[derive(Debug, Clone)]
+pub struct Share {
+    pub tag: String,
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// A network interface behind the host's NAT (macOS; the QEMU backend has no
+/// network yet).
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub mac: MacAddress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacAddress(pub [u8; 6]);
+
+impl MacAddress {
+    /// A locally administered unicast address derived from `seed` (the
+    /// container's identity): stable across restarts, so the guest keeps its
+    /// DHCP lease, and different for every container.
+    pub fn derive(seed: &str) -> MacAddress {
+        let hash = Sha256::digest(seed.as_bytes());
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&hash[..6]);
+        mac[0] = (mac[0] & 0xfc) | 0x02;
+        MacAddress(mac)
+    }
+}
+
+impl std::fmt::Display for MacAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
 /// Everything a backend needs to boot one VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -77,23 +123,63 @@ pub struct VmConfig {
     pub cpus: u32,
     pub memory_mib: u64,
     pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    pub shares: Vec<Share>,
     /// A private directory for the VM's sockets and helper state.
     pub run_dir: PathBuf,
     /// Where the guest console (kernel and vminitd messages) is written.
     pub console_log: PathBuf,
-    /// Host vsock ports the guest may dial; they listen from before boot.
-    pub listen_ports: Vec<u32>,
 }
 
 /// Opens a stream to a vsock port the guest listens on. Cloneable and
 /// `'static` so a gRPC channel can redial with it.
 pub type Dial = Arc<dyn Fn(u32) -> BoxFuture<'static, Result<UnixStream, Error>> + Send + Sync>;
 
+/// Connections the guest opens to one host vsock port. Dropping it stops
+/// listening.
+pub struct Listener {
+    incoming: mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Listener {
+    /// Streams arrive as std sockets: a backend may accept them on a thread
+    /// that is not in a tokio runtime (Virtualization.framework's queue).
+    fn new(
+        incoming: mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
+        stop: impl FnOnce() + Send + 'static,
+    ) -> Listener {
+        Listener {
+            incoming,
+            stop: Some(Box::new(stop)),
+        }
+    }
+
+    /// The next connection, or `None` once the VM is gone.
+    pub async fn accept(&mut self) -> Option<Result<UnixStream, Error>> {
+        let stream = self.incoming.recv().await?;
+        Some(
+            stream
+                .set_nonblocking(true)
+                .and_then(|()| UnixStream::from_std(stream))
+                .map_err(Error::io("accept a guest connection")),
+        )
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
 /// A running VM. Dropping it kills the VM and its helpers.
 pub trait VirtualMachine: Send {
     fn dialer(&self) -> Dial;
-    /// Accepts the next connection the guest made to one of `listen_ports`.
-    fn accept(&self, port: u32) -> impl Future<Output = Result<UnixStream, Error>> + Send;
+    /// Accepts the connections the guest dials to host `port`.
+    fn listen(&self, port: u32) -> Result<Listener, Error>;
     /// Why the VM stopped, if it has.
     fn exited(&mut self) -> Option<String>;
     /// Resolves when the VM has stopped, whatever stopped it.
@@ -105,12 +191,18 @@ pub trait VirtualMachine: Send {
 /// The backend for this platform.
 #[cfg(target_os = "linux")]
 pub type Vm = qemu::QemuVm;
+#[cfg(target_os = "macos")]
+pub type Vm = vz::VzVm;
 
 /// Boots a VM with this platform's backend.
 pub async fn boot(config: &VmConfig) -> Result<Vm, Error> {
     #[cfg(target_os = "linux")]
     {
         qemu::QemuVm::boot(config).await
+    }
+    #[cfg(target_os = "macos")]
+    {
+        vz::VzVm::boot(config).await
     }
 }
 
@@ -121,13 +213,18 @@ pub async fn clone_disk(base: &Path, dir: &Path) -> Result<Disk, Error> {
     {
         qemu::clone_disk(base, dir).await
     }
+    #[cfg(target_os = "macos")]
+    {
+        vz::clone_disk(base, dir).await
+    }
 }
 
-/// Waits for the guest to dial `port` (vminitd does once its agent
-/// listens). Fails early, with the end of the console log, if the VM stops.
+/// Waits for the guest to dial the listener's port (vminitd does once its
+/// agent listens). Fails early, with the end of the console log, if the VM
+/// stops.
 pub async fn wait_ready(
     vm: &mut impl VirtualMachine,
-    port: u32,
+    ready: &mut Listener,
     timeout: Duration,
     console_log: &Path,
 ) -> Result<(), Error> {
@@ -135,10 +232,10 @@ pub async fn wait_ready(
     loop {
         // Poll for an early exit between waits: a VM that died never dials.
         let poll = tokio::time::Instant::now() + Duration::from_millis(50);
-        match tokio::time::timeout_at(poll.min(deadline), vm.accept(port)).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {}
+        if let Ok(Some(connection)) =
+            tokio::time::timeout_at(poll.min(deadline), ready.accept()).await
+        {
+            return connection.map(drop);
         }
         if let Some(reason) = vm.exited() {
             return Err(Error::BootFailed {
@@ -161,5 +258,21 @@ fn console_tail(console_log: &Path) -> String {
         format!("console log {} is empty", console_log.display())
     } else {
         tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_mac_is_local_unicast_and_stable() {
+        let a = MacAddress::derive("container-a");
+        assert_eq!(a, MacAddress::derive("container-a"));
+        assert_ne!(a, MacAddress::derive("container-b"));
+        assert_eq!(a.0[0] & 0x03, 0x02, "locally administered, not multicast");
+        let text = a.to_string();
+        assert_eq!(text.len(), 17);
+        assert_eq!(text.split(':').count(), 6);
     }
 }

@@ -5,7 +5,6 @@
 //! get SIGKILL if the process that started them dies, and are killed when
 //! the [`QemuVm`] is dropped, so no VM outlives its owner.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -13,18 +12,16 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use super::{Dial, Disk, DiskFormat, Error, VirtualMachine, VmConfig};
+use super::{Dial, Disk, DiskFormat, Error, Listener, VirtualMachine, VmConfig};
 
 pub struct QemuVm {
     qemu: Child,
     vsock: Child,
     /// The host side of the guest's vsock: connect here and say `CONNECT <port>`.
     vsock_socket: PathBuf,
-    /// Guest-initiated connections to host port P arrive on `<vsock_socket>_P`.
-    listeners: HashMap<u32, UnixListener>,
 }
 
 /// Which accelerator to use. KVM only where the host has a real one: the
@@ -139,14 +136,6 @@ impl QemuVm {
             "--uds-path".into(),
             vsock_socket.display().to_string(),
         ];
-        let mut listeners = HashMap::new();
-        for port in &config.listen_ports {
-            let path = PathBuf::from(format!("{}_{port}", vsock_socket.display()));
-            let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path)
-                .map_err(Error::io(format!("listen on {}", path.display())))?;
-            listeners.insert(*port, listener);
-        }
         let accel = accelerator();
         // Measured across the vhost-device-vsock start-up, which we wait for anyway.
         let tsc = TscSample::now();
@@ -237,7 +226,6 @@ impl QemuVm {
             qemu,
             vsock,
             vsock_socket,
-            listeners,
         })
     }
 }
@@ -279,16 +267,28 @@ impl VirtualMachine for QemuVm {
         Arc::new(move |port| dial(socket.clone(), port).boxed())
     }
 
-    async fn accept(&self, port: u32) -> Result<UnixStream, Error> {
-        let listener = self.listeners.get(&port).ok_or_else(|| Error::Connect {
-            port,
-            source: std::io::Error::other("the VM was not configured to listen on this port"),
-        })?;
-        let (stream, _) = listener
-            .accept()
-            .await
-            .map_err(|source| Error::Connect { port, source })?;
-        Ok(stream)
+    /// vhost-device-vsock forwards a guest dial to port P to the Unix socket
+    /// `<uds-path>_P`, so listening is binding that socket.
+    fn listen(&self, port: u32) -> Result<Listener, Error> {
+        let path = PathBuf::from(format!("{}_{port}", self.vsock_socket.display()));
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(Error::io(format!("listen on {}", path.display())))?;
+        let (sender, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let accepting = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                if sender.send(stream).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Listener::new(incoming, move || {
+            accepting.abort();
+            let _ = std::fs::remove_file(&path);
+        }))
     }
 
     fn exited(&mut self) -> Option<String> {
