@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a command in a new container.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Host-wide setup: the guest kernel.
     #[command(subcommand, alias = "s")]
     System(system::SystemCommand),
@@ -51,10 +51,12 @@ pub fn main() -> i32 {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(&app_root, args).await,
+            Command::Run(args) => run::run(&app_root, *args).await,
             Command::System(command) => system::run(&app_root, command).await,
         }
     });
+    // Don't wait for a read of our stdin that nothing will finish.
+    runtime.shutdown_background();
     match result {
         Ok(code) => code,
         Err(e) => fail(e.as_ref()),

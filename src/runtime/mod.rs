@@ -4,16 +4,17 @@
 //! disk, boots its VM, and drives vminitd through the agent API.
 
 pub mod agent;
+mod attach;
 mod id;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_proto::output_chunk::Stream as OutputStream;
+pub use agent_proto::Rlimit;
+use agent_proto::create_process_request::Target;
 use agent_proto::{
-    AGENT_PORT, CreateProcessRequest, MountRequest, PingRequest, ProcessRef, ProcessSpec,
-    READY_PORT, ShutdownRequest, User,
+    AGENT_PORT, ContainerConfig, CreateProcessRequest, MountRequest, NewContainer, PingRequest,
+    ProcessRef, ProcessSpec, READY_PORT, ShutdownRequest,
 };
 use tonic::Code;
 
@@ -55,15 +56,30 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// What `run` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunSpec {
     pub image: String,
     /// Replaces the image's Cmd when not empty.
     pub args: Vec<String>,
+    /// Replaces the image's Entrypoint (and then its Cmd too, as in Docker).
+    pub entrypoint: Option<String>,
     /// Added after the image's environment (later entries win).
     pub env: Vec<String>,
-    pub cpus: u32,
-    pub memory_mib: u64,
+    /// Docker's `-u`: name, uid, name:group or uid:gid; empty: the image's.
+    pub user: String,
+    pub workdir: Option<String>,
+    pub name: Option<String>,
+    /// CPUs and memory the container may use: its cgroup limits. None: the
+    /// VM's size, without a limit inside it.
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub init: bool,
+    pub read_only: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub ulimits: Vec<Rlimit>,
+    pub interactive: bool,
+    pub tty: bool,
     /// Delete the container when it exits.
     pub remove: bool,
     pub pull: PullOptions,
@@ -73,9 +89,12 @@ pub struct RunSpec {
 const ROOTFS: &str = "/run/container/rootfs";
 /// The one process `run` starts; exec'd processes get their own IDs.
 const INIT_PROCESS: &str = "init";
-/// Guest memory and vCPU on top of what the container asked for, for the
-/// guest kernel and vminitd (Apple's runtime adds the same).
+/// Guest memory on top of what the container asked for, for the guest
+/// kernel and vminitd (Apple's runtime adds the same).
 const MEMORY_OVERHEAD_MIB: u64 = 128;
+/// The VM's size when the container names none.
+const DEFAULT_CPUS: u32 = 2;
+const DEFAULT_MEMORY_MIB: u64 = 1024;
 /// How long a cold boot may take before we give up. Generous: software
 /// emulation on a loaded 2-core host is slow.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -99,44 +118,69 @@ pub async fn run(app_root: &Path, spec: &RunSpec) -> Result<i32, Error> {
             })??
     };
 
-    let mut args = image.config.entrypoint.clone();
-    args.extend(if spec.args.is_empty() {
-        image.config.cmd.clone()
-    } else {
-        spec.args.clone()
-    });
+    let args = command(&image.config, spec);
     if args.is_empty() {
         return Err(Error::NoCommand);
     }
     let mut env = image.config.env.clone();
     env.extend(spec.env.iter().cloned());
-
     let id = id::new()?;
+    let process = ProcessSpec {
+        args,
+        env,
+        cwd: spec
+            .workdir
+            .clone()
+            .unwrap_or_else(|| image.config.working_dir.clone()),
+        user: if spec.user.is_empty() {
+            image.config.user.clone()
+        } else {
+            spec.user.clone()
+        },
+        terminal: spec.tty,
+        stdin: spec.interactive,
+        rlimits: spec.ulimits.clone(),
+        cap_add: spec.cap_add.clone(),
+        cap_drop: spec.cap_drop.clone(),
+        no_new_privileges: false,
+        rows: 0,
+        cols: 0,
+    };
+    let container = ContainerConfig {
+        // Docker's default hostname: the short ID.
+        hostname: spec.name.clone().unwrap_or_else(|| id[..12].to_string()),
+        read_only_root: spec.read_only,
+        init: spec.init,
+        hosts: vec![],
+        resolv_conf: String::new(),
+        memory_limit_bytes: spec.memory_mib.unwrap_or(0) * 1024 * 1024,
+        cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
+    };
+
     let dir = app_root.join("containers").join(&id);
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-    let result = run_in_vm(
-        app_root,
-        &dir,
-        &snapshot,
-        spec,
-        ProcessSpec {
-            args,
-            env,
-            cwd: image.config.working_dir.clone(),
-            user: Some(User {
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-            }),
-            terminal: false,
-            stdin: false,
-        },
-    )
-    .await;
+    let result = run_in_vm(app_root, &dir, &snapshot, spec, process, container).await;
     if spec.remove {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// The command line, Docker's way: the image's Entrypoint then its Cmd; args
+/// replace Cmd; `--entrypoint` replaces Entrypoint and drops the image's Cmd
+/// (an empty one leaves just the args).
+fn command(image: &image::RunConfig, spec: &RunSpec) -> Vec<String> {
+    let (mut args, cmd) = match &spec.entrypoint {
+        Some(entrypoint) if entrypoint.is_empty() => (vec![], vec![]),
+        Some(entrypoint) => (vec![entrypoint.clone()], vec![]),
+        None => (image.entrypoint.clone(), image.cmd.clone()),
+    };
+    args.extend(if spec.args.is_empty() {
+        cmd
+    } else {
+        spec.args.clone()
+    });
+    args
 }
 
 async fn run_in_vm(
@@ -145,6 +189,7 @@ async fn run_in_vm(
     snapshot: &Path,
     spec: &RunSpec,
     process: ProcessSpec,
+    container: ContainerConfig,
 ) -> Result<i32, Error> {
     let kernel = vm::Kernel::find(app_root)?;
     let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
@@ -156,8 +201,8 @@ async fn run_in_vm(
         kernel,
         initfs,
         kernel_args: vec![],
-        cpus: spec.cpus,
-        memory_mib: spec.memory_mib + MEMORY_OVERHEAD_MIB,
+        cpus: spec.cpus.unwrap_or(DEFAULT_CPUS),
+        memory_mib: spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
         disks: vec![rootfs],
         nics: vec![vm::Nic {
             mac: vm::MacAddress::derive(&dir.to_string_lossy()),
@@ -167,7 +212,7 @@ async fn run_in_vm(
         console_log: console_log.clone(),
     };
     let mut vm = vm::boot(&config).await?;
-    let result = drive(&mut vm, &config, process).await;
+    let result = drive(&mut vm, &config, process, container).await;
     // Whatever happened, the VM goes: give the guest a moment to power off
     // cleanly (the agent was asked to), then pull the plug.
     if tokio::time::timeout(Duration::from_secs(5), vm.wait())
@@ -205,7 +250,12 @@ fn run_dir(app_root: &Path, dir: &Path) -> Result<PathBuf, Error> {
 
 /// Talks to the agent: mount the root disk, run the process, stream its
 /// output, return its exit code, and ask the guest to power off.
-async fn drive(vm: &mut vm::Vm, config: &VmConfig, process: ProcessSpec) -> Result<i32, Error> {
+async fn drive(
+    vm: &mut vm::Vm,
+    config: &VmConfig,
+    process: ProcessSpec,
+    container: ContainerConfig,
+) -> Result<i32, Error> {
     // Listen right after boot: vminitd dials well over a second later, and
     // retries if it is early.
     let mut ready = vm.listen(READY_PORT)?;
@@ -217,12 +267,16 @@ async fn drive(vm: &mut vm::Vm, config: &VmConfig, process: ProcessSpec) -> Resu
         version = ping.version,
         "agent ready"
     );
-    let result = run_process(&mut agent, process).await;
+    let result = run_process(&mut agent, process, container).await;
     let _ = agent.shutdown(ShutdownRequest {}).await;
     result
 }
 
-async fn run_process(agent: &mut agent::Client, process: ProcessSpec) -> Result<i32, Error> {
+async fn run_process(
+    agent: &mut agent::Client,
+    mut process: ProcessSpec,
+    container: ContainerConfig,
+) -> Result<i32, Error> {
     agent
         .mount(MountRequest {
             source: "/dev/vda".into(),
@@ -231,43 +285,45 @@ async fn run_process(agent: &mut agent::Client, process: ProcessSpec) -> Result<
             options: vec![],
         })
         .await?;
-    let program = process.args[0].clone();
+    let terminal = process
+        .terminal
+        .then(attach::Terminal::open)
+        .transpose()
+        .map_err(io("set up the terminal"))?;
+    if let Some((rows, cols)) = terminal.as_ref().and_then(|t| t.size()) {
+        (process.rows, process.cols) = (rows, cols);
+    }
+    let stdin = process.stdin;
     agent
         .create_process(CreateProcessRequest {
             id: INIT_PROCESS.into(),
-            root: ROOTFS.into(),
             process: Some(process),
+            target: Some(Target::Container(NewContainer {
+                root: ROOTFS.into(),
+                config: Some(container),
+            })),
         })
         .await?;
     let process_ref = ProcessRef {
         id: INIT_PROCESS.into(),
     };
-    let mut output = agent.read_output(process_ref.clone()).await?.into_inner();
+    let output = agent.read_output(process_ref.clone()).await?.into_inner();
     match agent.start_process(process_ref.clone()).await {
         Ok(_) => {}
         // The exit codes a shell (and Docker) use for these.
         Err(status) if status.code() == Code::NotFound => {
-            eprintln!("Error: {program}: executable file not found in the container");
+            eprintln!("Error: {}", status.message());
             return Ok(127);
         }
         Err(status) if status.code() == Code::PermissionDenied => {
-            eprintln!("Error: {program}: permission denied");
+            eprintln!("Error: {}", status.message());
             return Ok(126);
         }
         Err(status) => return Err(status.into()),
     }
-    while let Some(chunk) = output.message().await? {
-        let written = match OutputStream::try_from(chunk.stream) {
-            Ok(OutputStream::Stderr) => write_all_flush(&mut std::io::stderr().lock(), &chunk.data),
-            _ => write_all_flush(&mut std::io::stdout().lock(), &chunk.data),
-        };
-        written.map_err(io("write the container's output"))?;
-    }
-    let exit = agent.wait_process(process_ref).await?.into_inner();
-    Ok(exit.exit_code)
-}
-
-fn write_all_flush(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
-    out.write_all(data)?;
-    out.flush()
+    let session = attach::Session {
+        agent: agent.clone(),
+        process: INIT_PROCESS.to_string(),
+    };
+    session.run(output, stdin, terminal).await
 }

@@ -1,14 +1,15 @@
 //! The agent API server: what the host can ask of the guest.
 
-use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use agent_proto::agent_server::{Agent, AgentServer};
+use agent_proto::create_process_request::Target as RequestTarget;
 use agent_proto::output_chunk::Stream as OutputStream;
 use agent_proto::*;
 use futures::Stream;
-use nix::mount::{MsFlags, mount};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::signal::{Signal, kill};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -20,8 +21,8 @@ use tokio_vsock::{VMADDR_CID_ANY, VMADDR_CID_HOST, VsockAddr, VsockListener, Vso
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::boot::make_dir;
-use crate::log;
-use crate::process::{self, Table};
+use crate::process::{self, Output, Table, Target};
+use crate::{cgroup, launch, log};
 
 pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let service = Service::default();
@@ -43,8 +44,8 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Tells the host the agent is listening by dialling its READY_PORT. The
-/// host binds that port before boot, so one try normally suffices; a few
-/// more cover a host that is slow to accept.
+/// host listens from just after boot, so one try normally suffices; a few
+/// more cover a host that is slow to.
 async fn announce_ready() {
     for attempt in 0..50 {
         match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, READY_PORT)).await {
@@ -60,48 +61,59 @@ async fn announce_ready() {
 #[derive(Default)]
 struct Service {
     processes: Arc<Table>,
-    /// Roots whose /proc, /sys and /dev are already mounted.
-    prepared_roots: Mutex<HashSet<String>>,
-}
-
-impl Service {
-    /// Gives a container root the kernel filesystems a process expects.
-    fn prepare_root(&self, root: &str) -> Result<(), Status> {
-        if root == "/" || !self.prepared_roots.lock().unwrap().insert(root.to_string()) {
-            return Ok(());
-        }
-        let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        let mounts: [(&str, &str, &str, MsFlags); 3] = [
-            ("proc", "proc", "proc", nodev),
-            ("sysfs", "sys", "sysfs", nodev),
-            ("/dev", "dev", "", MsFlags::MS_BIND | MsFlags::MS_REC),
-        ];
-        for (source, dir, fstype, flags) in mounts {
-            let target = format!("{root}/{dir}");
-            make_dir(&target).map_err(Status::internal)?;
-            let fstype = (!fstype.is_empty()).then_some(fstype);
-            mount(Some(source), target.as_str(), fstype, flags, None::<&str>)
-                .map_err(|e| Status::internal(format!("mount {source} on {target}: {e}")))?;
-        }
-        Ok(())
-    }
 }
 
 fn status(e: process::Error) -> Status {
+    use process::Error::*;
     match e {
-        process::Error::NotFound(_) => Status::not_found(e.to_string()),
-        process::Error::Exists(_) => Status::already_exists(e.to_string()),
-        process::Error::AlreadyStarted(_) => Status::failed_precondition(e.to_string()),
-        process::Error::TerminalUnsupported => Status::unimplemented(e.to_string()),
-        process::Error::NoArgs | process::Error::Nul => Status::invalid_argument(e.to_string()),
-        process::Error::Spawn(ref io) if io.kind() == std::io::ErrorKind::NotFound => {
-            Status::not_found(e.to_string())
+        NotFound(_) => Status::not_found(e.to_string()),
+        Exists(_) => Status::already_exists(e.to_string()),
+        AlreadyStarted(_) | NotRunning(_) | StillRunning(_) | NoTerminal => {
+            Status::failed_precondition(e.to_string())
         }
-        process::Error::Spawn(ref io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-            Status::permission_denied(e.to_string())
-        }
-        process::Error::Pipe(_) | process::Error::Spawn(_) => Status::internal(e.to_string()),
+        // The shell's exit codes travel as gRPC codes the host maps back.
+        Start {
+            code: launch::EXIT_NOT_FOUND,
+            ..
+        } => Status::not_found(e.to_string()),
+        Start {
+            code: launch::EXIT_CANNOT_RUN,
+            ..
+        } => Status::permission_denied(e.to_string()),
+        Start { .. } => Status::invalid_argument(e.to_string()),
+        Io(_) | Sys(_) => Status::internal(e.to_string()),
     }
+}
+
+fn internal(context: &str) -> impl FnOnce(std::io::Error) -> Status + '_ {
+    move |e| Status::internal(format!("{context}: {e}"))
+}
+
+/// Streams one file descriptor into the output channel until end of file.
+/// A terminal's master reports EIO once the last slave closes: that is its end.
+fn pump(
+    fd: std::os::fd::OwnedFd,
+    which: OutputStream,
+    tx: mpsc::Sender<Result<OutputChunk, Status>>,
+) -> Result<(), Status> {
+    let mut reader =
+        pipe::Receiver::from_owned_fd_unchecked(fd).map_err(internal("read output"))?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let chunk = OutputChunk {
+                stream: which as i32,
+                data: buf[..n].to_vec(),
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
 }
 
 type OutputStreamBox = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
@@ -132,6 +144,7 @@ impl Agent for Service {
                 "nosuid" => flags |= MsFlags::MS_NOSUID,
                 "nodev" => flags |= MsFlags::MS_NODEV,
                 "noexec" => flags |= MsFlags::MS_NOEXEC,
+                "bind" => flags |= MsFlags::MS_BIND,
                 other => data.push(other),
             }
         }
@@ -148,6 +161,21 @@ impl Agent for Service {
         Ok(Response::new(MountResponse {}))
     }
 
+    async fn umount(
+        &self,
+        request: Request<UmountRequest>,
+    ) -> Result<Response<UmountResponse>, Status> {
+        let r = request.into_inner();
+        let flags = if r.lazy {
+            MntFlags::MNT_DETACH
+        } else {
+            MntFlags::empty()
+        };
+        umount2(r.target.as_str(), flags)
+            .map_err(|e| Status::internal(format!("unmount {}: {e}", r.target)))?;
+        Ok(Response::new(UmountResponse {}))
+    }
+
     async fn create_process(
         &self,
         request: Request<CreateProcessRequest>,
@@ -156,16 +184,27 @@ impl Agent for Service {
         let spec = r
             .process
             .ok_or_else(|| Status::invalid_argument("missing process spec"))?;
-        let root = if r.root.is_empty() {
-            "/".to_string()
-        } else {
-            r.root
-        };
-        self.prepare_root(&root)?;
-        if !spec.cwd.is_empty() {
-            make_dir(&format!("{root}/{}", spec.cwd)).map_err(Status::internal)?;
+        if spec.args.is_empty() {
+            return Err(Status::invalid_argument(
+                "the process has no command to run",
+            ));
         }
-        self.processes.create(&r.id, &root, spec).map_err(status)?;
+        let target = match r
+            .target
+            .ok_or_else(|| Status::invalid_argument("missing process target"))?
+        {
+            RequestTarget::Container(c) => {
+                let config = c.config.unwrap_or_default();
+                cgroup::create(config.memory_limit_bytes, config.cpu_quota_millicpus)
+                    .map_err(Status::internal)?;
+                Target::NewContainer {
+                    root: c.root,
+                    config,
+                }
+            }
+            RequestTarget::ExecIn(id) => Target::ExecIn(id),
+        };
+        self.processes.create(&r.id, target, spec).map_err(status)?;
         Ok(Response::new(CreateProcessResponse {}))
     }
 
@@ -173,9 +212,11 @@ impl Agent for Service {
         &self,
         request: Request<ProcessRef>,
     ) -> Result<Response<StartProcessResponse>, Status> {
-        let pid = self
-            .processes
-            .start(&request.into_inner().id)
+        let processes = self.processes.clone();
+        let id = request.into_inner().id;
+        let pid = tokio::task::spawn_blocking(move || processes.start(&id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
         Ok(Response::new(StartProcessResponse { pid: pid.as_raw() }))
     }
@@ -189,36 +230,16 @@ impl Agent for Service {
         let id = request.into_inner().id;
         let process = self.processes.get(&id).map_err(status)?;
         let output = process.output.lock().unwrap().take();
-        let Some((stdout, stderr)) = output else {
-            return Err(Status::failed_precondition(format!(
-                "output of process {id} is already being read"
-            )));
-        };
+        let output = output.ok_or_else(|| {
+            Status::failed_precondition(format!("output of process {id} is already being read"))
+        })?;
         let (tx, rx) = mpsc::channel(16);
-        for (fd, which) in [
-            (stdout, OutputStream::Stdout),
-            (stderr, OutputStream::Stderr),
-        ] {
-            let tx = tx.clone();
-            let mut reader =
-                pipe::Receiver::from_owned_fd(fd).map_err(|e| Status::internal(e.to_string()))?;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match reader.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let chunk = OutputChunk {
-                                stream: which as i32,
-                                data: buf[..n].to_vec(),
-                            };
-                            if tx.send(Ok(chunk)).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
+        match output {
+            Output::Pipes { stdout, stderr } => {
+                pump(stdout, OutputStream::Stdout, tx.clone())?;
+                pump(stderr, OutputStream::Stderr, tx)?;
+            }
+            Output::Terminal(master) => pump(master, OutputStream::Stdout, tx)?,
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -238,7 +259,7 @@ impl Agent for Service {
             Status::failed_precondition(format!("process {} has no stdin to write", first.id))
         })?;
         let mut writer =
-            pipe::Sender::from_owned_fd(fd).map_err(|e| Status::internal(e.to_string()))?;
+            pipe::Sender::from_owned_fd_unchecked(fd).map_err(internal("write stdin"))?;
         let mut chunk = Some(first);
         while let Some(c) = chunk {
             if writer.write_all(&c.data).await.is_err() {
@@ -270,13 +291,116 @@ impl Agent for Service {
     ) -> Result<Response<SignalProcessResponse>, Status> {
         let r = request.into_inner();
         let process = self.processes.get(&r.id).map_err(status)?;
-        let pid = process.pid().ok_or_else(|| {
-            Status::failed_precondition(format!("process {} is not started", r.id))
-        })?;
+        let pid = match (process.pid(), process.exited()) {
+            (Some(pid), None) => pid,
+            _ => return Err(status(process::Error::NotRunning(r.id))),
+        };
         let signal = Signal::try_from(r.signal)
             .map_err(|_| Status::invalid_argument(format!("bad signal {}", r.signal)))?;
         kill(pid, signal).map_err(|e| Status::internal(format!("signal process {}: {e}", r.id)))?;
         Ok(Response::new(SignalProcessResponse {}))
+    }
+
+    async fn resize_process(
+        &self,
+        request: Request<ResizeProcessRequest>,
+    ) -> Result<Response<ResizeProcessResponse>, Status> {
+        let r = request.into_inner();
+        self.processes
+            .get(&r.id)
+            .and_then(|p| p.resize(r.rows, r.cols))
+            .map_err(status)?;
+        Ok(Response::new(ResizeProcessResponse {}))
+    }
+
+    async fn delete_process(
+        &self,
+        request: Request<ProcessRef>,
+    ) -> Result<Response<DeleteProcessResponse>, Status> {
+        self.processes
+            .delete(&request.into_inner().id)
+            .map_err(status)?;
+        Ok(Response::new(DeleteProcessResponse {}))
+    }
+
+    async fn write_file(
+        &self,
+        request: Request<WriteFileRequest>,
+    ) -> Result<Response<WriteFileResponse>, Status> {
+        let r = request.into_inner();
+        if let Some(parent) = std::path::Path::new(&r.path).parent() {
+            make_dir(&parent.to_string_lossy()).map_err(Status::internal)?;
+        }
+        let mode = if r.mode == 0 { 0o644 } else { r.mode };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .append(r.append)
+            .truncate(!r.append)
+            .mode(mode)
+            .open(&r.path)
+            .map_err(internal(&r.path))?;
+        std::io::Write::write_all(&mut file, &r.data).map_err(internal(&r.path))?;
+        Ok(Response::new(WriteFileResponse {}))
+    }
+
+    async fn stat(&self, request: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
+        let path = request.into_inner().path;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Status::not_found(format!("{path}: no such file or directory"))
+            }
+            _ => Status::internal(format!("{path}: {e}")),
+        })?;
+        Ok(Response::new(StatResponse {
+            mode: meta.mode(),
+            size: meta.size(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime_seconds: meta.mtime(),
+        }))
+    }
+
+    async fn sysctl(
+        &self,
+        request: Request<SysctlRequest>,
+    ) -> Result<Response<SysctlResponse>, Status> {
+        let r = request.into_inner();
+        if r.key.is_empty() || r.key.contains("..") || r.key.contains('/') {
+            return Err(Status::invalid_argument(format!(
+                "invalid sysctl key {:?}",
+                r.key
+            )));
+        }
+        let path = format!("/proc/sys/{}", r.key.replace('.', "/"));
+        std::fs::write(&path, &r.value).map_err(internal(&path))?;
+        Ok(Response::new(SysctlResponse {}))
+    }
+
+    async fn set_time(
+        &self,
+        request: Request<SetTimeRequest>,
+    ) -> Result<Response<SetTimeResponse>, Status> {
+        let r = request.into_inner();
+        let time = nix::sys::time::TimeSpec::new(r.seconds, i64::from(r.nanos));
+        nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, time)
+            .map_err(|e| Status::internal(format!("set the clock: {e}")))?;
+        Ok(Response::new(SetTimeResponse {}))
+    }
+
+    async fn statistics(
+        &self,
+        _: Request<StatisticsRequest>,
+    ) -> Result<Response<StatisticsResponse>, Status> {
+        let u = cgroup::usage();
+        Ok(Response::new(StatisticsResponse {
+            cpu_usage_usec: u.cpu_usage_usec,
+            memory_current_bytes: u.memory_current_bytes,
+            memory_max_bytes: u.memory_max_bytes,
+            io_read_bytes: u.io_read_bytes,
+            io_write_bytes: u.io_write_bytes,
+            pids_current: u.pids_current,
+        }))
     }
 
     async fn shutdown(

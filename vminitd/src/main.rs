@@ -8,10 +8,21 @@
 
 mod agent;
 mod boot;
+mod caps;
+mod cgroup;
+mod env;
+mod init;
+mod launch;
 mod log;
+mod mounts;
 mod process;
+mod rlimit;
+mod user;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(launch::ARG) {
+        launch::main();
+    }
     if std::process::id() != 1 {
         eprintln!("vminitd: must run as PID 1 inside a container VM");
         std::process::exit(1);

@@ -1,20 +1,27 @@
 //! The processes vminitd runs for the host, and the reaper every PID 1 needs.
 //!
 //! vminitd never waits on a child directly: one reaper collects every exit
-//! (its own children and re-parented orphans alike) and hands the status to
-//! the process that owns the PID. Waiting per child would race the reaper.
+//! (launchers and re-parented orphans alike) and hands the status to the
+//! process that owns the PID. Waiting per child would race the reaper.
+//! Each process is put in place by a launcher (see launch.rs), whose exit
+//! mirrors the workload's.
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use agent_proto::ProcessSpec;
+use nix::fcntl::OFlag;
+use nix::pty::{Winsize, openpty};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Gid, Pid, Uid, chdir, chroot, setgid, setgroups, setuid};
+use nix::unistd::Pid;
+use prost::Message;
 use tokio::sync::watch;
+
+use crate::launch::{self, Launch};
 
 /// How a process ended, as a shell reports it.
 #[derive(Debug, Clone, Copy)]
@@ -23,21 +30,38 @@ pub struct Exit {
     pub signal: i32,
 }
 
-/// The ends the child gets, held between create and start.
-struct ChildEnds {
-    stdin: Option<OwnedFd>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+/// The host's side of a process's output.
+pub enum Output {
+    Pipes {
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A terminal's master side: stdout and stderr arrive merged.
+    Terminal(OwnedFd),
+}
+
+/// Where a process runs.
+pub enum Target {
+    NewContainer {
+        root: String,
+        config: agent_proto::ContainerConfig,
+    },
+    /// Inside the container of this (running) process.
+    ExecIn(String),
 }
 
 pub struct Process {
-    root: String,
     spec: ProcessSpec,
-    child_ends: Mutex<Option<ChildEnds>>,
-    /// Read ends of stdout and stderr, taken by the one ReadOutput call.
-    pub output: Mutex<Option<(OwnedFd, OwnedFd)>>,
-    /// Write end of stdin, taken by the one WriteStdin call.
+    target: Target,
+    /// The launcher's stdin, stdout, stderr, held between create and start.
+    child_stdio: Mutex<Option<[OwnedFd; 3]>>,
+    /// Taken by the one ReadOutput call.
+    pub output: Mutex<Option<Output>>,
+    /// Taken by the one WriteStdin call.
     pub stdin: Mutex<Option<OwnedFd>>,
+    /// The terminal's master side, for resizing.
+    terminal: Option<OwnedFd>,
+    /// The workload (or its init) as seen from the guest.
     pid: Mutex<Option<Pid>>,
     exit: watch::Sender<Option<Exit>>,
 }
@@ -45,6 +69,10 @@ pub struct Process {
 impl Process {
     pub fn pid(&self) -> Option<Pid> {
         *self.pid.lock().unwrap()
+    }
+
+    pub fn exited(&self) -> Option<Exit> {
+        *self.exit.borrow()
     }
 
     /// Resolves once the process has exited.
@@ -59,6 +87,16 @@ impl Process {
             }
         }
     }
+
+    pub fn resize(&self, rows: u32, cols: u32) -> Result<(), Error> {
+        let master = self.terminal.as_ref().ok_or(Error::NoTerminal)?;
+        let size = winsize(rows, cols);
+        // SAFETY: TIOCSWINSZ reads the struct we pass.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,24 +107,47 @@ pub enum Error {
     NotFound(String),
     #[error("process {0} was already started")]
     AlreadyStarted(String),
-    #[error("a terminal for the process is not supported yet")]
-    TerminalUnsupported,
-    #[error("process has no command to run")]
-    NoArgs,
-    #[error("argument contains a NUL byte")]
-    Nul,
-    #[error("create pipes: {0}")]
-    Pipe(nix::Error),
+    #[error("process {0} is not running")]
+    NotRunning(String),
+    #[error("process {0} is still running")]
+    StillRunning(String),
+    #[error("process has no terminal")]
+    NoTerminal,
+    #[error("{message}")]
+    Start { code: i32, message: String },
     #[error("{0}")]
-    Spawn(std::io::Error),
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Sys(#[from] nix::Error),
 }
 
 #[derive(Default)]
 pub struct Table {
     processes: Mutex<HashMap<String, Arc<Process>>>,
-    /// PID -> owner, consulted by the reaper. Spawning inserts under this
-    /// lock, so the reaper never sees a PID before its owner is recorded.
+    /// Launcher PID -> owner, consulted by the reaper. Spawning inserts under
+    /// this lock, so the reaper never sees a PID before its owner is recorded.
     by_pid: Mutex<HashMap<i32, Arc<Process>>>,
+}
+
+fn winsize(rows: u32, cols: u32) -> Winsize {
+    Winsize {
+        ws_row: rows as u16,
+        ws_col: cols as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+fn set_cloexec(fd: &OwnedFd) -> Result<(), Error> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(())
 }
 
 impl Table {
@@ -99,35 +160,46 @@ impl Table {
             .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
-    pub fn create(&self, id: &str, root: &str, spec: ProcessSpec) -> Result<(), Error> {
-        if spec.terminal {
-            return Err(Error::TerminalUnsupported);
-        }
-        if spec.args.is_empty() {
-            return Err(Error::NoArgs);
-        }
+    pub fn create(&self, id: &str, target: Target, spec: ProcessSpec) -> Result<(), Error> {
         let mut processes = self.processes.lock().unwrap();
         if processes.contains_key(id) {
             return Err(Error::Exists(id.to_string()));
         }
-        let (stdin_child, stdin_host) = if spec.stdin {
-            let (r, w) = pipe()?;
-            (Some(r), Some(w))
+        let (child_stdio, output, stdin, terminal) = if spec.terminal {
+            let pty = openpty(Some(&winsize(spec.rows, spec.cols)), None)?;
+            set_cloexec(&pty.master)?;
+            set_cloexec(&pty.slave)?;
+            let stdio = [pty.slave.try_clone()?, pty.slave.try_clone()?, pty.slave];
+            let stdin = spec.stdin.then(|| pty.master.try_clone()).transpose()?;
+            let resize = pty.master.try_clone()?;
+            (stdio, Output::Terminal(pty.master), stdin, Some(resize))
         } else {
-            (None, None)
+            let (stdin_child, stdin_host) = if spec.stdin {
+                let (r, w) = cloexec_pipe()?;
+                (r, Some(w))
+            } else {
+                (std::fs::File::open("/dev/null")?.into(), None)
+            };
+            let (stdout_host, stdout_child) = cloexec_pipe()?;
+            let (stderr_host, stderr_child) = cloexec_pipe()?;
+            let output = Output::Pipes {
+                stdout: stdout_host,
+                stderr: stderr_host,
+            };
+            (
+                [stdin_child, stdout_child, stderr_child],
+                output,
+                stdin_host,
+                None,
+            )
         };
-        let (stdout_host, stdout_child) = pipe()?;
-        let (stderr_host, stderr_child) = pipe()?;
         let process = Process {
-            root: root.to_string(),
             spec,
-            child_ends: Mutex::new(Some(ChildEnds {
-                stdin: stdin_child,
-                stdout: stdout_child,
-                stderr: stderr_child,
-            })),
-            output: Mutex::new(Some((stdout_host, stderr_host))),
-            stdin: Mutex::new(stdin_host),
+            target,
+            child_stdio: Mutex::new(Some(child_stdio)),
+            output: Mutex::new(Some(output)),
+            stdin: Mutex::new(stdin),
+            terminal,
             pid: Mutex::new(None),
             exit: watch::channel(None).0,
         };
@@ -135,28 +207,99 @@ impl Table {
         Ok(())
     }
 
+    /// Starts a created process; blocks until the workload runs (or failed
+    /// to), so call it off the async threads.
     pub fn start(&self, id: &str) -> Result<Pid, Error> {
         let process = self.get(id)?;
-        let ends = process
-            .child_ends
+        let stdio = process
+            .child_stdio
             .lock()
             .unwrap()
             .take()
             .ok_or_else(|| Error::AlreadyStarted(id.to_string()))?;
-        let mut command = build_command(&process.root, &process.spec)?;
-        command.stdin(ends.stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
-        command.stdout(Stdio::from(ends.stdout));
-        command.stderr(Stdio::from(ends.stderr));
-        let mut by_pid = self.by_pid.lock().unwrap();
-        let child = command.spawn().map_err(Error::Spawn)?;
-        let pid = Pid::from_raw(child.id() as i32);
-        *process.pid.lock().unwrap() = Some(pid);
-        by_pid.insert(pid.as_raw(), process);
-        Ok(pid)
+        let launch = match &process.target {
+            Target::NewContainer { root, config } => Launch {
+                process: Some(process.spec.clone()),
+                root: root.clone(),
+                config: Some(config.clone()),
+                join_pid: 0,
+            },
+            Target::ExecIn(other) => {
+                let other = self.get(other)?;
+                let pid = match (other.pid(), other.exited()) {
+                    (Some(pid), None) => pid,
+                    _ => return Err(Error::NotRunning(id.to_string())),
+                };
+                Launch {
+                    process: Some(process.spec.clone()),
+                    root: String::new(),
+                    config: None,
+                    join_pid: pid.as_raw(),
+                }
+            }
+        };
+        let (status_read, status_write) = cloexec_pipe()?;
+        let [stdin, stdout, stderr] = stdio;
+        // Our own binary by its path (not /proc/self/exe), so ps in a
+        // container with --init names its PID 1 `init`.
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg0("vminitd")
+            .arg(launch::ARG)
+            .env_clear()
+            .env(launch::ENV, launch::encode_hex(&launch.encode_to_vec()))
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr));
+        let status_fd = status_write.as_raw_fd();
+        // SAFETY: dup2 is async-signal-safe; it clears close-on-exec on the copy.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(status_fd, launch::STATUS_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        {
+            let mut by_pid = self.by_pid.lock().unwrap();
+            let launcher = command.spawn()?;
+            by_pid.insert(launcher.id() as i32, process.clone());
+        }
+        drop(command);
+        drop(status_write);
+        let mut pid = None;
+        for line in BufReader::new(std::fs::File::from(status_read)).lines() {
+            let line = line?;
+            if let Some(n) = line.strip_prefix("pid ") {
+                pid = n.parse().ok().map(Pid::from_raw);
+                *process.pid.lock().unwrap() = pid;
+            } else if let Some(rest) = line.strip_prefix("error ") {
+                let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                return Err(Error::Start {
+                    code: code.parse().unwrap_or(1),
+                    message: message.to_string(),
+                });
+            }
+        }
+        pid.ok_or_else(|| Error::Start {
+            code: 1,
+            message: "the launcher died before starting the process".into(),
+        })
+    }
+
+    /// Forgets an exited process.
+    pub fn delete(&self, id: &str) -> Result<(), Error> {
+        let process = self.get(id)?;
+        if process.pid().is_some() && process.exited().is_none() {
+            return Err(Error::StillRunning(id.to_string()));
+        }
+        self.processes.lock().unwrap().remove(id);
+        Ok(())
     }
 
     /// Collects every exited child and reports it to its owner. Called on
-    /// each SIGCHLD; orphans the workload left behind are reaped too.
+    /// each SIGCHLD; orphans reparented to us are reaped too.
     pub fn reap(&self) {
         loop {
             let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -180,52 +323,13 @@ impl Table {
         }
     }
 
-    /// PIDs of every started process that has not exited.
+    /// Workload PIDs of every started process that has not exited.
     pub fn running(&self) -> Vec<Pid> {
         self.by_pid
             .lock()
             .unwrap()
-            .keys()
-            .map(|p| Pid::from_raw(*p))
+            .values()
+            .filter_map(|p| p.pid())
             .collect()
     }
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::Pipe)
-}
-
-/// The command for a process: entered into its root, as its user, in its
-/// working directory. Everything happens in `pre_exec` because chroot must
-/// come before dropping privileges, and std would set the user first.
-fn build_command(root: &str, spec: &ProcessSpec) -> Result<Command, Error> {
-    let cstring = |s: &str| CString::new(s).map_err(|_| Error::Nul);
-    let root = cstring(root)?;
-    let cwd = cstring(if spec.cwd.is_empty() { "/" } else { &spec.cwd })?;
-    let user = spec.user.clone().unwrap_or_default();
-    let groups: Vec<Gid> = user
-        .additional_gids
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    let mut command = Command::new(&spec.args[0]);
-    command.args(&spec.args[1..]).env_clear();
-    for pair in &spec.env {
-        if let Some((key, value)) = pair.split_once('=') {
-            command.env(key, value);
-        }
-    }
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls on data prepared before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            chroot(root.as_c_str())?;
-            chdir(cwd.as_c_str())?;
-            setgroups(&groups)?;
-            setgid(Gid::from_raw(user.gid))?;
-            setuid(Uid::from_raw(user.uid))?;
-            Ok(())
-        });
-    }
-    Ok(command)
 }

@@ -1,0 +1,149 @@
+//! The workload as Docker runs it, checked inside real VMs: namespaces,
+//! users, environment, working directory, hostname, mounts and devices,
+//! exit codes, `--init`, a read-only root and dropped capabilities. Each test
+//! boots one VM and checks as much as that one configuration allows.
+
+mod common;
+
+use common::{Cli, Registry, text};
+
+fn busybox(registry: &Registry) -> String {
+    registry.push_test_image("busybox", "latest");
+    format!("{}/busybox:latest", registry.addr())
+}
+
+#[test]
+fn isolation_user_env_workdir_hostname_and_devices() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let script = "ps -o pid,user,comm; echo ---; id; pwd; hostname; echo FOO=$FOO HOME=$HOME; \
+                  echo ---; cat /etc/hosts; echo ---; ls /dev; echo ---; \
+                  for m in /proc /sys /sys/fs/cgroup /dev/pts /dev/shm /dev/mqueue; do \
+                  grep -q \" $m \" /proc/mounts && echo mounted $m; done; \
+                  cat /proc/kcore | wc -c";
+    let output = cli.run(&[
+        "run",
+        "--rm",
+        "--name",
+        "web",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/work/new",
+        "-u",
+        "app",
+        &image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    let parts: Vec<&str> = stdout.split("---\n").collect();
+    assert_eq!(parts.len(), 5, "{stdout}");
+    // The workload is PID 1 and sees only its own processes: vminitd is invisible.
+    assert_eq!(
+        parts[0],
+        "PID   USER     COMMAND\n    1 app      sh\n    2 app      ps\n"
+    );
+    // -u by name: uid, gid and the supplementary group from the image's /etc/group.
+    assert_eq!(
+        parts[1],
+        "uid=1000(app) gid=1000(app) groups=50(staff)\n/work/new\nweb\nFOO=bar HOME=/home/app\n"
+    );
+    assert!(
+        parts[2].starts_with("127.0.0.1\tlocalhost\n"),
+        "{}",
+        parts[2]
+    );
+    let devices: Vec<&str> = parts[3].lines().collect();
+    for device in [
+        "full", "null", "ptmx", "pts", "random", "shm", "tty", "urandom", "zero", "fd", "stdin",
+    ] {
+        assert!(
+            devices.contains(&device),
+            "/dev lacks {device}: {devices:?}"
+        );
+    }
+    assert!(
+        !devices.contains(&"vda"),
+        "the VM's disk must not show in the container"
+    );
+    assert_eq!(
+        parts[4],
+        "mounted /proc\nmounted /sys\nmounted /sys/fs/cgroup\nmounted /dev/pts\nmounted /dev/shm\nmounted /dev/mqueue\n0\n"
+    );
+}
+
+#[test]
+fn numeric_user_init_reaps_zombies_and_sigterm_exits_143() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    // The subshell exits at once, orphaning its sleep; the orphan's exit must
+    // be reaped by the init, not left as a zombie. Then the workload (PID 2
+    // under --init, so SIGTERM is not ignored) kills itself.
+    let script = "id; (sleep 0.2 &); sleep 1.5; ps -o pid,stat,comm; kill -TERM $$";
+    let output = cli.run(&[
+        "run",
+        "--rm",
+        "--init",
+        "-u",
+        "1000:4000",
+        &image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(143),
+        "stdout: {stdout} stderr: {stderr}"
+    );
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("uid=1000(app) gid=4000"));
+    let ps: Vec<&str> = lines.collect();
+    assert_eq!(
+        ps[0].split_whitespace().collect::<Vec<_>>(),
+        ["PID", "STAT", "COMMAND"]
+    );
+    assert_eq!(
+        ps[1].split_whitespace().collect::<Vec<_>>(),
+        ["1", "S", "init"]
+    );
+    assert_eq!(
+        ps[2].split_whitespace().collect::<Vec<_>>(),
+        ["2", "S", "sh"]
+    );
+    assert_eq!(ps.len(), 4, "a zombie or stray process is left: {ps:?}");
+    assert!(!stdout.contains(" Z "), "{stdout}");
+}
+
+#[test]
+fn read_only_root_and_dropped_capability_refuse() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let script = "touch /x 2>&1; echo touch=$?; touch /dev/shm/f; chown 1000 /dev/shm/f 2>&1; echo chown=$?; \
+                  chown 1000 /dev/shm 2>/dev/null; grep CapEff /proc/self/status";
+    let output = cli.run(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--cap-drop",
+        "CHOWN",
+        &image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(
+        stdout,
+        "touch: /x: Read-only file system\ntouch=1\nchown: /dev/shm/f: Operation not permitted\nchown=1\n\
+         CapEff:\t00000000a80425fa\n"
+    );
+}

@@ -1,0 +1,382 @@
+//! How a container's filesystem view is built: a plan of steps (pure, so it
+//! is unit-tested) and their application (system calls).
+//!
+//! The layout follows Docker's: a private tmpfs /dev with the standard
+//! nodes, the guest's devpts (so `tty` names match), /dev/shm, /dev/mqueue,
+//! read-only sysfs, the container's own cgroup2, and /proc with Docker's
+//! masked and read-only paths.
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::unistd::{pivot_root, symlinkat};
+
+use crate::boot::make_dir;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Mount {
+        source: &'static str,
+        target: String,
+        fstype: &'static str,
+        flags: MsFlags,
+        data: &'static str,
+    },
+    Bind {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
+    CharDevice {
+        path: String,
+        major: u64,
+        minor: u64,
+    },
+    Symlink {
+        target: &'static str,
+        link: String,
+    },
+    /// Hide a file or directory (bind /dev/null, or an empty read-only tmpfs).
+    Mask {
+        path: String,
+    },
+    /// Remount a path read-only where it is.
+    ReadOnly {
+        path: String,
+    },
+}
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// Devices every container gets, all 0666 as in Docker.
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("/proc/self/fd", "fd"),
+    ("/proc/self/fd/0", "stdin"),
+    ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"),
+    ("pts/ptmx", "ptmx"),
+    ("/proc/kcore", "core"),
+];
+
+/// Paths in /proc and /sys a container must not see (Docker's list).
+const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths in /proc a container may read but not write (Docker's list).
+const READ_ONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// What to mount under `root` before pivoting into it. /proc is not here: it
+/// must be mounted from inside the container's PID namespace (see [`proc`]).
+pub fn root(root: &str) -> Vec<Step> {
+    let at = |p: &str| format!("{root}{p}");
+    let mut steps = vec![
+        // pivot_root needs the new root to be a mount point.
+        Step::Bind {
+            source: root.to_string(),
+            target: root.to_string(),
+            read_only: false,
+        },
+        Step::Mount {
+            source: "tmpfs",
+            target: at("/dev"),
+            fstype: "tmpfs",
+            flags: MsFlags::MS_NOSUID.union(MsFlags::MS_STRICTATIME),
+            data: "mode=755,size=65536k",
+        },
+    ];
+    for (name, major, minor) in DEVICES {
+        steps.push(Step::CharDevice {
+            path: at(&format!("/dev/{name}")),
+            major: *major,
+            minor: *minor,
+        });
+    }
+    for (target, link) in DEV_LINKS {
+        steps.push(Step::Symlink {
+            target,
+            link: at(&format!("/dev/{link}")),
+        });
+    }
+    steps.extend([
+        Step::Bind {
+            source: "/dev/pts".into(),
+            target: at("/dev/pts"),
+            read_only: false,
+        },
+        Step::Mount {
+            source: "shm",
+            target: at("/dev/shm"),
+            fstype: "tmpfs",
+            flags: NOSUID_NODEV_NOEXEC,
+            data: "mode=1777,size=65536k",
+        },
+        Step::Mount {
+            source: "mqueue",
+            target: at("/dev/mqueue"),
+            fstype: "mqueue",
+            flags: NOSUID_NODEV_NOEXEC,
+            data: "",
+        },
+        Step::Mount {
+            source: "sysfs",
+            target: at("/sys"),
+            fstype: "sysfs",
+            flags: NOSUID_NODEV_NOEXEC.union(MsFlags::MS_RDONLY),
+            data: "",
+        },
+        Step::Mount {
+            source: "cgroup",
+            target: at("/sys/fs/cgroup"),
+            fstype: "cgroup2",
+            flags: NOSUID_NODEV_NOEXEC.union(MsFlags::MS_RDONLY),
+            data: "",
+        },
+    ]);
+    steps.extend(
+        MASKED
+            .iter()
+            .filter(|p| p.starts_with("/sys/"))
+            .map(|p| Step::Mask { path: at(p) }),
+    );
+    steps
+}
+
+/// What to do after entering the container's root, from inside its PID namespace.
+pub fn proc() -> Vec<Step> {
+    let mut steps = vec![Step::Mount {
+        source: "proc",
+        target: "/proc".into(),
+        fstype: "proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+    }];
+    steps.extend(
+        MASKED
+            .iter()
+            .filter(|p| p.starts_with("/proc/"))
+            .map(|p| Step::Mask {
+                path: p.to_string(),
+            }),
+    );
+    steps.extend(READ_ONLY.iter().map(|p| Step::ReadOnly {
+        path: p.to_string(),
+    }));
+    steps
+}
+
+/// Applies steps in order. Masks and read-only remounts of paths this kernel
+/// does not have are skipped, as Docker does.
+pub fn apply(steps: &[Step]) -> Result<(), String> {
+    for step in steps {
+        apply_one(step).map_err(|e| format!("{step:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn apply_one(step: &Step) -> Result<(), String> {
+    let none = None::<&str>;
+    match step {
+        Step::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            make_dir(target)?;
+            let data = (!data.is_empty()).then_some(*data);
+            mount(Some(*source), target.as_str(), Some(*fstype), *flags, data)
+                .map_err(|e| e.to_string())
+        }
+        Step::Bind {
+            source,
+            target,
+            read_only,
+        } => {
+            make_dir(target)?;
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mount(Some(source.as_str()), target.as_str(), none, flags, none)
+                .map_err(|e| e.to_string())?;
+            if *read_only {
+                remount_read_only(target)?;
+            }
+            Ok(())
+        }
+        Step::CharDevice { path, major, minor } => {
+            mknod(
+                path.as_str(),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(*major, *minor),
+            )
+            .map_err(|e| e.to_string())?;
+            // mknod honours the umask; the mode must be exactly 0666.
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                path.as_str(),
+                Mode::from_bits_truncate(0o666),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| e.to_string())
+        }
+        Step::Symlink { target, link } => {
+            symlinkat(*target, nix::fcntl::AT_FDCWD, link.as_str()).map_err(|e| e.to_string())
+        }
+        Step::Mask { path } => match std::fs::metadata(path) {
+            Err(_) => Ok(()),
+            Ok(meta) if meta.is_dir() => mount(
+                Some("tmpfs"),
+                path.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                none,
+            )
+            .map_err(|e| e.to_string()),
+            Ok(_) => mount(
+                Some("/dev/null"),
+                path.as_str(),
+                none,
+                MsFlags::MS_BIND,
+                none,
+            )
+            .map_err(|e| e.to_string()),
+        },
+        Step::ReadOnly { path } => {
+            if std::fs::symlink_metadata(path).is_err() {
+                return Ok(());
+            }
+            mount(
+                Some(path.as_str()),
+                path.as_str(),
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )
+            .map_err(|e| e.to_string())?;
+            remount_read_only(path)
+        }
+    }
+}
+
+fn remount_read_only(path: &str) -> Result<(), String> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(|e| format!("remount {path} read-only: {e}"))
+}
+
+/// Makes `root` the process's `/` and detaches the old root, so nothing of
+/// the guest stays reachable from the container.
+pub fn enter(root: &str, read_only: bool) -> Result<(), String> {
+    // The guest's own root is the initramfs, which pivot_root cannot leave:
+    // it has no parent mount. So first make a recursive bind of it our root
+    // (moved over `/`, as switch_root does); that mount has a parent.
+    let stage = "/run/container/.guest";
+    make_dir(stage)?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some("/"), stage, None::<&str>, flags, None::<&str>)
+        .map_err(|e| format!("bind the guest root: {e}"))?;
+    nix::unistd::chdir(stage).map_err(|e| e.to_string())?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("move the guest root: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot into the guest root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| e.to_string())?;
+    let old = format!("{root}/.oldroot");
+    make_dir(&old)?;
+    pivot_root(root, old.as_str()).map_err(|e| format!("pivot_root to {root}: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| e.to_string())?;
+    umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
+    std::fs::remove_dir("/.oldroot").map_err(|e| format!("remove /.oldroot: {e}"))?;
+    if read_only {
+        remount_read_only("/")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_plan_mounts_dev_before_its_nodes_and_stays_under_root() {
+        let steps = root("/r");
+        assert_eq!(
+            steps[0],
+            Step::Bind {
+                source: "/r".into(),
+                target: "/r".into(),
+                read_only: false
+            }
+        );
+        let dev = steps
+            .iter()
+            .position(|s| matches!(s, Step::Mount { target, .. } if target == "/r/dev"))
+            .unwrap();
+        let null = steps
+            .iter()
+            .position(|s| matches!(s, Step::CharDevice { path, .. } if path == "/r/dev/null"))
+            .unwrap();
+        assert!(dev < null);
+        for step in &steps {
+            let target = match step {
+                Step::Mount { target, .. } | Step::Bind { target, .. } => target,
+                Step::CharDevice { path, .. } | Step::Mask { path } | Step::ReadOnly { path } => {
+                    path
+                }
+                Step::Symlink { link, .. } => link,
+            };
+            assert!(target.starts_with("/r/") || target == "/r", "{target}");
+        }
+        // /proc belongs to the container's PID namespace, not this plan.
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, Step::Mount { fstype: "proc", .. }))
+        );
+    }
+
+    #[test]
+    fn proc_plan_mounts_proc_first_then_hides() {
+        let steps = proc();
+        assert!(
+            matches!(&steps[0], Step::Mount { fstype: "proc", target, .. } if target == "/proc")
+        );
+        assert!(steps.contains(&Step::Mask {
+            path: "/proc/kcore".into()
+        }));
+        assert!(steps.contains(&Step::ReadOnly {
+            path: "/proc/sys".into()
+        }));
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, Step::Mask { path } if path.starts_with("/sys")))
+        );
+    }
+}
