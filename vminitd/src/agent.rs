@@ -49,7 +49,7 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 async fn announce_ready() {
     for attempt in 0..50 {
         match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, READY_PORT)).await {
-            Ok(_) => return,
+            Ok(_) => return log::info("told the host we are ready"),
             Err(e) if attempt == 49 => {
                 log::error(&format!("could not tell the host we are ready: {e}"))
             }
@@ -415,7 +415,7 @@ impl Agent for Service {
                 let _ = kill(pid, Signal::SIGKILL);
             }
             nix::unistd::sync();
-            log::info("powering off");
+            log::info(&format!("powering off; peak memory {}", log::peak_memory()));
             let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
         });
         Ok(Response::new(ShutdownResponse {}))

@@ -1,17 +1,15 @@
 //! Logging to the guest console (the VM's serial port), which the host keeps
 //! as the container's boot log. A logging framework would be dead weight in
-//! a binary that logs a dozen lines per boot.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! a binary that logs a dozen lines per boot. Times are seconds since the
+//! kernel started, like the kernel's own lines, so the two read together.
 
 fn line(level: &str, message: &str) {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
     eprintln!(
-        "vminitd [{}.{:03}] {level}: {message}",
-        t.as_secs(),
-        t.subsec_millis()
+        "vminitd [{}.{:06}] {level}: {message}",
+        t.tv_sec(),
+        t.tv_nsec() / 1000
     );
 }
 
@@ -21,4 +19,14 @@ pub fn info(message: &str) {
 
 pub fn error(message: &str) {
     line("error", message);
+}
+
+/// vminitd's peak resident memory, from /proc/self/status.
+pub fn peak_memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
 }

@@ -27,6 +27,7 @@ fn main() {
         eprintln!("vminitd: must run as PID 1 inside a container VM");
         std::process::exit(1);
     }
+    log::info("started");
     if let Err(e) = boot::setup() {
         log::error(&format!("boot failed: {e}"));
         std::process::exit(1);
