@@ -1,6 +1,9 @@
 //! The command line: parse, set up logging, hand over to the library, and
 //! turn any error into one line on stderr and a non-zero exit.
 
+mod image;
+mod progress;
+mod registry;
 mod run;
 
 use std::path::PathBuf;
@@ -28,6 +31,12 @@ struct Cli {
 enum Command {
     /// Run a command in a new container.
     Run(run::RunArgs),
+    /// Manage images.
+    #[command(subcommand, alias = "i")]
+    Image(image::ImageCommand),
+    /// Log in to and out of registries.
+    #[command(subcommand, alias = "r")]
+    Registry(registry::RegistryCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -48,6 +57,8 @@ pub fn main() -> i32 {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(&app_root, args).await,
+            Command::Image(command) => image::run(&app_root, command).await,
+            Command::Registry(command) => registry::run(&app_root, command).await,
         }
     });
     match result {
