@@ -115,6 +115,43 @@ fn pull_list_inspect_tag_by_tag_and_digest() {
 }
 
 #[test]
+fn registry_domain_and_df() {
+    let registry = Registry::start();
+    registry.push_test_image("busybox", "latest");
+    let cli = Cli::new();
+    ok(
+        &cli,
+        &[
+            "system",
+            "property",
+            "set",
+            "registry.domain",
+            &registry.addr(),
+        ],
+    );
+    assert_eq!(
+        ok(&cli, &["system", "property", "get", "registry.domain"]),
+        format!("{}\n", registry.addr())
+    );
+    assert_eq!(
+        ok(&cli, &["image", "pull", "busybox"]),
+        format!("{}/busybox:latest\n", registry.addr())
+    );
+    let df = ok(&cli, &["system", "df"]);
+    assert!(df.lines().nth(1).unwrap().starts_with("Images  1"), "{df}");
+    let err = fails(
+        &cli,
+        &["system", "property", "set", "registry.domain", "not a host"],
+    );
+    assert!(err.starts_with("Error: invalid image reference"), "{err}");
+    ok(&cli, &["system", "property", "clear", "registry.domain"]);
+    assert_eq!(
+        ok(&cli, &["system", "property", "get", "registry.domain"]),
+        "\n"
+    );
+}
+
+#[test]
 fn missing_image_is_one_line_and_non_zero() {
     let registry = Registry::start();
     let cli = Cli::new();

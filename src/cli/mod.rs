@@ -5,6 +5,7 @@ mod image;
 mod progress;
 mod registry;
 mod run;
+mod system;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Log in to and out of registries.
     #[command(subcommand, alias = "r")]
     Registry(registry::RegistryCommand),
+    /// Settings and disk usage.
+    #[command(subcommand, alias = "s")]
+    System(system::SystemCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -59,6 +63,7 @@ pub fn main() -> i32 {
             Command::Run(args) => run::run(&app_root, args).await,
             Command::Image(command) => image::run(&app_root, command).await,
             Command::Registry(command) => registry::run(&app_root, command).await,
+            Command::System(command) => system::run(&app_root, command).await,
         }
     });
     match result {
