@@ -6,10 +6,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{Registry, sha256, test_image};
+use common::{PATH, Registry, blobs_of, sha256, test_image, write_multi_platform_layout};
 use container::image::{Error, ImageStore, PullOptions, Reference};
-
-const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn reference(s: &str) -> Reference {
     s.parse().unwrap_or_else(|e| panic!("{e}"))
@@ -35,22 +33,6 @@ fn ingest_is_empty(app_root: &Path) -> bool {
         .unwrap()
         .next()
         .is_none()
-}
-
-/// The config and layer digests of a manifest in the test image layout.
-fn blobs_of(layout: &Path, manifest_digest: &str) -> (String, Vec<String>) {
-    let hex = manifest_digest.strip_prefix("sha256:").unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
-            .unwrap();
-    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
-    let layers = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
-    (config, layers)
 }
 
 #[tokio::test]
@@ -280,81 +262,4 @@ async fn corrupt_blob_fails_and_stores_nothing_for_it() {
     assert!(!blobs.contains(&digest), "the manifest was stored");
     assert!(ingest_is_empty(root.path()));
     assert_eq!(store.lookup(&r).unwrap(), None);
-}
-
-/// Writes an OCI layout tagged `multi` whose index lists, first, an image for
-/// another architecture (arm64/v8 here, amd64 on an arm64 host), then the test
-/// image for this host. Returns (host manifest digest, other manifest digest).
-fn write_multi_platform_layout(dir: &Path) -> (String, String) {
-    let source = &test_image().dir;
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    for entry in std::fs::read_dir(source.join("blobs/sha256")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), blobs.join(entry.file_name())).unwrap();
-    }
-    let put = |bytes: &[u8]| {
-        let digest = sha256(bytes);
-        std::fs::write(blobs.join(&digest["sha256:".len()..]), bytes).unwrap();
-        serde_json::json!({ "digest": digest, "size": bytes.len() })
-    };
-
-    let host_digest = test_image().manifest_digest.clone();
-    let host_manifest = std::fs::read(blobs.join(&host_digest["sha256:".len()..])).unwrap();
-    let (config_digest, _) = blobs_of(source, &host_digest);
-    let mut config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blobs.join(&config_digest["sha256:".len()..])).unwrap(),
-    )
-    .unwrap();
-    let host_arch = config["architecture"].as_str().unwrap().to_string();
-    let other = if host_arch == "amd64" {
-        serde_json::json!({ "os": "linux", "architecture": "arm64", "variant": "v8" })
-    } else {
-        serde_json::json!({ "os": "linux", "architecture": "amd64" })
-    };
-    config["architecture"] = other["architecture"].clone();
-    config["variant"] = other
-        .get("variant")
-        .cloned()
-        .unwrap_or(serde_json::Value::Null);
-    config["config"]["Env"] = serde_json::json!([PATH, "MARKER=other-platform"]);
-    let other_config = put(&serde_json::to_vec(&config).unwrap());
-
-    let mut manifest: serde_json::Value = serde_json::from_slice(&host_manifest).unwrap();
-    manifest["config"]["digest"] = other_config["digest"].clone();
-    manifest["config"]["size"] = other_config["size"].clone();
-    let other_manifest = put(&serde_json::to_vec(&manifest).unwrap());
-    let other_digest = other_manifest["digest"].as_str().unwrap().to_string();
-
-    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
-    let index_type = "application/vnd.oci.image.index.v1+json";
-    let host_platform = match host_arch.as_str() {
-        "arm64" => serde_json::json!({ "os": "linux", "architecture": "arm64", "variant": "v8" }),
-        arch => serde_json::json!({ "os": "linux", "architecture": arch }),
-    };
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": index_type,
-        "manifests": [
-            { "mediaType": manifest_type, "digest": other_digest, "size": other_manifest["size"], "platform": other },
-            { "mediaType": manifest_type, "digest": host_digest, "size": host_manifest.len(), "platform": host_platform },
-        ],
-    });
-    let index_blob = put(&serde_json::to_vec(&index).unwrap());
-    let layout_index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": index_type,
-            "digest": index_blob["digest"],
-            "size": index_blob["size"],
-            "annotations": { "org.opencontainers.image.ref.name": "multi" },
-        }],
-    });
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&layout_index).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    (host_digest, other_digest)
 }

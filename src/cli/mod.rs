@@ -1,6 +1,9 @@
 //! The command line: parse, set up logging, hand over to the library, and
 //! turn any error into one line on stderr and a non-zero exit.
 
+mod image;
+mod progress;
+mod registry;
 mod run;
 mod system;
 
@@ -29,7 +32,13 @@ struct Cli {
 enum Command {
     /// Run a command in a new container.
     Run(Box<run::RunArgs>),
-    /// Host-wide setup: the guest kernel.
+    /// Manage images.
+    #[command(subcommand, alias = "i")]
+    Image(image::ImageCommand),
+    /// Log in to and out of registries.
+    #[command(subcommand, alias = "r")]
+    Registry(registry::RegistryCommand),
+    /// Host-wide setup: settings, disk usage, the guest kernel.
     #[command(subcommand, alias = "s")]
     System(system::SystemCommand),
 }
@@ -52,6 +61,8 @@ pub fn main() -> i32 {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(&app_root, *args).await,
+            Command::Image(command) => image::run(&app_root, command).await,
+            Command::Registry(command) => registry::run(&app_root, command).await,
             Command::System(command) => system::run(&app_root, command).await,
         }
     });

@@ -98,6 +98,7 @@ pub async fn run(app_root: &Path, args: RunArgs) -> Result<i32, Box<dyn std::err
         remove: args.rm,
         pull: PullOptions {
             scheme: args.scheme,
+            ..PullOptions::default()
         },
     };
     Ok(runtime::run(app_root, &spec).await?)
@@ -149,7 +150,7 @@ fn resolve_env(entry: String) -> Option<String> {
         .map(|value| format!("{entry}={value}"))
 }
 
-fn parse_scheme(s: &str) -> Result<Scheme, String> {
+pub(super) fn parse_scheme(s: &str) -> Result<Scheme, String> {
     match s {
         "auto" => Ok(Scheme::Auto),
         "http" => Ok(Scheme::Http),

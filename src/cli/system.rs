@@ -1,16 +1,40 @@
-//! `container system`: the host-wide setup every container shares.
+//! `container system`: host-wide setup every container shares: settings,
+//! disk usage, the guest kernel.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use super::image::{human_size, print_table};
+use crate::image::{ImageStore, Properties};
 use crate::vm::kernel;
 
 #[derive(Subcommand)]
 pub enum SystemCommand {
+    /// Read and change settings (`registry.domain`: the registry of names without one).
+    #[command(subcommand)]
+    Property(PropertyCommand),
+    /// Show the disk space images use and what pruning would free.
+    Df,
     /// Manage the guest kernel.
     #[command(subcommand)]
     Kernel(KernelCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PropertyCommand {
+    #[command(alias = "ls")]
+    List,
+    Get {
+        key: String,
+    },
+    Set {
+        key: String,
+        value: String,
+    },
+    Clear {
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -34,11 +58,38 @@ pub async fn run(
     app_root: &Path,
     command: SystemCommand,
 ) -> Result<i32, Box<dyn std::error::Error>> {
-    let SystemCommand::Kernel(KernelCommand::Set(args)) = command;
-    let installed = match args.binary {
-        Some(binary) => kernel::install(app_root, &binary)?,
-        None => kernel::install_recommended(app_root).await?,
-    };
-    println!("kernel set to {}", installed.display());
+    let properties = Properties::open(app_root);
+    match command {
+        SystemCommand::Property(PropertyCommand::List) => {
+            let rows = properties.list()?.into_iter().map(|(k, v)| [k, v]);
+            print_table(std::iter::once(["KEY", "VALUE"].map(String::from)).chain(rows));
+        }
+        SystemCommand::Property(PropertyCommand::Get { key }) => {
+            println!("{}", properties.get(&key)?.unwrap_or_default());
+        }
+        SystemCommand::Property(PropertyCommand::Set { key, value }) => {
+            properties.set(&key, Some(&value))?
+        }
+        SystemCommand::Property(PropertyCommand::Clear { key }) => properties.set(&key, None)?,
+        SystemCommand::Df => {
+            let usage = ImageStore::open(app_root)?.disk_usage()?;
+            let header = ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from);
+            let images = [
+                "Images".to_string(),
+                usage.images.to_string(),
+                usage.active.to_string(),
+                human_size(usage.content_bytes + usage.snapshot_bytes),
+                human_size(usage.reclaimable_bytes),
+            ];
+            print_table([header, images].into_iter());
+        }
+        SystemCommand::Kernel(KernelCommand::Set(args)) => {
+            let installed = match args.binary {
+                Some(binary) => kernel::install(app_root, &binary)?,
+                None => kernel::install_recommended(app_root).await?,
+            };
+            println!("kernel set to {}", installed.display());
+        }
+    }
     Ok(0)
 }

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,8 +49,9 @@ fn temp_owner(name: &str) -> Option<i32> {
     Some(pid)
 }
 
-/// Replaces `target` with `bytes` atomically.
-pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// Replaces `target` with `bytes` atomically. The file gets `mode` from the
+/// moment it exists, so a secret is never briefly readable by others.
+pub fn write_file(target: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let dir = target.parent().expect("target has a parent directory");
     let stem = target
         .file_name()
@@ -57,7 +59,12 @@ pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), Error> {
         .to_string_lossy();
     let temp = temp_path(dir, &stem);
     let result = (|| {
-        let mut file = File::create(&temp).at(&temp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)
+            .at(&temp)?;
         file.write_all(bytes).at(&temp)?;
         file.sync_all().at(&temp)?;
         commit(&temp, target)
@@ -78,19 +85,31 @@ pub fn commit(temp: &Path, target: &Path) -> Result<(), Error> {
 /// Holds an exclusive flock on `path` (created if missing) until dropped, so
 /// concurrent `container` processes on one app root take turns.
 pub fn lock(path: &Path) -> Result<Flock<File>, Error> {
+    flock(path, FlockArg::LockExclusive)
+}
+
+/// Holds a shared flock on `path`: many holders at once, but none while
+/// someone holds it exclusively.
+pub fn lock_shared(path: &Path) -> Result<Flock<File>, Error> {
+    flock(path, FlockArg::LockShared)
+}
+
+fn flock(path: &Path, mode: FlockArg) -> Result<Flock<File>, Error> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .at(path)?;
-    Flock::lock(file, FlockArg::LockExclusive)
+    Flock::lock(file, mode)
         .map_err(|(_, errno)| std::io::Error::from(errno))
         .at(path)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     #[test]
@@ -112,8 +131,9 @@ mod tests {
     fn write_file_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("records.json");
-        write_file(&target, b"one").unwrap();
-        write_file(&target, b"two").unwrap();
+        write_file(&target, b"one", 0o644).unwrap();
+        write_file(&target, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read(&target).unwrap(), b"two");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),

@@ -2,7 +2,7 @@
 //! that pulling and unpacking need. Unknown fields are ignored, so the two
 //! formats share one set of types.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::platform::Platform;
 use super::{Error, RunConfig};
@@ -21,19 +21,21 @@ pub const ACCEPTED_MANIFESTS: [&str; 4] = [
 ];
 
 /// A pointer to a blob: a layer, a config, or (in an index) a manifest.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
 }
 
 /// One platform's image: its config and its layers, bottom first.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Manifest {
+    /// OCI or Docker; OCI when the document does not say.
+    pub media_type: String,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
 }
@@ -70,7 +72,11 @@ impl Document {
                 Ok(Document::Index(manifests))
             }
             (Some(OCI_MANIFEST | DOCKER_MANIFEST) | None, None, Some(config), Some(layers)) => {
-                Ok(Document::Manifest(Manifest { config, layers }))
+                Ok(Document::Manifest(Manifest {
+                    media_type: probe.media_type.unwrap_or_else(|| OCI_MANIFEST.to_string()),
+                    config,
+                    layers,
+                }))
             }
             (Some(other), ..) if !ACCEPTED_MANIFESTS.contains(&other) => {
                 Err(invalid(format!("unsupported media type {other}")))

@@ -6,25 +6,48 @@
 //! - `content/ingest/`: blobs being downloaded (hidden temp files)
 //! - `images/records.json`: reference -> manifest digest (`images/records.lock` guards it)
 //! - `snapshots/<manifest hex>.ext4`: the unpacked root filesystem of each image
+//! - `content/gc.lock`: shared by everything that adds content, exclusive for
+//!   garbage collection, so a collection never deletes a blob a pull has
+//!   written but not yet recorded
+//! - `auth.json`: registry credentials (mode 0600)
+//! - `properties.json`: settings such as `registry.domain`
 
+mod archive;
 mod atomic;
+mod auth;
+mod gc;
+mod in_use;
+mod info;
 mod manifest;
 mod platform;
+mod progress;
+mod properties;
 mod pull;
+mod push;
 mod records;
 mod reference;
 mod registry;
 mod snapshot;
 mod store;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::Flock;
+
+pub use auth::Credentials;
+pub use gc::{DiskUsage, Removed};
+pub use in_use::images_in_use;
+pub use info::{ImageInfo, LayerInfo};
 pub use platform::Platform;
+pub use progress::{Event, Progress, ProgressSink};
+pub use properties::Properties;
 pub use reference::Reference;
+pub use registry::check_login;
 pub use snapshot::SNAPSHOT_SIZE_BYTES;
 
 use manifest::{Document, ImageConfig};
-use records::Records;
+use records::{Record, Records};
 use store::ContentStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +56,31 @@ pub enum Error {
     InvalidReference { input: String, reason: String },
     #[error("image {reference} not found in the registry")]
     NotFound { reference: String },
+    #[error("image {0} not found")]
+    NotFoundLocally(String),
+    #[error(
+        "image {reference} is used by container {container}; remove the container or use --force"
+    )]
+    InUse {
+        reference: String,
+        container: String,
+    },
+    #[error("{0} matches more than one image; use a full reference")]
+    Ambiguous(String),
+    #[error("cannot tag with a digest ({0}); use NAME[:TAG]")]
+    TagWithDigest(String),
+    #[error("invalid platform \"{input}\": {reason}")]
+    InvalidPlatform { input: String, reason: String },
+    #[error("the archive is invalid: {0}")]
+    InvalidArchive(String),
+    #[error("logging in to {registry} failed: wrong username or password")]
+    LoginRejected { registry: String },
+    #[error("not logged in to {0}")]
+    NotLoggedIn(String),
+    #[error("{path} is unreadable: {reason}")]
+    Settings { path: PathBuf, reason: String },
+    #[error("unknown property {0} (known: registry.domain)")]
+    UnknownProperty(String),
     #[error(
         "the registry denied access to image {reference}; it may not exist or may need a login"
     )]
@@ -96,6 +144,25 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+/// A registry as users type it (`HOST[:PORT]`, or Docker's URL forms),
+/// checked and in the form references use, for keying credentials.
+pub fn normalize_registry(server: &str) -> Result<String, Error> {
+    let host = auth::normalize(server);
+    if !reference::is_valid_registry(&host) {
+        return Err(Error::InvalidReference {
+            input: server.to_string(),
+            reason: "the registry must be a host name or address with an optional port".to_string(),
+        });
+    }
+    Ok(host)
+}
+
+/// `sha256:<hex>` of some bytes: the only digest we compute.
+fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
 /// What the image says about how to run it (the OCI config's `config` object).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunConfig {
@@ -124,16 +191,42 @@ pub enum Scheme {
     Https,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Layers downloaded at once by default, as in Apple's `container` and Docker.
+pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 3;
+
+#[derive(Debug, Clone)]
 pub struct PullOptions {
     pub scheme: Scheme,
+    /// The platform to pull from an index; the host's when `None`.
+    pub platform: Option<Platform>,
+    pub max_concurrent_downloads: usize,
+    pub progress: ProgressSink,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            scheme: Scheme::Auto,
+            platform: None,
+            max_concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
+            progress: ProgressSink::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub scheme: Scheme,
+    pub progress: ProgressSink,
 }
 
 /// The content store and image records under the app root.
 pub struct ImageStore {
+    root: PathBuf,
     content: ContentStore,
     records: Records,
     snapshots: PathBuf,
+    gc_lock: PathBuf,
 }
 
 impl ImageStore {
@@ -141,11 +234,21 @@ impl ImageStore {
         let snapshots = app_root.join("snapshots");
         std::fs::create_dir_all(&snapshots).at(&snapshots)?;
         atomic::remove_orphans(&snapshots);
+        let content = app_root.join("content");
         Ok(ImageStore {
-            content: ContentStore::open(&app_root.join("content"))?,
+            root: app_root.to_path_buf(),
+            content: ContentStore::open(&content)?,
             records: Records::open(&app_root.join("images"))?,
             snapshots,
+            gc_lock: content.join("gc.lock"),
         })
+    }
+
+    /// Parses a reference as the user typed it, with the configured default
+    /// registry (`registry.domain`) for names without one.
+    pub fn parse_reference(&self, input: &str) -> Result<Reference, Error> {
+        let domain = Properties::open(&self.root).get(properties::REGISTRY_DOMAIN)?;
+        Reference::parse_with_domain(input, domain.as_deref())
     }
 
     /// The image a reference names, if it is in the store.
@@ -156,9 +259,69 @@ impl ImageStore {
             .transpose()
     }
 
-    /// Pulls an image for the host platform into the store.
+    /// Pulls an image into the store.
     pub async fn pull(&self, reference: &Reference, options: &PullOptions) -> Result<Image, Error> {
         pull::pull(self, reference, options).await
+    }
+
+    /// Pushes a stored image (`source`, as the user named it) to `target`.
+    pub async fn push(
+        &self,
+        source: &str,
+        target: &Reference,
+        options: &PushOptions,
+    ) -> Result<String, Error> {
+        push::push(self, source, target, options).await
+    }
+
+    /// Every image in the store, ordered by reference.
+    pub fn list(&self) -> Result<Vec<ImageInfo>, Error> {
+        info::list(self)
+    }
+
+    /// The images a user-given name stands for: a reference, a digest, or a
+    /// unique prefix of one as `image ls` shows it.
+    pub fn inspect(&self, name: &str) -> Result<Vec<ImageInfo>, Error> {
+        info::find(self, name)
+    }
+
+    /// Gives the image `source` names another reference.
+    pub fn tag(&self, source: &str, target: &Reference) -> Result<(), Error> {
+        if target.digest().is_some() {
+            return Err(Error::TagWithDigest(target.to_string()));
+        }
+        let record = info::find_one(self, source)?;
+        self.records.put(Record {
+            reference: target.to_string(),
+            ..record
+        })
+    }
+
+    /// Removes images by name, then the content no image needs any more.
+    pub fn remove(&self, names: &[String], force: bool) -> Result<Removed, Error> {
+        gc::remove(self, names, force)
+    }
+
+    /// Removes content no image needs; with `all`, also every image no
+    /// container uses.
+    pub fn prune(&self, all: bool) -> Result<Removed, Error> {
+        gc::prune(self, all)
+    }
+
+    /// What the store holds and what pruning would free.
+    pub fn disk_usage(&self) -> Result<DiskUsage, Error> {
+        gc::disk_usage(self)
+    }
+
+    /// Writes images as an OCI image layout tar.
+    pub fn save(&self, names: &[String], out: impl std::io::Write) -> Result<(), Error> {
+        archive::save(self, names, out)
+    }
+
+    /// Reads an OCI image layout tar or a `docker save` tar; returns the
+    /// references it stored.
+    pub fn load(&self, input: impl std::io::Read) -> Result<Vec<String>, Error> {
+        archive::load(self, input)
     }
 
     /// The image's ext4 root filesystem, made once per manifest digest.
@@ -166,6 +329,11 @@ impl ImageStore {
     /// `spawn_blocking` in async code.
     pub fn snapshot(&self, image: &Image) -> Result<PathBuf, Error> {
         snapshot::snapshot(self, &image.digest)
+    }
+
+    /// Held while adding content, so garbage collection waits (see the module doc).
+    fn adding_content(&self) -> Result<Flock<File>, Error> {
+        atomic::lock_shared(&self.gc_lock)
     }
 
     /// Reads an image's config through its manifest in the content store.

@@ -70,6 +70,36 @@ impl fmt::Display for Platform {
     }
 }
 
+impl std::str::FromStr for Platform {
+    type Err = super::Error;
+
+    /// `os/architecture[/variant]`, as `--platform` takes it (`linux/arm64/v8`).
+    fn from_str(input: &str) -> Result<Platform, super::Error> {
+        let parts: Vec<&str> = input.split('/').collect();
+        let valid = |p: &&str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(valid) {
+            return Err(super::Error::InvalidPlatform {
+                input: input.to_string(),
+                reason: "use OS/ARCH[/VARIANT], e.g. linux/arm64/v8".to_string(),
+            });
+        }
+        let architecture = match parts[1] {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        Ok(Platform {
+            os: parts[0].to_string(),
+            architecture: architecture.to_string(),
+            variant: parts.get(2).map(|v| v.to_string()),
+        })
+    }
+}
+
 /// The variant an architecture implies when none is given: arm64 means v8.
 fn default_variant(architecture: &str) -> Option<&'static str> {
     (architecture == "arm64").then_some("v8")
@@ -167,6 +197,17 @@ mod tests {
             pick(&entries, &platform("linux", "amd64", None)).as_deref(),
             Some("first")
         );
+    }
+
+    #[test]
+    fn parses_platform_flags() {
+        let p: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(p, platform("linux", "arm64", Some("v8")));
+        let p: Platform = "linux/x86_64".parse().unwrap();
+        assert_eq!(p, platform("linux", "amd64", None));
+        for bad in ["linux", "linux/", "a/b/c/d", "Linux/amd64"] {
+            assert!(bad.parse::<Platform>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,35 +1,37 @@
-//! Pulling: resolve the reference to the host platform's manifest, fetch the
-//! missing blobs (a few at a time), then store the manifest and the record.
-//! The order matters: a record only ever points at content that is complete.
+//! Pulling: resolve the reference to the wanted platform's manifest (the
+//! host's by default), fetch the missing blobs (a few at a time), then store
+//! the manifest and the record. The order matters: a record only ever points
+//! at content that is complete. A pull that dies half-way leaves whole blobs
+//! (reused by the next pull) and ingest files of a dead process (deleted when
+//! the next process opens the store), nothing else.
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::manifest::{Compression, Descriptor, Document, ImageConfig};
 use super::platform::{self, Platform};
+use super::progress::Event;
 use super::records::Record;
 use super::registry::Registry;
 use super::{Error, Image, ImageStore, PullOptions, Reference};
-
-/// Layers downloaded at once, as in Apple's `container` and Docker.
-const MAX_CONCURRENT_DOWNLOADS: usize = 3;
 
 pub async fn pull(
     images: &ImageStore,
     reference: &Reference,
     options: &PullOptions,
 ) -> Result<Image, Error> {
-    let registry = Registry::new(reference, options.scheme);
-    let host = Platform::host();
+    let registry = Registry::new(&images.root, reference.registry(), options.scheme)?;
+    let wanted = options.platform.clone().unwrap_or_else(Platform::host);
+    let _adding = images.adding_content()?;
 
     let (bytes, digest) = registry.manifest(reference).await?;
     let (manifest_bytes, manifest_digest, index) = match Document::parse(&bytes, &digest)? {
         Document::Manifest(_) => (bytes, digest, None),
         Document::Index(entries) => {
-            let entry = platform::select(&entries, &host)
-                .ok_or_else(|| no_platform(reference, &host, &entries))?;
+            let entry = platform::select(&entries, &wanted)
+                .ok_or_else(|| no_platform(reference, &wanted, &entries))?;
             let (manifest_bytes, manifest_digest) = registry
                 .manifest(&reference.with_digest(&entry.digest))
                 .await?;
@@ -60,7 +62,15 @@ pub async fn pull(
     let mut seen = HashSet::new();
     let mut missing: Vec<&Descriptor> = Vec::new();
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        if seen.insert(&blob.digest) && !content.contains(&blob.digest, blob.size)? {
+        if !seen.insert(&blob.digest) {
+            continue;
+        }
+        if content.contains(&blob.digest, blob.size)? {
+            options.progress.emit(Event::Exists {
+                digest: &blob.digest,
+                size: blob.size,
+            });
+        } else {
             missing.push(blob);
         }
     }
@@ -68,19 +78,22 @@ pub async fn pull(
     // there makes the pull future fail `Send` checks (rust-lang/rust#102211).
     let fetches: Vec<_> = missing
         .into_iter()
-        .map(|blob| registry.fetch_blob(reference, blob, content))
+        .map(|blob| registry.fetch_blob(reference, blob, content, &options.progress))
         .collect();
-    futures::stream::iter(fetches)
-        .buffer_unordered(MAX_CONCURRENT_DOWNLOADS)
-        .try_collect::<()>()
-        .await?;
+    // Every fetch runs to its end, even after one fails: a commit in flight
+    // finishes before the pull returns, so nothing changes after the error.
+    let results: Vec<Result<(), Error>> = futures::stream::iter(fetches)
+        .buffer_unordered(options.max_concurrent_downloads.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), Error>>()?;
 
     let config_digest = &manifest.config.digest;
     let config = ImageConfig::parse(&content.read(config_digest)?, config_digest)?;
-    if !host.runs(&config.platform) {
+    if !wanted.runs(&config.platform) {
         return Err(Error::NoMatchingPlatform {
             reference: reference.to_string(),
-            platform: host,
+            platform: wanted,
             available: config.platform.to_string(),
         });
     }
@@ -106,14 +119,14 @@ pub async fn pull(
     })
 }
 
-fn no_platform(reference: &Reference, host: &Platform, entries: &[Descriptor]) -> Error {
+fn no_platform(reference: &Reference, wanted: &Platform, entries: &[Descriptor]) -> Error {
     let available: Vec<String> = entries
         .iter()
         .filter_map(|e| e.platform.as_ref().map(Platform::to_string))
         .collect();
     Error::NoMatchingPlatform {
         reference: reference.to_string(),
-        platform: host.clone(),
+        platform: wanted.clone(),
         available: available.join(", "),
     }
 }

@@ -68,11 +68,33 @@ impl Records {
     }
 
     pub fn put(&self, record: Record) -> Result<(), Error> {
+        self.update(|images| {
+            images.insert(record.reference.clone(), record);
+        })
+    }
+
+    /// Every record, ordered by reference.
+    pub fn list(&self) -> Result<Vec<Record>, Error> {
+        Ok(self.load()?.images.into_values().collect())
+    }
+
+    /// Deletes the records for these references; returns those that existed.
+    pub fn remove(&self, references: &[String]) -> Result<Vec<Record>, Error> {
+        let mut removed = Vec::new();
+        self.update(|images| {
+            removed = references.iter().filter_map(|r| images.remove(r)).collect();
+        })?;
+        Ok(removed)
+    }
+
+    /// Read-modify-write under the lock, so concurrent writers never lose
+    /// each other's changes.
+    fn update(&self, change: impl FnOnce(&mut BTreeMap<String, Record>)) -> Result<(), Error> {
         let _lock = atomic::lock(&self.lock)?;
         let mut file = self.load()?;
-        file.images.insert(record.reference.clone(), record);
+        change(&mut file.images);
         let json = serde_json::to_vec_pretty(&file).expect("records serialize");
-        atomic::write_file(&self.file, &json)
+        atomic::write_file(&self.file, &json, 0o644)
     }
 
     fn load(&self) -> Result<RecordFile, Error> {
@@ -127,6 +149,18 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(by_digest.reference, "localhost:5000/app:1");
+
+        let removed = records
+            .remove(&["localhost:5000/app:1".into(), "nope".into()])
+            .unwrap();
+        assert_eq!(removed.len(), 1);
+        let left: Vec<String> = records
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.reference)
+            .collect();
+        assert_eq!(left, ["docker.io/library/busybox:latest"]);
         assert_eq!(
             records
                 .get(&r(&format!("localhost:5000/other@{A}")))

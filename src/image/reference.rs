@@ -80,6 +80,14 @@ impl FromStr for Reference {
     type Err = Error;
 
     fn from_str(input: &str) -> Result<Self, Error> {
+        Reference::parse_with_domain(input, None)
+    }
+}
+
+impl Reference {
+    /// Parses with `domain` (`registry.domain`) as the registry of names
+    /// that have none; Docker Hub when `None`.
+    pub fn parse_with_domain(input: &str, domain: Option<&str>) -> Result<Self, Error> {
         let invalid = |reason: &str| Error::InvalidReference {
             input: input.to_string(),
             reason: reason.to_string(),
@@ -123,7 +131,7 @@ impl FromStr for Reference {
             {
                 (first, path)
             }
-            _ => (DEFAULT_REGISTRY, name),
+            _ => (domain.unwrap_or(DEFAULT_REGISTRY), name),
         };
         if !is_valid_registry(registry) {
             return Err(invalid(
@@ -206,7 +214,7 @@ fn is_valid_path_component(component: &str) -> bool {
 }
 
 /// A host name, IPv4 address or bracketed IPv6 address, with an optional port.
-fn is_valid_registry(registry: &str) -> bool {
+pub(crate) fn is_valid_registry(registry: &str) -> bool {
     let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
         match rest.split_once(']') {
             Some((v6, after)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => {
@@ -356,6 +364,19 @@ mod tests {
                 "{case}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn default_domain_applies_to_names_without_a_registry() {
+        let with = |s: &str| {
+            Reference::parse_with_domain(s, Some("127.0.0.1:5000"))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(with("alpine"), "127.0.0.1:5000/alpine:latest");
+        assert_eq!(with("ns/app:1"), "127.0.0.1:5000/ns/app:1");
+        assert_eq!(with("docker.io/alpine"), "docker.io/library/alpine:latest");
+        assert_eq!(with("ghcr.io/a/b"), "ghcr.io/a/b:latest");
     }
 
     #[test]

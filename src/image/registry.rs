@@ -4,16 +4,18 @@
 //! into the content store.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use futures::StreamExt;
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use sha2::{Digest as _, Sha256};
 
 use super::manifest::{ACCEPTED_MANIFESTS, Descriptor};
+use super::progress::{Event, ProgressSink};
 use super::store::ContentStore;
-use super::{Error, Reference, Scheme};
+use super::{Credentials, Error, IoContext, Reference, Scheme};
 
 pub struct Registry {
     client: oci_client::Client,
@@ -21,11 +23,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(reference: &Reference, scheme: Scheme) -> Registry {
+    /// A client for `registry` (`host[:port]`) with the stored credentials for it.
+    pub fn new(app_root: &Path, registry: &str, scheme: Scheme) -> Result<Registry, Error> {
+        let auth = Credentials::open(app_root).for_registry(registry)?;
+        Ok(Registry::with_auth(registry, scheme, auth))
+    }
+
+    fn with_auth(registry: &str, scheme: Scheme, auth: RegistryAuth) -> Registry {
         let plain_http = match scheme {
             Scheme::Http => true,
             Scheme::Https => false,
-            Scheme::Auto => is_private_host(reference.registry()),
+            Scheme::Auto => is_private_host(registry),
         };
         let config = ClientConfig {
             protocol: if plain_http {
@@ -35,13 +43,14 @@ impl Registry {
             },
             // We resolve indexes ourselves (see platform.rs).
             platform_resolver: None,
+            // One streamed PUT per blob: no chunk round trips, and the body
+            // comes straight from the file.
+            use_monolithic_push: true,
             ..ClientConfig::default()
         };
         Registry {
             client: oci_client::Client::new(config),
-            // Anonymous still answers a registry's bearer-token challenge with
-            // an anonymous token, which is what public images need.
-            auth: RegistryAuth::Anonymous,
+            auth,
         }
     }
 
@@ -53,8 +62,7 @@ impl Registry {
             .pull_manifest_raw(&oci_reference(reference), &self.auth, &ACCEPTED_MANIFESTS)
             .await
             .map_err(|e| map_error(e, reference))?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-        Ok((body.to_vec(), digest))
+        Ok((body.to_vec(), super::sha256_digest(&body)))
     }
 
     /// Streams one blob into the store. Memory use is one network chunk,
@@ -64,6 +72,7 @@ impl Registry {
         reference: &Reference,
         blob: &Descriptor,
         store: &ContentStore,
+        progress: &ProgressSink,
     ) -> Result<(), Error> {
         let image = oci_reference(reference);
         let mut stream = self
@@ -71,10 +80,21 @@ impl Registry {
             .pull_blob_stream(&image, blob.digest.as_str())
             .await
             .map_err(|e| map_error(e, reference))?;
-        let mut ingest = store.ingest(&blob.digest, blob.size)?;
+        let digest = blob.digest.as_str();
+        progress.emit(Event::Started {
+            digest,
+            size: blob.size,
+        });
+        let mut ingest = store.ingest(digest, blob.size)?;
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(bytes) => ingest.write(&bytes)?,
+                Ok(bytes) => {
+                    ingest.write(&bytes)?;
+                    progress.emit(Event::Advanced {
+                        digest,
+                        bytes: bytes.len() as u64,
+                    });
+                }
                 // oci-client verifies too and reports a mismatch as a stream
                 // error after the last chunk; our own check in `commit` says
                 // the same thing in our words.
@@ -90,7 +110,135 @@ impl Registry {
         // The fsync and rename block; keep them off the async workers.
         tokio::task::spawn_blocking(move || ingest.commit())
             .await
-            .expect("blob commit does not panic")
+            .expect("blob commit does not panic")?;
+        progress.emit(Event::Done { digest });
+        Ok(())
+    }
+
+    /// Logs in for pushing to `target`'s repository before anything is sent
+    /// (oci-client only logs in on its own in the calls that pull).
+    pub async fn authorize_push(&self, target: &Reference) -> Result<(), Error> {
+        self.client
+            .auth(&oci_reference(target), &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(|e| map_error(e, target))?;
+        Ok(())
+    }
+
+    /// Sends one blob from the store to `target`'s repository unless it is
+    /// there already; when the image came from another repository of the
+    /// same registry, asks the registry to link it from there instead.
+    pub async fn push_blob(
+        &self,
+        target: &Reference,
+        source: &Reference,
+        blob: &Descriptor,
+        store: &ContentStore,
+        progress: &ProgressSink,
+    ) -> Result<(), Error> {
+        let image = oci_reference(target);
+        let (digest, size) = (blob.digest.as_str(), blob.size);
+        let exists = self
+            .client
+            .blob_exists(&image, digest)
+            .await
+            .map_err(|e| map_error(e, target))?;
+        if exists {
+            progress.emit(Event::Exists { digest, size });
+            return Ok(());
+        }
+        if source.registry() == target.registry()
+            && source.repository() != target.repository()
+            && self
+                .client
+                .mount_blob(&image, &oci_reference(source), digest)
+                .await
+                .is_ok()
+        {
+            progress.emit(Event::Mounted { digest, size });
+            return Ok(());
+        }
+        let path = store.path(digest)?;
+        let file = tokio::fs::File::open(&path).await.at(&path)?;
+        progress.emit(Event::Started { digest, size });
+        let sink = progress.clone();
+        let owned_digest = digest.to_string();
+        let body = tokio_util::io::ReaderStream::new(file).map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                sink.emit(Event::Advanced {
+                    digest: &owned_digest,
+                    bytes: bytes.len() as u64,
+                });
+            }
+            chunk.map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))
+        });
+        self.client
+            .push_blob_stream(&image, body, digest, Some(size))
+            .await
+            .map_err(|e| map_error(e, target))?;
+        progress.emit(Event::Done { digest });
+        Ok(())
+    }
+
+    /// Stores a manifest under `target`'s tag (or digest).
+    pub async fn push_manifest(
+        &self,
+        target: &Reference,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<(), Error> {
+        let content_type = media_type.parse().map_err(|_| Error::InvalidManifest {
+            digest: target.to_string(),
+            reason: format!("media type {media_type:?} is not a header value"),
+        })?;
+        self.client
+            .push_manifest_raw(&oci_reference(target), bytes, content_type)
+            .await
+            .map_err(|e| map_error(e, target))?;
+        Ok(())
+    }
+}
+
+/// Checks a user name and password with a registry, as `registry login`
+/// must before storing them. A token challenge is answered with them (the
+/// token service rejects bad ones); a Basic registry is asked for a
+/// repository's tags (it answers 401 to bad ones, and "unknown" to good ones
+/// when the repository does not exist).
+pub async fn check_login(
+    registry: &str,
+    scheme: Scheme,
+    user: &str,
+    password: &str,
+) -> Result<(), Error> {
+    let auth = RegistryAuth::Basic(user.to_string(), password.to_string());
+    let client = Registry::with_auth(registry, scheme, auth);
+    let probe: Reference = format!("{registry}/container/login-check")
+        .parse()
+        .expect("a valid registry makes a valid reference");
+    let image = oci_reference(&probe);
+    let rejected = || Error::LoginRejected {
+        registry: registry.to_string(),
+    };
+    let token = client
+        .client
+        .auth(&image, &client.auth, RegistryOperation::Pull)
+        .await
+        .map_err(|e| match map_error(e, &probe) {
+            Error::Unauthorized { .. } => rejected(),
+            other => other,
+        })?;
+    if token.is_some() {
+        return Ok(());
+    }
+    match client
+        .client
+        .list_tags(&image, &client.auth, Some(1), None)
+        .await
+        .map_err(|e| map_error(e, &probe))
+    {
+        Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+        Err(Error::Unauthorized { .. }) => Err(rejected()),
+        Err(other) => Err(other),
     }
 }
 

@@ -67,34 +67,78 @@ impl ContentStore {
     pub fn put(&self, digest: &str, bytes: &[u8]) -> Result<(), Error> {
         let mut ingest = self.ingest(digest, bytes.len() as u64)?;
         ingest.write(bytes)?;
-        ingest.commit()
+        ingest.commit().map(drop)
     }
 
     /// Starts writing a blob that is expected to have this digest and size.
     pub fn ingest(&self, digest: &str, size: u64) -> Result<Ingest, Error> {
-        let target = self.path(digest)?;
-        let temp = atomic::temp_path(&self.ingest, &digest["sha256:".len()..]);
+        self.path(digest)?;
+        self.start(Some(Expected {
+            digest: digest.to_string(),
+            size,
+        }))
+    }
+
+    /// Starts writing a blob whose digest is only known once it is written
+    /// (the layers of a `docker save` archive, which are named by directory).
+    pub fn ingest_unnamed(&self) -> Result<Ingest, Error> {
+        self.start(None)
+    }
+
+    fn start(&self, expected: Option<Expected>) -> Result<Ingest, Error> {
+        let stem = expected
+            .as_ref()
+            .map_or("blob", |e| &e.digest["sha256:".len()..]);
+        let temp = atomic::temp_path(&self.ingest, stem);
         let file = File::create(&temp).at(&temp)?;
         Ok(Ingest {
             file,
             temp,
-            target,
-            digest: digest.to_string(),
-            size,
+            blobs: self.blobs.clone(),
+            expected,
             written: 0,
             hasher: Sha256::new(),
             committed: false,
         })
     }
+
+    /// Every stored blob's digest.
+    pub fn digests(&self) -> Result<Vec<String>, Error> {
+        let entries = std::fs::read_dir(&self.blobs).at(&self.blobs)?;
+        let mut digests = Vec::new();
+        for entry in entries {
+            let name = entry.at(&self.blobs)?.file_name();
+            let digest = format!("sha256:{}", name.to_string_lossy());
+            if is_sha256_digest(&digest) {
+                digests.push(digest);
+            }
+        }
+        Ok(digests)
+    }
+
+    /// Deletes a blob; returns the bytes freed (0 if it was already gone).
+    pub fn remove(&self, digest: &str) -> Result<u64, Error> {
+        let path = self.path(digest)?;
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(size),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+}
+
+struct Expected {
+    digest: String,
+    size: u64,
 }
 
 /// A blob being written. Dropping it without `commit` deletes the partial file.
 pub struct Ingest {
     file: File,
     temp: PathBuf,
-    target: PathBuf,
-    digest: String,
-    size: u64,
+    blobs: PathBuf,
+    expected: Option<Expected>,
     written: u64,
     hasher: Sha256,
     committed: bool,
@@ -105,35 +149,41 @@ impl Ingest {
     /// so a misbehaving registry cannot fill the disk.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.written += bytes.len() as u64;
-        if self.written > self.size {
-            return Err(self.size_mismatch());
+        if let Some(expected) = &self.expected
+            && self.written > expected.size
+        {
+            return Err(self.size_mismatch(expected));
         }
         self.hasher.update(bytes);
         self.file.write_all(bytes).at(&self.temp)
     }
 
     /// Verifies size and digest, then moves the blob into the store durably.
-    pub fn commit(mut self) -> Result<(), Error> {
-        if self.written != self.size {
-            return Err(self.size_mismatch());
-        }
+    /// Returns its digest.
+    pub fn commit(mut self) -> Result<String, Error> {
         let actual = format!("sha256:{}", hex::encode(self.hasher.finalize_reset()));
-        if actual != self.digest {
-            return Err(Error::DigestMismatch {
-                expected: self.digest.clone(),
-                actual,
-            });
+        if let Some(expected) = &self.expected {
+            if self.written != expected.size {
+                return Err(self.size_mismatch(expected));
+            }
+            if actual != expected.digest {
+                return Err(Error::DigestMismatch {
+                    expected: expected.digest.clone(),
+                    actual,
+                });
+            }
         }
         self.file.sync_all().at(&self.temp)?;
-        atomic::commit(&self.temp, &self.target)?;
+        let target = self.blobs.join(&actual["sha256:".len()..]);
+        atomic::commit(&self.temp, &target)?;
         self.committed = true;
-        Ok(())
+        Ok(actual)
     }
 
-    fn size_mismatch(&self) -> Error {
+    fn size_mismatch(&self, expected: &Expected) -> Error {
         Error::SizeMismatch {
-            digest: self.digest.clone(),
-            expected: self.size,
+            digest: expected.digest.clone(),
+            expected: expected.size,
             actual: self.written,
         }
     }
@@ -185,6 +235,13 @@ mod tests {
         );
         assert!(!store.contains(&other, 5).unwrap());
         assert!(matches!(store.read(&other), Err(Error::MissingContent(_))));
+
+        let mut unnamed = store.ingest_unnamed().unwrap();
+        unnamed.write(b"any").unwrap();
+        assert_eq!(unnamed.commit().unwrap(), sha(b"any"));
+        assert_eq!(store.digests().unwrap().len(), 2);
+        assert_eq!(store.remove(&sha(b"any")).unwrap(), 3);
+        assert_eq!(store.remove(&sha(b"any")).unwrap(), 0);
 
         assert_eq!(entries(&dir.path().join("blobs/sha256")), 1);
         assert_eq!(

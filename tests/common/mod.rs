@@ -30,6 +30,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with_config("")
+    }
+
+    /// A registry whose config.yml ends with `extra` (an `auth:` section).
+    pub fn start_with_config(extra: &str) -> Registry {
         // A free port can be taken between our probe and the registry's bind;
         // then the registry exits and we try another.
         let mut last_log = String::new();
@@ -41,6 +46,7 @@ impl Registry {
                 .arg("serve")
                 .arg(port.to_string())
                 .arg(dir.path())
+                .env("REGISTRY_EXTRA_CONFIG", extra)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log fd"))
                 .stderr(log)
@@ -94,6 +100,13 @@ impl Registry {
         self.push(&[], layout, layout_tag, name, tag);
     }
 
+    /// Pushes with `skopeo --dest-creds USER:PASSWORD`, for registries that
+    /// demand a login.
+    pub fn push_test_image_with_creds(&self, name: &str, tag: &str, creds: &str) -> String {
+        self.push(&["--creds", creds], &test_image().dir, "latest", name, tag);
+        test_image().manifest_digest.clone()
+    }
+
     fn push(&self, flags: &[&str], layout: &Path, layout_tag: &str, name: &str, tag: &str) {
         let status = Command::new(script("registry"))
             .arg("push")
@@ -111,7 +124,8 @@ impl Registry {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if http_status(self.port, "/v2/") == Some(200) {
+            // 401: up, and demanding a login.
+            if matches!(http_status(self.port, "/v2/"), Some(200 | 401)) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -251,4 +265,100 @@ pub fn text(output: &std::process::Output) -> (String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The config and layer digests of a manifest in the test image layout.
+pub fn blobs_of(layout: &Path, manifest_digest: &str) -> (String, Vec<String>) {
+    let hex = manifest_digest.strip_prefix("sha256:").unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    (config, layers)
+}
+
+/// The env of the test image.
+pub const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Writes an OCI layout tagged `multi` whose index lists, first, an image for
+/// another architecture (arm64/v8 here, amd64 on an arm64 host), then the test
+/// image for this host. Returns (host manifest digest, other manifest digest).
+pub fn write_multi_platform_layout(dir: &Path) -> (String, String) {
+    let source = &test_image().dir;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for entry in std::fs::read_dir(source.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), blobs.join(entry.file_name())).unwrap();
+    }
+    let put = |bytes: &[u8]| {
+        let digest = sha256(bytes);
+        std::fs::write(blobs.join(&digest["sha256:".len()..]), bytes).unwrap();
+        serde_json::json!({ "digest": digest, "size": bytes.len() })
+    };
+
+    let host_digest = test_image().manifest_digest.clone();
+    let host_manifest = std::fs::read(blobs.join(&host_digest["sha256:".len()..])).unwrap();
+    let (config_digest, _) = blobs_of(source, &host_digest);
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blobs.join(&config_digest["sha256:".len()..])).unwrap(),
+    )
+    .unwrap();
+    let host_arch = config["architecture"].as_str().unwrap().to_string();
+    let other = if host_arch == "amd64" {
+        serde_json::json!({ "os": "linux", "architecture": "arm64", "variant": "v8" })
+    } else {
+        serde_json::json!({ "os": "linux", "architecture": "amd64" })
+    };
+    config["architecture"] = other["architecture"].clone();
+    config["variant"] = other
+        .get("variant")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    config["config"]["Env"] = serde_json::json!([PATH, "MARKER=other-platform"]);
+    let other_config = put(&serde_json::to_vec(&config).unwrap());
+
+    let mut manifest: serde_json::Value = serde_json::from_slice(&host_manifest).unwrap();
+    manifest["config"]["digest"] = other_config["digest"].clone();
+    manifest["config"]["size"] = other_config["size"].clone();
+    let other_manifest = put(&serde_json::to_vec(&manifest).unwrap());
+    let other_digest = other_manifest["digest"].as_str().unwrap().to_string();
+
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let host_platform = match host_arch.as_str() {
+        "arm64" => serde_json::json!({ "os": "linux", "architecture": "arm64", "variant": "v8" }),
+        arch => serde_json::json!({ "os": "linux", "architecture": arch }),
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": index_type,
+        "manifests": [
+            { "mediaType": manifest_type, "digest": other_digest, "size": other_manifest["size"], "platform": other },
+            { "mediaType": manifest_type, "digest": host_digest, "size": host_manifest.len(), "platform": host_platform },
+        ],
+    });
+    let index_blob = put(&serde_json::to_vec(&index).unwrap());
+    let layout_index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": index_type,
+            "digest": index_blob["digest"],
+            "size": index_blob["size"],
+            "annotations": { "org.opencontainers.image.ref.name": "multi" },
+        }],
+    });
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&layout_index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    (host_digest, other_digest)
 }

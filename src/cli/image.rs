@@ -1,0 +1,324 @@
+//! `container image`: pull, push, list, inspect, tag, delete, prune, save, load.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::progress::{self, Direction};
+use super::run::parse_scheme;
+use crate::image::{ImageInfo, ImageStore, Platform, PullOptions, PushOptions, Scheme};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Upload an image to a registry.
+    Push(PushArgs),
+    /// List images.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Show images' references, digests, platform, config and layers as JSON.
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Give an image another reference.
+    Tag { source: String, target: String },
+    /// Remove images, and the content no other image needs.
+    #[command(alias = "rm")]
+    Delete(DeleteArgs),
+    /// Remove content no image needs; with --all, every image no container uses.
+    Prune {
+        /// Also remove every image no container uses.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Write images to an OCI image layout tar (stdout without --output).
+    Save {
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Read images from an OCI layout or `docker save` tar (stdin without --input).
+    Load {
+        #[arg(short, long, value_name = "FILE")]
+        input: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct TransferArgs {
+    /// Registry scheme: https, http, or auto (http for loopback and private addresses).
+    #[arg(long, default_value = "auto", value_parser = parse_scheme)]
+    scheme: Scheme,
+    /// Progress display: auto (bars on a terminal), ansi, plain or none.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: progress::Mode,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// Platform to pull from a multi-platform image, OS/ARCH[/VARIANT] [default: the host's].
+    #[arg(long, conflicts_with_all = ["arch", "os"])]
+    platform: Option<String>,
+    /// Architecture to pull (amd64, arm64, ...).
+    #[arg(short, long)]
+    arch: Option<String>,
+    /// Operating system to pull.
+    #[arg(long)]
+    os: Option<String>,
+    /// Layers downloaded at once.
+    #[arg(long, default_value_t = crate::image::DEFAULT_CONCURRENT_DOWNLOADS as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_downloads: u16,
+    #[command(flatten)]
+    transfer: TransferArgs,
+    image: String,
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    transfer: TransferArgs,
+    image: String,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print references only.
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// Remove images even if containers use them (their disks stay until then).
+    #[arg(short, long)]
+    force: bool,
+    /// Remove every image.
+    #[arg(short, long, conflicts_with = "images")]
+    all: bool,
+    #[arg(required_unless_present = "all")]
+    images: Vec<String>,
+}
+
+pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
+    let images = ImageStore::open(app_root)?;
+    match command {
+        ImageCommand::Pull(args) => pull(&images, args).await?,
+        ImageCommand::Push(args) => {
+            let target = images.parse_reference(&args.image)?;
+            let options = PushOptions {
+                scheme: args.transfer.scheme,
+                progress: progress::sink(args.transfer.progress, Direction::Upload),
+            };
+            let digest = images.push(&args.image, &target, &options).await?;
+            println!("{target}@{digest}");
+        }
+        ImageCommand::List(args) => list(&images, &args)?,
+        ImageCommand::Inspect { images: names } => {
+            let mut found = Vec::new();
+            for name in &names {
+                found.extend(images.inspect(name)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&found)?);
+        }
+        ImageCommand::Tag { source, target } => {
+            let target = images.parse_reference(&target)?;
+            images.tag(&source, &target)?;
+        }
+        ImageCommand::Delete(args) => {
+            let names = if args.all {
+                images.list()?.into_iter().map(|i| i.reference).collect()
+            } else {
+                args.images
+            };
+            let removed = tokio::task::block_in_place(|| images.remove(&names, args.force))?;
+            for reference in removed.images {
+                println!("{reference}");
+            }
+        }
+        ImageCommand::Prune { all } => {
+            let removed = tokio::task::block_in_place(|| images.prune(all))?;
+            for reference in removed.images {
+                println!("Deleted: {reference}");
+            }
+            println!("Reclaimed {}", human_size(removed.bytes));
+        }
+        ImageCommand::Save {
+            output,
+            images: names,
+        } => tokio::task::block_in_place(|| save(&images, &names, output.as_deref()))?,
+        ImageCommand::Load { input } => {
+            let loaded = tokio::task::block_in_place(|| -> Result<Vec<String>> {
+                Ok(match input {
+                    Some(path) => {
+                        let file =
+                            File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                        images.load(BufReader::new(file))?
+                    }
+                    None => images.load(std::io::stdin().lock())?,
+                })
+            })?;
+            for reference in loaded {
+                println!("Loaded image: {reference}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn pull(images: &ImageStore, args: PullArgs) -> Result<()> {
+    let platform = match (&args.platform, &args.arch, &args.os) {
+        (Some(platform), ..) => Some(platform.parse::<Platform>()?),
+        (None, None, None) => None,
+        (None, arch, os) => {
+            let host = Platform::host();
+            let os = os.as_deref().unwrap_or(&host.os);
+            let arch = arch.as_deref().unwrap_or(&host.architecture);
+            Some(format!("{os}/{arch}").parse::<Platform>()?)
+        }
+    };
+    let reference = images.parse_reference(&args.image)?;
+    let options = PullOptions {
+        scheme: args.transfer.scheme,
+        platform,
+        max_concurrent_downloads: args.max_concurrent_downloads.into(),
+        progress: progress::sink(args.transfer.progress, Direction::Download),
+    };
+    let image = images.pull(&reference, &options).await?;
+    eprintln!("Digest: {}", image.digest);
+    println!("{}", image.reference);
+    Ok(())
+}
+
+fn list(images: &ImageStore, args: &ListArgs) -> Result<()> {
+    let all = images.list()?;
+    if args.quiet {
+        for image in &all {
+            println!("{}", image.reference);
+        }
+        return Ok(());
+    }
+    if let Format::Json = args.format {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    let rows: Vec<[String; 5]> = all.iter().map(row).collect();
+    let header = ["NAME", "TAG", "DIGEST", "PLATFORM", "SIZE"].map(String::from);
+    print_table(std::iter::once(header).chain(rows));
+    Ok(())
+}
+
+fn row(image: &ImageInfo) -> [String; 5] {
+    // The reference was normalized when stored: NAME[:TAG][@DIGEST].
+    let without_digest = image.reference.split('@').next().unwrap_or_default();
+    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match without_digest[last_slash..].rfind(':') {
+        Some(i) => (
+            &without_digest[..last_slash + i],
+            &without_digest[last_slash + i + 1..],
+        ),
+        None => (without_digest, "<none>"),
+    };
+    let hex = image.digest.trim_start_matches("sha256:");
+    [
+        name.to_string(),
+        tag.to_string(),
+        hex[..12.min(hex.len())].to_string(),
+        image.platform.to_string(),
+        human_size(image.size),
+    ]
+}
+
+/// Left-aligned columns, two spaces apart, as `docker` prints them.
+pub fn print_table<const N: usize>(rows: impl Iterator<Item = [String; N]>) {
+    let rows: Vec<[String; N]> = rows.collect();
+    let mut widths = [0; N];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:width$}  "));
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+/// Sizes as Docker prints them: decimal units, three significant digits.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let decimals = match value {
+        v if v >= 100.0 || unit == 0 => 0,
+        v if v >= 10.0 => 1,
+        _ => 2,
+    };
+    let mut number = format!("{value:.decimals$}");
+    if number.contains('.') {
+        number = number
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string();
+    }
+    number + UNITS[unit]
+}
+
+fn save(images: &ImageStore, names: &[String], output: Option<&Path>) -> Result<()> {
+    let Some(path) = output else {
+        if std::io::stdout().is_terminal() {
+            return Err(
+                "refusing to write an image archive to a terminal; use --output or a pipe".into(),
+            );
+        }
+        return Ok(images.save(names, BufWriter::new(std::io::stdout().lock()))?);
+    };
+    let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let result = images.save(names, BufWriter::new(file));
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_000), "1kB");
+        assert_eq!(human_size(1_234_567), "1.23MB");
+        assert_eq!(human_size(12_345_678), "12.3MB");
+        assert_eq!(human_size(123_456_789), "123MB");
+        assert_eq!(human_size(4_200_000_000), "4.2GB");
+    }
+}

@@ -1,0 +1,102 @@
+//! `container registry`: log in to and out of registries.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+use nix::sys::termios::{self, LocalFlags, SetArg};
+
+use super::image::print_table;
+use super::run::parse_scheme;
+use crate::image::{Credentials, Scheme, check_login};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// Check a user name and password with a registry and store them.
+    Login(LoginArgs),
+    /// Forget the credentials for a registry.
+    Logout { server: String },
+    /// List the registries we hold credentials for.
+    #[command(alias = "ls")]
+    List,
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Read the password from stdin (keeps it out of shell history and `ps`).
+    #[arg(long)]
+    password_stdin: bool,
+    /// Registry scheme: https, http, or auto (http for loopback and private addresses).
+    #[arg(long, default_value = "auto", value_parser = parse_scheme)]
+    scheme: Scheme,
+    /// The registry, `HOST[:PORT]`.
+    server: String,
+}
+
+pub async fn run(app_root: &Path, command: RegistryCommand) -> Result<i32> {
+    let credentials = Credentials::open(app_root);
+    match command {
+        RegistryCommand::Login(args) => {
+            let server = crate::image::normalize_registry(&args.server)?;
+            let username = match args.username {
+                Some(user) => user,
+                None if args.password_stdin => {
+                    return Err("--password-stdin needs --username".into());
+                }
+                None => prompt("Username: ", true)?,
+            };
+            let password = if args.password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                line.trim_end_matches(['\n', '\r']).to_string()
+            } else {
+                prompt("Password: ", false)?
+            };
+            check_login(&server, args.scheme, &username, &password).await?;
+            credentials.store(&server, &username, &password)?;
+            println!("Login succeeded");
+        }
+        RegistryCommand::Logout { server } => {
+            let server = crate::image::normalize_registry(&server)?;
+            if !credentials.remove(&server)? {
+                return Err(crate::image::Error::NotLoggedIn(server).into());
+            }
+        }
+        RegistryCommand::List => {
+            let header = ["REGISTRY", "USERNAME"].map(String::from);
+            let rows = credentials.list()?.into_iter().map(|(r, u)| [r, u]);
+            print_table(std::iter::once(header).chain(rows));
+        }
+    }
+    Ok(0)
+}
+
+/// Asks on the terminal; the password without echo.
+fn prompt(question: &str, echo: bool) -> Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(
+            "no terminal to ask for credentials on; use --username and --password-stdin".into(),
+        );
+    }
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let saved = termios::tcgetattr(&stdin)?;
+    if !echo {
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        termios::tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if !echo {
+        termios::tcsetattr(&stdin, SetArg::TCSANOW, &saved)?;
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}

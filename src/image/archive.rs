@@ -1,0 +1,360 @@
+//! `image save` and `image load`: images as one tar stream.
+//!
+//! We write an OCI image layout (`oci-layout`, `index.json`, `blobs/`) with a
+//! Docker `manifest.json` beside it, so both `container image load` and
+//! `docker load` read it. We read OCI layouts (named by the
+//! `io.containerd.image.name` or a full `org.opencontainers.image.ref.name`
+//! annotation) and `docker save` archives, old (`<id>/layer.tar`) and new.
+//! Blobs stream from the tar into the content store, verified like pulled
+//! ones; only the small JSON files are held in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{DOCKER_MANIFEST, Document, OCI_INDEX};
+use super::platform::{self, Platform};
+use super::records::Record;
+use super::reference::is_sha256_digest;
+use super::{Error, ImageStore, Reference, info};
+
+const NAME_ANNOTATION: &str = "io.containerd.image.name";
+const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// Files other than blobs and layers are JSON metadata; anything bigger is
+/// not something we read.
+const MAX_METADATA_BYTES: u64 = 16 << 20;
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LayoutIndex {
+    schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    manifests: Vec<LayoutEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LayoutEntry {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// One image of a `docker save` manifest.json.
+#[derive(Serialize, Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+pub fn save(images: &ImageStore, names: &[String], out: impl Write) -> Result<(), Error> {
+    let _adding = images.adding_content()?;
+    let all = images.records.list()?;
+    let mut records: Vec<Record> = Vec::new();
+    for name in names {
+        for record in info::matching(images, name, &all)? {
+            if !records.iter().any(|r| r.reference == record.reference) {
+                records.push(record);
+            }
+        }
+    }
+
+    let mut index = LayoutIndex {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.to_string()),
+        manifests: Vec::new(),
+    };
+    let mut docker: Vec<DockerEntry> = Vec::new();
+    let mut blobs: Vec<String> = Vec::new();
+    for record in &records {
+        let manifest = images.manifest(&record.digest)?;
+        let reference: Reference = record.reference.parse()?;
+        let mut annotations =
+            BTreeMap::from([(NAME_ANNOTATION.to_string(), record.reference.clone())]);
+        if let Some(tag) = reference.tag() {
+            annotations.insert(REF_NAME_ANNOTATION.to_string(), tag.to_string());
+        }
+        index.manifests.push(LayoutEntry {
+            media_type: manifest.media_type.clone(),
+            digest: record.digest.clone(),
+            size: images.content.read(&record.digest)?.len() as u64,
+            annotations,
+        });
+        let layers: Vec<String> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+        let tags = reference.tag().map(|_| record.reference.clone());
+        match docker
+            .iter_mut()
+            .find(|e| e.config == blob_path(&manifest.config.digest))
+        {
+            Some(entry) => entry.repo_tags.get_or_insert_default().extend(tags),
+            None => docker.push(DockerEntry {
+                config: blob_path(&manifest.config.digest),
+                repo_tags: Some(tags.into_iter().collect()),
+                layers: layers.iter().map(|d| blob_path(d)).collect(),
+            }),
+        }
+        for digest in [record.digest.clone(), manifest.config.digest]
+            .into_iter()
+            .chain(layers)
+        {
+            if !blobs.contains(&digest) {
+                blobs.push(digest);
+            }
+        }
+    }
+
+    let io = |e: std::io::Error| Error::Io {
+        path: "image archive".into(),
+        source: e,
+    };
+    let mut tar = tar::Builder::new(out);
+    let mut add = |path: &str, size: u64, data: &mut dyn Read| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, path, data).map_err(io)
+    };
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    add("oci-layout", layout.len() as u64, &mut &layout[..])?;
+    let index = serde_json::to_vec(&index).expect("index serializes");
+    add("index.json", index.len() as u64, &mut &index[..])?;
+    let docker = serde_json::to_vec(&docker).expect("manifest.json serializes");
+    add("manifest.json", docker.len() as u64, &mut &docker[..])?;
+    for digest in &blobs {
+        let mut file = images.content.open_blob(digest)?;
+        let size = file.metadata().map_err(io)?.len();
+        add(&blob_path(digest), size, &mut file)?;
+    }
+    tar.into_inner().map_err(io)?.flush().map_err(io)
+}
+
+pub fn load(images: &ImageStore, input: impl Read) -> Result<Vec<String>, Error> {
+    let _adding = images.adding_content()?;
+    let invalid = |reason: String| Error::InvalidArchive(reason);
+    // Layers of old `docker save` archives, by path; their digests are
+    // only known once they are read.
+    let mut layer_digests: HashMap<String, String> = HashMap::new();
+    let mut metadata: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries().map_err(|e| invalid(e.to_string()))? {
+        let mut entry = entry.map_err(|e| invalid(e.to_string()))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = entry.path().map_err(|e| invalid(e.to_string()))?;
+        let path = path.to_string_lossy().trim_start_matches("./").to_string();
+        let size = entry.size();
+        if let Some(digest) = digest_of_blob_path(&path) {
+            if !images.content.contains(&digest, size)? {
+                let mut ingest = images.content.ingest(&digest, size)?;
+                copy(&mut entry, |chunk| ingest.write(chunk))?;
+                ingest.commit()?;
+            }
+        } else if path.ends_with(".tar") {
+            let mut ingest = images.content.ingest_unnamed()?;
+            copy(&mut entry, |chunk| ingest.write(chunk))?;
+            layer_digests.insert(path, ingest.commit()?);
+        } else if size <= MAX_METADATA_BYTES {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| invalid(e.to_string()))?;
+            metadata.insert(path, bytes);
+        }
+    }
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut records = Vec::new();
+    if let Some(index) = metadata.get("index.json") {
+        let index: LayoutIndex =
+            serde_json::from_slice(index).map_err(|e| invalid(format!("index.json: {e}")))?;
+        for entry in index.manifests {
+            let Some(reference) = layout_name(&entry.annotations) else {
+                continue;
+            };
+            records.push(oci_record(images, reference, entry.digest, now)?);
+        }
+    }
+    if records.is_empty()
+        && let Some(manifest) = metadata.get("manifest.json")
+    {
+        let entries: Vec<DockerEntry> =
+            serde_json::from_slice(manifest).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+        for entry in entries {
+            let digest = docker_manifest(images, &entry, &metadata, &layer_digests)?;
+            for tag in entry.repo_tags.unwrap_or_default() {
+                let reference: Reference = tag.parse()?;
+                records.push(Record {
+                    reference: reference.to_string(),
+                    digest: digest.clone(),
+                    index_digest: None,
+                    pulled_at: now,
+                });
+            }
+        }
+    }
+    if records.is_empty() {
+        return Err(invalid(
+            "it holds no named image (no index.json or manifest.json with image names)".to_string(),
+        ));
+    }
+    let mut loaded = Vec::new();
+    for record in records {
+        loaded.push(record.reference.clone());
+        images.records.put(record)?;
+    }
+    Ok(loaded)
+}
+
+/// A full image name from a layout entry's annotations; a bare tag in
+/// `ref.name` (as skopeo writes) names no repository, so it is not enough.
+fn layout_name(annotations: &BTreeMap<String, String>) -> Option<Reference> {
+    if let Some(name) = annotations.get(NAME_ANNOTATION) {
+        return name.parse().ok();
+    }
+    annotations
+        .get(REF_NAME_ANNOTATION)
+        .filter(|name| name.contains('/'))
+        .and_then(|name| name.parse().ok())
+}
+
+/// The record for an image of an OCI layout, after checking its content
+/// arrived; an index resolves to the host's platform.
+fn oci_record(
+    images: &ImageStore,
+    reference: Reference,
+    digest: String,
+    now: u64,
+) -> Result<Record, Error> {
+    let (digest, index_digest) = match Document::parse(&images.content.read(&digest)?, &digest)? {
+        Document::Manifest(_) => (digest, None),
+        Document::Index(entries) => {
+            let host = Platform::host();
+            let entry =
+                platform::select(&entries, &host).ok_or_else(|| Error::NoMatchingPlatform {
+                    reference: reference.to_string(),
+                    platform: host.clone(),
+                    available: entries
+                        .iter()
+                        .filter_map(|e| e.platform.as_ref().map(Platform::to_string))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            (entry.digest.clone(), Some(digest))
+        }
+    };
+    let manifest = images.manifest(&digest)?;
+    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        if !images.content.contains(&blob.digest, blob.size)? {
+            return Err(Error::InvalidArchive(format!(
+                "{reference} needs blob {} which the archive lacks",
+                blob.digest
+            )));
+        }
+    }
+    Ok(Record {
+        reference: reference.to_string(),
+        digest,
+        index_digest,
+        pulled_at: now,
+    })
+}
+
+/// Stores a Docker v2 manifest for a `docker save` entry; returns its digest.
+fn docker_manifest(
+    images: &ImageStore,
+    entry: &DockerEntry,
+    metadata: &HashMap<String, Vec<u8>>,
+    layer_digests: &HashMap<String, String>,
+) -> Result<String, Error> {
+    let missing = |path: &str| {
+        Error::InvalidArchive(format!(
+            "manifest.json names {path}, which the archive lacks"
+        ))
+    };
+    let config_digest = match (
+        digest_of_blob_path(&entry.config),
+        metadata.get(&entry.config),
+    ) {
+        (Some(digest), _) => digest,
+        (None, Some(bytes)) => {
+            let digest = super::sha256_digest(bytes);
+            images.content.put(&digest, bytes)?;
+            digest
+        }
+        (None, None) => return Err(missing(&entry.config)),
+    };
+    let config_size = images
+        .content
+        .open_blob(&config_digest)?
+        .metadata()
+        .map_or(0, |m| m.len());
+    let mut layers = Vec::new();
+    for path in &entry.layers {
+        let digest = digest_of_blob_path(path)
+            .or_else(|| layer_digests.get(path).cloned())
+            .ok_or_else(|| missing(path))?;
+        let mut file = images.content.open_blob(&digest)?;
+        let size = file.metadata().map_or(0, |m| m.len());
+        let mut magic = [0u8; 2];
+        let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+        let media_type = if gzip {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        } else {
+            "application/vnd.docker.image.rootfs.diff.tar"
+        };
+        layers.push(serde_json::json!({ "mediaType": media_type, "size": size, "digest": digest }));
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": config_size,
+            "digest": config_digest,
+        },
+        "layers": layers,
+    });
+    let bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+    let digest = super::sha256_digest(&bytes);
+    images.content.put(&digest, &bytes)?;
+    Ok(digest)
+}
+
+fn blob_path(digest: &str) -> String {
+    format!("blobs/sha256/{}", &digest["sha256:".len()..])
+}
+
+fn digest_of_blob_path(path: &str) -> Option<String> {
+    let digest = format!("sha256:{}", path.strip_prefix("blobs/sha256/")?);
+    is_sha256_digest(&digest).then_some(digest)
+}
+
+/// Streams a tar entry through `write` in bounded chunks.
+fn copy(
+    entry: &mut impl Read,
+    mut write: impl FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = entry
+            .read(&mut buffer)
+            .map_err(|e| Error::InvalidArchive(e.to_string()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        write(&buffer[..n])?;
+    }
+}

@@ -1,0 +1,178 @@
+//! Removing images and collecting what no image needs: blobs not reachable
+//! from any record (or from an image a container uses), and snapshots of
+//! manifests no record names.
+//!
+//! Collection holds `content/gc.lock` exclusively while pulls and loads hold
+//! it shared, so it never sees a blob whose record is still being written;
+//! removing records and collecting happen under that one lock, so a pull
+//! during an `image rm` either finishes first or starts after.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+
+use super::in_use::images_in_use;
+use super::{Error, ImageStore, IoContext, atomic, info};
+
+/// What a removal or prune deleted.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// References whose records were deleted.
+    pub images: Vec<String>,
+    /// Disk space freed, blobs and snapshots together.
+    pub bytes: u64,
+}
+
+/// What `system df` shows for images.
+#[derive(Debug, Default)]
+pub struct DiskUsage {
+    pub images: usize,
+    /// Images at least one container uses.
+    pub active: usize,
+    pub content_bytes: u64,
+    /// Disk blocks in use by snapshots (they are sparse files).
+    pub snapshot_bytes: u64,
+    /// What `image prune -a` would free.
+    pub reclaimable_bytes: u64,
+}
+
+pub fn remove(images: &ImageStore, names: &[String], force: bool) -> Result<Removed, Error> {
+    let _gc = atomic::lock(&images.gc_lock)?;
+    let records = images.records.list()?;
+    let in_use = images_in_use(&images.root);
+    let mut targets = Vec::new();
+    for name in names {
+        for record in info::matching(images, name, &records)? {
+            if let (false, Some(container)) = (force, in_use.get(&record.digest)) {
+                return Err(Error::InUse {
+                    reference: record.reference,
+                    container: container.clone(),
+                });
+            }
+            if !targets.contains(&record.reference) {
+                targets.push(record.reference);
+            }
+        }
+    }
+    finish(images, &targets, &in_use)
+}
+
+pub fn prune(images: &ImageStore, all: bool) -> Result<Removed, Error> {
+    let _gc = atomic::lock(&images.gc_lock)?;
+    let in_use = images_in_use(&images.root);
+    let targets: Vec<String> = if all {
+        images
+            .records
+            .list()?
+            .into_iter()
+            .filter(|r| !in_use.contains_key(&r.digest))
+            .map(|r| r.reference)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    finish(images, &targets, &in_use)
+}
+
+fn finish(
+    images: &ImageStore,
+    targets: &[String],
+    in_use: &BTreeMap<String, String>,
+) -> Result<Removed, Error> {
+    let removed = images.records.remove(targets)?;
+    let bytes = collect(images, in_use)?;
+    Ok(Removed {
+        images: removed.into_iter().map(|r| r.reference).collect(),
+        bytes,
+    })
+}
+
+pub fn disk_usage(images: &ImageStore) -> Result<DiskUsage, Error> {
+    let records = images.records.list()?;
+    let in_use = images_in_use(&images.root);
+    let digests: BTreeSet<&String> = records.iter().map(|r| &r.digest).collect();
+    let needed = reachable(images, in_use.keys().map(String::as_str));
+    let mut usage = DiskUsage {
+        images: digests.len(),
+        active: digests.iter().filter(|d| in_use.contains_key(**d)).count(),
+        ..DiskUsage::default()
+    };
+    for digest in images.content.digests()? {
+        let path = images.content.path(&digest)?;
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        usage.content_bytes += size;
+        if !needed.contains(&digest) {
+            usage.reclaimable_bytes += size;
+        }
+    }
+    for (digest, path) in snapshots(images)? {
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+        usage.snapshot_bytes += bytes;
+        if !in_use.contains_key(&digest) {
+            usage.reclaimable_bytes += bytes;
+        }
+    }
+    Ok(usage)
+}
+
+/// Deletes every blob and snapshot no record or container needs; returns
+/// the bytes freed. Call with the gc lock held.
+fn collect(images: &ImageStore, in_use: &BTreeMap<String, String>) -> Result<u64, Error> {
+    let records = images.records.list()?;
+    let roots: BTreeSet<&str> = records
+        .iter()
+        .map(|r| r.digest.as_str())
+        .chain(in_use.keys().map(String::as_str))
+        .collect();
+    let mut keep = reachable(images, roots.iter().copied());
+    keep.extend(records.iter().filter_map(|r| r.index_digest.clone()));
+    let mut freed = 0;
+    for digest in images.content.digests()? {
+        if !keep.contains(&digest) {
+            freed += images.content.remove(&digest)?;
+        }
+    }
+    for (digest, path) in snapshots(images)? {
+        if !roots.contains(digest.as_str()) {
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+            match std::fs::remove_file(&path) {
+                Ok(()) => freed += bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&path),
+            }
+        }
+    }
+    Ok(freed)
+}
+
+/// The manifests given and the config and layers each names. A manifest
+/// missing from the store keeps nothing but itself.
+fn reachable<'a>(
+    images: &ImageStore,
+    manifests: impl Iterator<Item = &'a str>,
+) -> BTreeSet<String> {
+    let mut keep = BTreeSet::new();
+    for digest in manifests {
+        keep.insert(digest.to_string());
+        if let Ok(manifest) = images.manifest(digest) {
+            keep.insert(manifest.config.digest);
+            keep.extend(manifest.layers.into_iter().map(|l| l.digest));
+        }
+    }
+    keep
+}
+
+/// Finished snapshots: (manifest digest, path).
+fn snapshots(images: &ImageStore) -> Result<Vec<(String, std::path::PathBuf)>, Error> {
+    let dir = &images.snapshots;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(hex) = name.strip_suffix(".ext4")
+            && !name.starts_with('.')
+        {
+            found.push((format!("sha256:{hex}"), entry.path()));
+        }
+    }
+    Ok(found)
+}

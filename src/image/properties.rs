@@ -1,0 +1,99 @@
+//! User settings that change how images are named and fetched, kept in
+//! `<app root>/properties.json` (`container system property set KEY VALUE`).
+//! Only `registry.domain` exists so far: the registry of names without one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::reference::is_valid_registry;
+use super::{Error, IoContext, atomic};
+
+pub const REGISTRY_DOMAIN: &str = "registry.domain";
+const KNOWN: [&str; 1] = [REGISTRY_DOMAIN];
+
+pub struct Properties {
+    file: PathBuf,
+}
+
+impl Properties {
+    pub fn open(app_root: &Path) -> Properties {
+        Properties {
+            file: app_root.join("properties.json"),
+        }
+    }
+
+    /// Every property that is set.
+    pub fn list(&self) -> Result<BTreeMap<String, String>, Error> {
+        match std::fs::read(&self.file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Settings {
+                path: self.file.clone(),
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e).at(&self.file),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<String>, Error> {
+        check_key(key)?;
+        Ok(self.list()?.remove(key))
+    }
+
+    /// Sets a property after checking its value; `None` clears it.
+    pub fn set(&self, key: &str, value: Option<&str>) -> Result<(), Error> {
+        check_key(key)?;
+        if let Some(value) = value
+            && !is_valid_registry(value)
+        {
+            return Err(Error::InvalidReference {
+                input: value.to_string(),
+                reason: "registry.domain must be a host name or address with an optional port"
+                    .to_string(),
+            });
+        }
+        let dir = self.file.parent().expect("properties.json has a directory");
+        std::fs::create_dir_all(dir).at(dir)?;
+        let _lock = atomic::lock(&dir.join("properties.lock"))?;
+        let mut all = self.list()?;
+        match value {
+            Some(value) => all.insert(key.to_string(), value.to_string()),
+            None => all.remove(key),
+        };
+        let json = serde_json::to_vec_pretty(&all).expect("properties serialize");
+        atomic::write_file(&self.file, &json, 0o644)
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Error> {
+    if KNOWN.contains(&key) {
+        Ok(())
+    } else {
+        Err(Error::UnknownProperty(key.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let properties = Properties::open(dir.path());
+        assert_eq!(properties.get(REGISTRY_DOMAIN).unwrap(), None);
+        properties
+            .set(REGISTRY_DOMAIN, Some("127.0.0.1:5000"))
+            .unwrap();
+        assert_eq!(
+            properties.get(REGISTRY_DOMAIN).unwrap().as_deref(),
+            Some("127.0.0.1:5000")
+        );
+        assert!(properties.set(REGISTRY_DOMAIN, Some("not a host")).is_err());
+        assert!(matches!(
+            properties.get("dns.domain"),
+            Err(Error::UnknownProperty(_))
+        ));
+        properties.set(REGISTRY_DOMAIN, None).unwrap();
+        assert_eq!(properties.get(REGISTRY_DOMAIN).unwrap(), None);
+    }
+}

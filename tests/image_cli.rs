@@ -1,0 +1,789 @@
+//! `container image` and `container registry` end to end: the built binary
+//! against a real registry on 127.0.0.1.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cli, Registry, blobs_of, sha256, test_image, text, write_multi_platform_layout};
+
+/// Runs the CLI, asserts success, returns stdout.
+fn ok(cli: &Cli, args: &[&str]) -> String {
+    let output = cli.run(args);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{args:?} failed: {stderr}");
+    stdout
+}
+
+/// Runs the CLI, asserts it failed with exactly one `Error:` line; returns it.
+fn fails(cli: &Cli, args: &[&str]) -> String {
+    let output = cli.run(args);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{args:?}: {stdout} {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(stderr.starts_with("Error: "), "{stderr}");
+    stderr.trim_end().to_string()
+}
+
+/// Blob digests in the store, each checked against its content.
+fn stored_blobs(root: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(root.join("content/blobs/sha256"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = format!("sha256:{}", entry.file_name().to_string_lossy());
+            assert_eq!(sha256(&std::fs::read(entry.path()).unwrap()), name);
+            name
+        })
+        .collect()
+}
+
+fn test_image_blobs() -> BTreeSet<String> {
+    let digest = &test_image().manifest_digest;
+    let (config, layers) = blobs_of(&test_image().dir, digest);
+    [digest.clone(), config].into_iter().chain(layers).collect()
+}
+
+fn inspect(cli: &Cli, name: &str) -> serde_json::Value {
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(cli, &["image", "inspect", name])).unwrap();
+    json[0].clone()
+}
+
+#[test]
+fn pull_list_inspect_tag_by_tag_and_digest() {
+    let registry = Registry::start();
+    let digest = registry.push_test_image("busybox", "latest");
+    let cli = Cli::new();
+    let image = format!("{}/busybox", registry.addr());
+
+    let out = ok(&cli, &["image", "pull", "--progress", "plain", &image]);
+    assert_eq!(out, format!("{image}:latest\n"));
+    assert_eq!(stored_blobs(cli.app_root.path()), test_image_blobs());
+
+    let by_digest = format!("{image}@{digest}");
+    assert_eq!(
+        ok(&cli, &["image", "pull", &by_digest]),
+        format!("{by_digest}\n")
+    );
+
+    let table = ok(&cli, &["image", "ls"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[1].contains("latest") && lines[1].contains(&digest[7..19]),
+        "{table}"
+    );
+    assert!(lines[2].contains("<none>"), "{table}");
+
+    ok(&cli, &["image", "tag", &image, "127.0.0.1:1/copy:v2"]);
+    let quiet = ok(&cli, &["image", "ls", "-q"]);
+    assert_eq!(
+        quiet.lines().collect::<Vec<_>>(),
+        [
+            "127.0.0.1:1/copy:v2",
+            &format!("{image}:latest"),
+            by_digest.as_str(),
+        ]
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&cli, &["image", "ls", "--format", "json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+
+    let info = inspect(&cli, "127.0.0.1:1/copy:v2");
+    assert_eq!(info["digest"], digest);
+    assert_eq!(info["references"].as_array().unwrap().len(), 3);
+    assert_eq!(info["config"]["config"]["Cmd"][0], "sh");
+    assert_eq!(info["layers"].as_array().unwrap().len(), 1);
+    assert!(info["size"].as_u64().unwrap() > 1000);
+    // The short digest `image ls` shows finds the image too.
+    assert_eq!(inspect(&cli, &digest[7..19])["digest"], digest);
+
+    let err = fails(&cli, &["image", "inspect", "127.0.0.1:1/none"]);
+    assert_eq!(err, "Error: image 127.0.0.1:1/none not found");
+    let err = fails(&cli, &["image", "tag", &image, "bad//name"]);
+    assert!(
+        err.starts_with("Error: invalid image reference \"bad//name\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn registry_domain_and_df() {
+    let registry = Registry::start();
+    registry.push_test_image("busybox", "latest");
+    let cli = Cli::new();
+    ok(
+        &cli,
+        &[
+            "system",
+            "property",
+            "set",
+            "registry.domain",
+            &registry.addr(),
+        ],
+    );
+    assert_eq!(
+        ok(&cli, &["system", "property", "get", "registry.domain"]),
+        format!("{}\n", registry.addr())
+    );
+    assert_eq!(
+        ok(&cli, &["image", "pull", "busybox"]),
+        format!("{}/busybox:latest\n", registry.addr())
+    );
+    let df = ok(&cli, &["system", "df"]);
+    assert!(df.lines().nth(1).unwrap().starts_with("Images  1"), "{df}");
+    let err = fails(
+        &cli,
+        &["system", "property", "set", "registry.domain", "not a host"],
+    );
+    assert!(err.starts_with("Error: invalid image reference"), "{err}");
+    ok(&cli, &["system", "property", "clear", "registry.domain"]);
+    assert_eq!(
+        ok(&cli, &["system", "property", "get", "registry.domain"]),
+        "\n"
+    );
+}
+
+#[test]
+fn missing_image_is_one_line_and_non_zero() {
+    let registry = Registry::start();
+    let cli = Cli::new();
+    let err = fails(
+        &cli,
+        &["image", "pull", &format!("{}/nope:1", registry.addr())],
+    );
+    assert_eq!(
+        err,
+        format!(
+            "Error: image {}/nope:1 not found in the registry",
+            registry.addr()
+        )
+    );
+}
+
+#[test]
+fn index_platform_selection() {
+    let registry = Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    let (host_digest, other_digest) = write_multi_platform_layout(layout.path());
+    registry.push_layout(layout.path(), "multi", "multi", "latest");
+    let image = format!("{}/multi:latest", registry.addr());
+
+    let cli = Cli::new();
+    ok(&cli, &["image", "pull", &image]);
+    assert_eq!(inspect(&cli, &image)["digest"], host_digest);
+
+    let other_arch = if cfg!(target_arch = "x86_64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let platform = if other_arch == "arm64" {
+        "linux/arm64/v8"
+    } else {
+        "linux/amd64"
+    };
+    for flags in [vec!["--platform", platform], vec!["--arch", other_arch]] {
+        let cli = Cli::new();
+        let mut args = vec!["image", "pull"];
+        args.extend(&flags);
+        args.push(&image);
+        ok(&cli, &args);
+        let info = inspect(&cli, &image);
+        assert_eq!(info["digest"], other_digest, "{flags:?}");
+        assert_eq!(info["platform"]["architecture"], other_arch);
+    }
+    let err = fails(
+        &cli,
+        &["image", "pull", "--platform", "linux/riscv64", &image],
+    );
+    assert!(err.contains("has no manifest for linux/riscv64"), "{err}");
+}
+
+#[test]
+fn digest_mismatch_stores_nothing() {
+    let registry = Registry::start();
+    let digest = registry.push_test_image("busybox", "latest");
+    let (_, layers) = blobs_of(&test_image().dir, &digest);
+    let data = registry.blob_data(&layers[0]);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+
+    let cli = Cli::new();
+    let image = format!("{}/busybox", registry.addr());
+    let err = fails(&cli, &["image", "pull", "--progress", "none", &image]);
+    assert_eq!(
+        err,
+        format!(
+            "Error: digest mismatch for blob {}: got {}",
+            layers[0],
+            sha256(&bytes)
+        )
+    );
+    let blobs = stored_blobs(cli.app_root.path());
+    assert!(!blobs.contains(&layers[0]) && !blobs.contains(&digest));
+    assert_eq!(ok(&cli, &["image", "ls", "-q"]), "");
+}
+
+#[test]
+fn save_then_load_by_file_and_pipe() {
+    let registry = Registry::start();
+    registry.push_test_image("busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr());
+    let source = Cli::new();
+    ok(&source, &["image", "pull", &image]);
+
+    // File in, file out.
+    let archive = source.app_root.path().join("saved.tar");
+    ok(
+        &source,
+        &["image", "save", "-o", archive.to_str().unwrap(), &image],
+    );
+    let target = Cli::new();
+    let out = ok(&target, &["image", "load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(out, format!("Loaded image: {image}\n"));
+    assert_eq!(stored_blobs(target.app_root.path()), test_image_blobs());
+
+    // stdout to stdin.
+    let saved = source
+        .command()
+        .args(["image", "save", &image])
+        .output()
+        .unwrap();
+    assert!(saved.status.success());
+    let piped = Cli::new();
+    let mut load = piped
+        .command()
+        .args(["image", "load"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    load.stdin.take().unwrap().write_all(&saved.stdout).unwrap();
+    let loaded = load.wait_with_output().unwrap();
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert_eq!(
+        inspect(&piped, &image)["digest"],
+        test_image().manifest_digest
+    );
+
+    // A `docker save` archive of the old kind: <id>/layer.tar, uncompressed.
+    let docker = Cli::new();
+    let tar_path = docker.app_root.path().join("docker.tar");
+    write_docker_save_archive(&tar_path, "busybox:docker");
+    let out = ok(
+        &docker,
+        &["image", "load", "-i", tar_path.to_str().unwrap()],
+    );
+    assert_eq!(out, "Loaded image: docker.io/library/busybox:docker\n");
+    let info = inspect(&docker, "busybox:docker");
+    assert_eq!(info["config"]["config"]["Cmd"][0], "sh");
+    assert_eq!(
+        info["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar"
+    );
+
+    let err = fails(&docker, &["image", "load", "-i", "/dev/null"]);
+    assert!(err.starts_with("Error: the archive is invalid"), "{err}");
+}
+
+#[test]
+fn push_then_pull_back() {
+    let registry = Registry::start();
+    registry.push_test_image("busybox", "latest");
+    let cli = Cli::new();
+    let source = format!("{}/busybox:latest", registry.addr());
+    ok(&cli, &["image", "pull", &source]);
+
+    // Same registry, another repository: blobs are mounted, not sent.
+    let target = format!("{}/mirror/busybox:v1", registry.addr());
+    ok(&cli, &["image", "tag", &source, &target]);
+    let output = cli.run(&["image", "push", "--progress", "plain", &target]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!("{target}@{}\n", test_image().manifest_digest)
+    );
+    assert_eq!(stderr.matches(": Mounted").count(), 2, "{stderr}");
+    // Again: everything is there already.
+    let (_, stderr) = text(&cli.run(&["image", "push", "--progress", "plain", &target]));
+    assert_eq!(stderr.matches(": Already exists").count(), 2, "{stderr}");
+
+    let fresh = Cli::new();
+    ok(&fresh, &["image", "pull", &target]);
+    assert_eq!(
+        inspect(&fresh, &target)["digest"],
+        test_image().manifest_digest
+    );
+    assert_eq!(stored_blobs(fresh.app_root.path()), test_image_blobs());
+}
+
+#[test]
+fn rm_and_prune_keep_what_is_used() {
+    let registry = Registry::start();
+    registry.push_test_image("busybox", "latest");
+    let layout = tempfile::tempdir().unwrap();
+    let (_, other_digest) = write_multi_platform_layout(layout.path());
+    registry.push_layout(layout.path(), "multi", "multi", "latest");
+    let cli = Cli::new();
+    let root = cli.app_root.path();
+    let busybox = format!("{}/busybox:latest", registry.addr());
+    let multi = format!("{}/multi:latest", registry.addr());
+    ok(&cli, &["image", "pull", &busybox]);
+    ok(
+        &cli,
+        &[
+            "image",
+            "pull",
+            "--arch",
+            if cfg!(target_arch = "x86_64") {
+                "arm64"
+            } else {
+                "amd64"
+            },
+            &multi,
+        ],
+    );
+    ok(&cli, &["image", "tag", &busybox, "127.0.0.1:1/alias:1"]);
+
+    // A container uses busybox (the runtime writes this file).
+    let container = root.join("containers/c1");
+    std::fs::create_dir_all(&container).unwrap();
+    let busybox_digest = test_image().manifest_digest.clone();
+    std::fs::write(
+        container.join("config.json"),
+        format!(r#"{{"image_digest":"{busybox_digest}"}}"#),
+    )
+    .unwrap();
+    let err = fails(&cli, &["image", "rm", &busybox]);
+    assert_eq!(
+        err,
+        format!(
+            "Error: image {busybox} is used by container c1; remove the container or use --force"
+        )
+    );
+
+    // Removing one of two tags keeps the content; prune -a spares the used image.
+    assert_eq!(
+        ok(&cli, &["image", "rm", "-f", "127.0.0.1:1/alias:1"]),
+        "127.0.0.1:1/alias:1\n"
+    );
+    let out = ok(&cli, &["image", "prune", "-a"]);
+    assert!(out.starts_with(&format!("Deleted: {multi}\n")), "{out}");
+    assert_eq!(ok(&cli, &["image", "ls", "-q"]), format!("{busybox}\n"));
+    assert!(!stored_blobs(root).contains(&other_digest));
+    assert_eq!(stored_blobs(root), test_image_blobs());
+
+    // Once the container is gone, rm takes the image and its content.
+    std::fs::remove_dir_all(&container).unwrap();
+    assert_eq!(ok(&cli, &["image", "rm", "-a"]), format!("{busybox}\n"));
+    assert!(stored_blobs(root).is_empty());
+    assert_eq!(ok(&cli, &["image", "prune"]), "Reclaimed 0B\n");
+}
+
+#[test]
+fn pull_killed_half_way_then_repeated() {
+    let registry = Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    write_big_layout(layout.path(), 96 << 20);
+    registry.push_layout(layout.path(), "latest", "big", "latest");
+    let image = format!("{}/big:latest", registry.addr());
+    let cli = Cli::new();
+    let ingest = cli.app_root.path().join("content/ingest");
+
+    let mut child = cli
+        .command()
+        .args(["image", "pull", "--progress", "none", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let killed_at = loop {
+        let partial: u64 = std::fs::read_dir(&ingest)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if partial > 8 << 20 {
+            child.kill().unwrap();
+            break partial;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "the pull never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    child.wait().unwrap();
+    assert!(killed_at < 96 << 20);
+    // Nothing half-done is visible: no record, only verified blobs.
+    assert_eq!(ok(&cli, &["image", "ls", "-q"]), "");
+    stored_blobs(cli.app_root.path());
+
+    ok(&cli, &["image", "pull", &image]);
+    let info = inspect(&cli, &image);
+    // The file, its tar header and the archive's two end blocks.
+    assert_eq!(info["layers"][0]["size"], (96u64 << 20) + 3 * 512);
+    assert_eq!(stored_blobs(cli.app_root.path()).len(), 3);
+    assert_eq!(
+        std::fs::read_dir(&ingest).unwrap().count(),
+        0,
+        "the dead pull's ingest file was cleaned up"
+    );
+}
+
+/// htpasswd for user `tester`, password `s3cret` (bcrypt, made once with
+/// Python's `crypt`).
+const HTPASSWD: &str = "tester:$2b$12$AkgScJIciVI.U6.0GOaVEui5tw5/apTROUhAOMsWS5ml0n9/jkRwu";
+
+#[test]
+fn basic_auth_login_pull_logout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("htpasswd"), format!("{HTPASSWD}\n")).unwrap();
+    let config = format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        dir.path().join("htpasswd").display()
+    );
+    let registry = Registry::start_with_config(&config);
+    registry.push_test_image_with_creds("busybox", "latest", "tester:s3cret");
+    login_pull_logout(&registry);
+}
+
+#[test]
+fn token_auth_login_pull_logout() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_server = TokenServer::start(dir.path());
+    let config = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+        token_server.port,
+        dir.path().join("cert.pem").display()
+    );
+    let registry = Registry::start_with_config(&config);
+    registry.push_test_image_with_creds("busybox", "latest", "tester:s3cret");
+    login_pull_logout(&registry);
+}
+
+fn login_pull_logout(registry: &Registry) {
+    let cli = Cli::new();
+    let image = format!("{}/busybox:latest", registry.addr());
+    let err = fails(&cli, &["image", "pull", &image]);
+    assert_eq!(
+        err,
+        format!(
+            "Error: the registry denied access to image {image}; it may not exist or may need a login"
+        )
+    );
+
+    let login = |password: &str| {
+        let mut child = cli
+            .command()
+            .args([
+                "registry",
+                "login",
+                "-u",
+                "tester",
+                "--password-stdin",
+                &registry.addr(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = login("wrong");
+    let (_, stderr) = text(&wrong);
+    assert_eq!(
+        stderr,
+        format!(
+            "Error: logging in to {} failed: wrong username or password\n",
+            registry.addr()
+        )
+    );
+    let right = login("s3cret");
+    let (stdout, stderr) = text(&right);
+    assert!(right.status.success(), "{stderr}");
+    assert_eq!(stdout, "Login succeeded\n");
+    assert!(!stderr.contains("s3cret"));
+
+    let auth = cli.app_root.path().join("auth.json");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&auth).unwrap().mode() & 0o777, 0o600);
+    let listed = ok(&cli, &["registry", "list"]);
+    assert!(
+        listed.contains(&registry.addr())
+            && listed.contains("tester")
+            && !listed.contains("s3cret")
+    );
+
+    ok(&cli, &["image", "pull", &image]);
+    assert_eq!(stored_blobs(cli.app_root.path()), test_image_blobs());
+    // Pushing needs the push scope of a token; the stored login grants it.
+    ok(
+        &cli,
+        &[
+            "image",
+            "tag",
+            &image,
+            &format!("{}/pushed:1", registry.addr()),
+        ],
+    );
+    ok(
+        &cli,
+        &["image", "push", &format!("{}/pushed:1", registry.addr())],
+    );
+
+    ok(&cli, &["registry", "logout", &registry.addr()]);
+    let err = fails(&cli, &["registry", "logout", &registry.addr()]);
+    assert_eq!(err, format!("Error: not logged in to {}", registry.addr()));
+    let fresh = Cli::new();
+    fails(&fresh, &["image", "pull", &image]);
+}
+
+/// A Docker token service on 127.0.0.1: it checks Basic credentials
+/// (tester / s3cret) and answers with a JWT granting the requested scopes,
+/// signed by a key whose self-signed certificate the registry trusts.
+struct TokenServer {
+    port: u16,
+}
+
+impl TokenServer {
+    fn start(dir: &Path) -> TokenServer {
+        let key = dir.join("key.pem");
+        let cert = dir.join("cert.pem");
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "der", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = serve_token(stream, &key, &der);
+            }
+        });
+        TokenServer { port }
+    }
+}
+
+fn serve_token(
+    mut stream: std::net::TcpStream,
+    key: &Path,
+    cert_der: &[u8],
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorized = false;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorized = value.trim() == format!("Basic {}", STANDARD.encode("tester:s3cret"));
+        }
+    }
+    if !authorized {
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+        return write!(
+            stream,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    let query = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .split_once('?')
+        .map_or("", |(_, q)| q);
+    let access: Vec<serde_json::Value> = query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("scope="))
+        .map(|scope| scope.replace("%3A", ":").replace("%2C", ",").replace("%2F", "/"))
+        .filter_map(|scope| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(serde_json::json!({ "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>() }))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header =
+        serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5c": [STANDARD.encode(cert_der)] });
+    let claims = serde_json::json!({
+        "iss": "test-issuer", "sub": "tester", "aud": "test-registry",
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut sign = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    sign.stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = sign.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
+    let body = serde_json::json!({ "token": token, "expires_in": 300 }).to_string();
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// An OCI layout tagged `latest` with one uncompressed layer holding one file
+/// of `size` incompressible bytes (a fixed pseudo-random sequence).
+fn write_big_layout(dir: &Path, size: usize) {
+    let mut data = vec![0u8; size];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_704_067_200);
+    layer
+        .append_data(&mut header, "data.bin", &data[..])
+        .unwrap();
+    let layer = layer.into_inner().unwrap();
+    write_layout(dir, &[layer]);
+}
+
+/// Writes an image of uncompressed `layers` as an OCI layout tagged `latest`.
+fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = sha256(bytes);
+        std::fs::write(blobs.join(&digest[7..]), bytes).unwrap();
+        serde_json::json!({ "digest": digest, "size": bytes.len() })
+    };
+    let media_type = "application/vnd.oci.image.layer.v1.tar";
+    let layer_descriptors: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            let mut d = put(l);
+            d["mediaType"] = media_type.into();
+            d
+        })
+        .collect();
+    let arch = if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "config": { "Cmd": ["sh"] },
+        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| sha256(l)).collect::<Vec<_>>() },
+    });
+    let mut config = put(config.to_string().as_bytes());
+    config["mediaType"] = "application/vnd.oci.image.config.v1+json".into();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config,
+        "layers": layer_descriptors,
+    });
+    let mut entry = put(manifest.to_string().as_bytes());
+    entry["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
+    entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": "latest" });
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [entry] });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A `docker save` archive of the old kind holding the test image: its
+/// config as `<id>.json`, its layer uncompressed as `<id>/layer.tar`.
+fn write_docker_save_archive(path: &Path, tag: &str) {
+    let image = test_image();
+    let (config, layers) = blobs_of(&image.dir, &image.manifest_digest);
+    let blob = |d: &str| std::fs::read(image.dir.join("blobs/sha256").join(&d[7..])).unwrap();
+    let mut layer = Vec::new();
+    flate2::read::GzDecoder::new(&blob(&layers[0])[..])
+        .read_to_end(&mut layer)
+        .unwrap();
+    let manifest = serde_json::json!([{
+        "Config": format!("{}.json", &config[7..]),
+        "RepoTags": [tag],
+        "Layers": ["abc123/layer.tar"],
+    }]);
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, bytes).unwrap();
+    };
+    add("abc123/layer.tar", &layer);
+    add(&format!("{}.json", &config[7..]), &blob(&config));
+    add("manifest.json", manifest.to_string().as_bytes());
+    add("repositories", b"{}");
+    tar.into_inner().unwrap();
+}
