@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::container::parse_scheme;
 use super::progress::{self, Direction};
-use super::run::parse_scheme;
 use crate::image::{ImageInfo, ImageStore, Platform, PullOptions, PushOptions, Scheme};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

@@ -1,10 +1,10 @@
 //! The command line: parse, set up logging, hand over to the library, and
 //! turn any error into one line on stderr and a non-zero exit.
 
+mod container;
 mod image;
 mod progress;
 mod registry;
-mod run;
 mod system;
 
 use std::path::PathBuf;
@@ -31,7 +31,34 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a command in a new container.
-    Run(Box<run::RunArgs>),
+    Run(Box<container::RunArgs>),
+    /// Create a container without starting it.
+    Create(Box<container::CreateArgs>),
+    /// Start a created or stopped container.
+    Start(container::StartArgs),
+    /// Stop running containers (a signal, then SIGKILL after a timeout).
+    Stop(container::StopArgs),
+    /// Send a signal to running containers.
+    Kill(container::KillArgs),
+    /// Remove containers.
+    #[command(alias = "rm")]
+    Delete(container::RemoveArgs),
+    /// List containers.
+    #[command(alias = "ls")]
+    List(container::ListArgs),
+    /// Show containers' configuration and state as JSON.
+    Inspect(container::InspectArgs),
+    /// Print a container's output.
+    Logs(container::LogsArgs),
+    /// Run a command in a running container.
+    Exec(container::ExecArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(container::WaitArgs),
+    /// Show containers' resource use.
+    Stats(container::StatsArgs),
+    /// A container's supervisor (started by `run` and `start`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise { id: String, size: Option<String> },
     /// Manage images.
     #[command(subcommand, alias = "i")]
     Image(image::ImageCommand),
@@ -60,7 +87,25 @@ pub fn main() -> i32 {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(&app_root, *args).await,
+            Command::Run(args) => container::run(&app_root, *args).await,
+            Command::Create(args) => container::create(&app_root, *args).await,
+            Command::Start(args) => container::start(&app_root, args).await,
+            Command::Stop(args) => container::stop(&app_root, args).await,
+            Command::Kill(args) => container::kill(&app_root, args).await,
+            Command::Delete(args) => container::remove(&app_root, args).await,
+            Command::List(args) => container::list(&app_root, args).await,
+            Command::Inspect(args) => container::inspect(&app_root, args).await,
+            Command::Logs(args) => container::logs(&app_root, args).await,
+            Command::Exec(args) => container::exec(&app_root, args).await,
+            Command::Wait(args) => container::wait(&app_root, args).await,
+            Command::Stats(args) => container::stats(&app_root, args).await,
+            Command::Supervise { id, size } => {
+                let size = size
+                    .as_deref()
+                    .and_then(|s| s.split_once('x'))
+                    .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)));
+                Ok(crate::runtime::supervise(&app_root, &id, size).await)
+            }
             Command::Image(command) => image::run(&app_root, command).await,
             Command::Registry(command) => registry::run(&app_root, command).await,
             Command::System(command) => system::run(&app_root, command).await,

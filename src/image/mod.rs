@@ -13,7 +13,7 @@
 //! - `properties.json`: settings such as `registry.domain`
 
 mod archive;
-mod atomic;
+pub(crate) mod atomic;
 mod auth;
 mod gc;
 mod in_use;

@@ -20,3 +20,19 @@ pub async fn connect(dial: Dial, port: u32) -> Result<Client, tonic::transport::
         .await?;
     Ok(AgentClient::new(channel))
 }
+
+/// A client for a running container's agent, through its supervisor's socket.
+pub async fn connect_socket(socket: &std::path::Path) -> Result<Client, tonic::transport::Error> {
+    let socket = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://vminitd")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(TokioIo::new)
+            }
+        }))
+        .await?;
+    Ok(AgentClient::new(channel))
+}

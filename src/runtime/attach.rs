@@ -13,7 +13,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::StreamExt;
 use tonic::Streaming;
 
-use super::{Error, agent, io};
+use super::container::Container;
+use super::supervisor::INIT_PROCESS;
+use super::{Error, agent, io, logs, process_ref};
 
 /// Our terminal in raw mode for the duration of a `-t` session, so keys
 /// (Ctrl-C included) go to the container's terminal, not ours. The mode is
@@ -56,6 +58,159 @@ impl Drop for Terminal {
             let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, original);
         }
     }
+}
+
+/// Attached to a container's main process: its output from stdio.log (the
+/// supervisor writes it), our stdin, terminal size and signals through the
+/// agent socket once the supervisor serves it. Returns the supervisor's
+/// exit code, which is the workload's.
+pub async fn follow(
+    container: &Container,
+    mut supervisor: tokio::process::Child,
+    terminal: Option<Terminal>,
+) -> Result<i32, Error> {
+    let spec = &container.config.spec;
+    let socket = container.agent_socket();
+    let (stdin, tty) = (spec.interactive, spec.tty);
+    let forwarding = tokio::spawn(async move {
+        // The socket appears once the main process has started.
+        let agent = loop {
+            if socket.exists()
+                && let Ok(agent) = agent::connect_socket(&socket).await
+            {
+                break agent;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        let mut tasks = Vec::new();
+        if stdin {
+            tasks.push(tokio::spawn(
+                Forwarder {
+                    agent: agent.clone(),
+                }
+                .forward_stdin(INIT_PROCESS.into()),
+            ));
+        }
+        if tty {
+            tasks.push(tokio::spawn(
+                Forwarder {
+                    agent: agent.clone(),
+                }
+                .forward_resizes(INIT_PROCESS.into()),
+            ));
+        } else {
+            tasks.push(tokio::spawn(
+                Forwarder { agent }.forward_signals(INIT_PROCESS.into()),
+            ));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+    let mut offset = 0u64;
+    let mut log = None;
+    let code = loop {
+        let exited = supervisor
+            .try_wait()
+            .map_err(io("wait for the supervisor"))?;
+        if log.is_none() {
+            log = std::fs::File::open(container.stdio_log()).ok();
+        }
+        let progressed = match &mut log {
+            Some(file) => copy_new_records(file, &mut offset)?,
+            None => false,
+        };
+        if let Some(status) = exited {
+            // One last read: what was written before it exited.
+            if let Some(file) = &mut log {
+                copy_new_records(file, &mut offset)?;
+            }
+            break status
+                .code()
+                .unwrap_or(super::supervisor::EXIT_RUNTIME_ERROR);
+        }
+        if !progressed {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    forwarding.abort();
+    drop(terminal);
+    Ok(code)
+}
+
+/// Copies the complete records after `offset` to our stdout and stderr.
+pub fn copy_new_records(file: &mut std::fs::File, offset: &mut u64) -> Result<bool, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(*offset))
+        .map_err(io("read stdio.log"))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io("read stdio.log"))?;
+    let (records, used) = logs::parse(&bytes);
+    for record in &records {
+        write_record(record.stream, record.data)?;
+    }
+    *offset += used as u64;
+    Ok(used > 0)
+}
+
+pub fn write_record(stream: logs::Stream, data: &[u8]) -> Result<(), Error> {
+    let written = match stream {
+        logs::Stream::Stderr => write_all_flush(&mut std::io::stderr().lock(), data),
+        logs::Stream::Stdout => write_all_flush(&mut std::io::stdout().lock(), data),
+    };
+    written.map_err(io("write the container's output"))
+}
+
+/// Runs a process in a running container and attaches to it (unless detached).
+pub async fn exec(
+    mut agent: agent::Client,
+    process: agent_proto::ProcessSpec,
+    detach: bool,
+) -> Result<i32, Error> {
+    let id = format!("exec-{}", &super::id::new()?[..12]);
+    let terminal = if process.terminal && !detach {
+        Some(Terminal::open().map_err(io("set up the terminal"))?)
+    } else {
+        None
+    };
+    let mut process = process;
+    if let Some((rows, cols)) = terminal.as_ref().and_then(|t| t.size()) {
+        (process.rows, process.cols) = (rows, cols);
+    }
+    let stdin = process.stdin && !detach;
+    agent
+        .create_process(agent_proto::CreateProcessRequest {
+            id: id.clone(),
+            process: Some(process),
+            target: Some(agent_proto::create_process_request::Target::ExecIn(
+                INIT_PROCESS.into(),
+            )),
+        })
+        .await?;
+    let output = agent.read_output(process_ref(&id)).await?.into_inner();
+    match agent.start_process(process_ref(&id)).await {
+        Ok(_) => {}
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            eprintln!("Error: {}", status.message());
+            return Ok(127);
+        }
+        Err(status) if status.code() == tonic::Code::PermissionDenied => {
+            eprintln!("Error: {}", status.message());
+            return Ok(126);
+        }
+        Err(status) => return Err(status.into()),
+    }
+    if detach {
+        // Keep reading in the guest's stead: nobody else will.
+        tokio::spawn(async move {
+            let mut output = output;
+            while let Ok(Some(_)) = output.message().await {}
+        });
+        return Ok(0);
+    }
+    Session { agent, process: id }
+        .run(output, stdin, terminal)
+        .await
 }
 
 /// One process's attachment.

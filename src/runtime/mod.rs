@@ -1,25 +1,32 @@
-//! Running containers: from an image reference to a workload's exit code.
+//! Containers: creating them from images, running each in its own VM under
+//! a supervisor process, and the operations users run against them.
 //!
-//! The runtime resolves the image, gives the container a copy-on-write root
-//! disk, boots its VM, and drives vminitd through the agent API.
+//! `create` resolves the image and records the container with a
+//! copy-on-write root disk. `start` spawns the container's supervisor (this
+//! binary, re-executed in a hidden mode, detached): it owns the VM for the
+//! container's whole life, writes its output to `stdio.log`, records each
+//! state change, and proxies connections on the container's agent socket
+//! to vminitd, which is how `exec`, `kill`, `stop`, `stats` and attached
+//! terminals reach the guest.
 
 pub mod agent;
 mod attach;
+pub mod container;
 mod id;
+pub mod logs;
+mod supervisor;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use agent_proto::Rlimit;
-use agent_proto::create_process_request::Target;
-use agent_proto::{
-    AGENT_PORT, ContainerConfig, CreateProcessRequest, MountRequest, NewContainer, PingRequest,
-    ProcessRef, ProcessSpec, READY_PORT, ShutdownRequest,
-};
-use tonic::Code;
+use agent_proto::{ProcessRef, Rlimit, SignalProcessRequest};
+use serde::{Deserialize, Serialize};
 
-use crate::image::{self, ImageStore, PullOptions, Reference};
-use crate::vm::{self, VirtualMachine, VmConfig};
+pub use container::{Container, Containers, State, Status};
+pub use supervisor::{SUPERVISE_COMMAND, supervise};
+
+use crate::image::{self, ImageStore, PullOptions};
+use crate::vm;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,6 +38,24 @@ pub enum Error {
     Agent(String),
     #[error("the image has no command to run and none was given")]
     NoCommand,
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("{0:?} matches more than one container; give more of the ID")]
+    Ambiguous(String),
+    #[error("the name {0:?} is already in use by another container")]
+    NameInUse(String),
+    #[error(
+        "invalid container name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+    )]
+    InvalidName(String),
+    #[error("container {0} is running: stop it first, or use --force")]
+    Running(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("container {0} is already running")]
+    AlreadyRunning(String),
+    #[error("corrupt container record {0}")]
+    Corrupt(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -55,8 +80,16 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
-/// What `run` was asked for.
-#[derive(Debug, Clone, Default)]
+/// A resource limit as `--ulimit` gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// What a container is created with (`run` and `create` flags).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunSpec {
     pub image: String,
     /// Replaces the image's Cmd when not empty.
@@ -69,43 +102,39 @@ pub struct RunSpec {
     pub user: String,
     pub workdir: Option<String>,
     pub name: Option<String>,
-    /// CPUs and memory the container may use: its cgroup limits. None: the
-    /// VM's size, without a limit inside it.
+    /// CPUs and memory the container may use: its cgroup limits, and the
+    /// VM's size. None: the default VM size, without a limit inside it.
     pub cpus: Option<u32>,
     pub memory_mib: Option<u64>,
     pub init: bool,
     pub read_only: bool,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
-    pub ulimits: Vec<Rlimit>,
+    pub ulimits: Vec<Ulimit>,
+    pub labels: Vec<String>,
     pub interactive: bool,
     pub tty: bool,
     /// Delete the container when it exits.
     pub remove: bool,
-    pub pull: PullOptions,
 }
 
-/// Where a guest mounts the container's root disk.
-const ROOTFS: &str = "/run/container/rootfs";
-/// The one process `run` starts; exec'd processes get their own IDs.
-const INIT_PROCESS: &str = "init";
-/// Guest memory on top of what the container asked for, for the guest
-/// kernel and vminitd (Apple's runtime adds the same).
-const MEMORY_OVERHEAD_MIB: u64 = 128;
-/// The VM's size when the container names none.
-const DEFAULT_CPUS: u32 = 2;
-const DEFAULT_MEMORY_MIB: u64 = 1024;
-/// How long a cold boot may take before we give up. Generous: software
-/// emulation on a loaded 2-core host is slow.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs a container in the foreground and returns its exit code.
-pub async fn run(app_root: &Path, spec: &RunSpec) -> Result<i32, Error> {
+/// Creates a container: resolves (or pulls) the image, builds its snapshot
+/// once, and records the container with a copy-on-write root disk.
+pub async fn create(
+    app_root: &Path,
+    spec: &RunSpec,
+    pull: &PullOptions,
+) -> Result<Container, Error> {
+    if let Some(name) = &spec.name
+        && !container::valid_name(name)
+    {
+        return Err(Error::InvalidName(name.clone()));
+    }
     let store = ImageStore::open(app_root)?;
-    let reference: Reference = spec.image.parse()?;
+    let reference = store.parse_reference(&spec.image)?;
     let image = match store.lookup(&reference)? {
         Some(image) => image,
-        None => store.pull(&reference, &spec.pull).await?,
+        None => store.pull(&reference, pull).await?,
     };
     // Building a snapshot writes gigabytes at worst: keep it off the async threads.
     let snapshot = {
@@ -117,53 +146,29 @@ pub async fn run(app_root: &Path, spec: &RunSpec) -> Result<i32, Error> {
                 source: std::io::Error::other(e),
             })??
     };
-
-    let args = command(&image.config, spec);
-    if args.is_empty() {
+    let command = command(&image.config, spec);
+    if command.is_empty() {
         return Err(Error::NoCommand);
     }
-    let mut env = image.config.env.clone();
-    env.extend(spec.env.iter().cloned());
     let id = id::new()?;
-    let process = ProcessSpec {
-        args,
-        env,
-        cwd: spec
-            .workdir
-            .clone()
-            .unwrap_or_else(|| image.config.working_dir.clone()),
-        user: if spec.user.is_empty() {
-            image.config.user.clone()
-        } else {
-            spec.user.clone()
-        },
-        terminal: spec.tty,
-        stdin: spec.interactive,
-        rlimits: spec.ulimits.clone(),
-        cap_add: spec.cap_add.clone(),
-        cap_drop: spec.cap_drop.clone(),
-        no_new_privileges: false,
-        rows: 0,
-        cols: 0,
-    };
-    let container = ContainerConfig {
-        // Docker's default hostname: the short ID.
-        hostname: spec.name.clone().unwrap_or_else(|| id[..12].to_string()),
-        read_only_root: spec.read_only,
-        init: spec.init,
-        hosts: vec![],
-        resolv_conf: String::new(),
-        memory_limit_bytes: spec.memory_mib.unwrap_or(0) * 1024 * 1024,
-        cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
-    };
-
-    let dir = app_root.join("containers").join(&id);
-    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-    let result = run_in_vm(app_root, &dir, &snapshot, spec, process, container).await;
-    if spec.remove {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    result
+    // Docker names containers with random words; the short ID serves as well.
+    let name = spec.name.clone().unwrap_or_else(|| id[..12].to_string());
+    let containers = Containers::open(app_root)?;
+    let pending = containers.reserve(&id, &name)?;
+    let disk = vm::clone_disk(&snapshot, pending.dir()).await?;
+    pending.commit(container::Config {
+        id,
+        name,
+        image: reference.to_string(),
+        image_digest: image.digest.clone(),
+        created: container::now(),
+        spec: spec.clone(),
+        command,
+        image_env: image.config.env.clone(),
+        image_workdir: image.config.working_dir.clone(),
+        image_user: image.config.user.clone(),
+        disk,
+    })
 }
 
 /// The command line, Docker's way: the image's Entrypoint then its Cmd; args
@@ -183,147 +188,220 @@ fn command(image: &image::RunConfig, spec: &RunSpec) -> Vec<String> {
     args
 }
 
-async fn run_in_vm(
-    app_root: &Path,
-    dir: &Path,
-    snapshot: &Path,
-    spec: &RunSpec,
-    process: ProcessSpec,
-    container: ContainerConfig,
-) -> Result<i32, Error> {
-    let kernel = vm::Kernel::find(app_root)?;
-    let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
-    let initfs =
-        vm::initfs::ensure(&app_root.join("kernel"), &vminitd, &kernel).map_err(vm::Error::from)?;
-    let rootfs = vm::clone_disk(snapshot, dir).await?;
-    let console_log = dir.join("boot.log");
-    let config = VmConfig {
-        kernel,
-        initfs,
-        kernel_args: vec![],
-        cpus: spec.cpus.unwrap_or(DEFAULT_CPUS),
-        memory_mib: spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
-        disks: vec![rootfs],
-        nics: vec![vm::Nic {
-            mac: vm::MacAddress::derive(&dir.to_string_lossy()),
-        }],
-        shares: vec![],
-        run_dir: run_dir(app_root, dir)?,
-        console_log: console_log.clone(),
-    };
-    let mut vm = vm::boot(&config).await?;
-    let result = drive(&mut vm, &config, process, container).await;
-    // Whatever happened, the VM goes: give the guest a moment to power off
-    // cleanly (the agent was asked to), then pull the plug.
-    if tokio::time::timeout(Duration::from_secs(5), vm.wait())
-        .await
-        .is_err()
-    {
-        tracing::debug!("the VM did not power off in time; killing it");
+/// How a started container's supervisor reports to the user.
+pub enum Attach {
+    /// Detached: report to the container's supervisor.log; return once it runs.
+    No,
+    /// Attached: the supervisor reports errors on our stderr; we pump the
+    /// container's stdio until it ends and return its exit code.
+    Yes,
+}
+
+/// Starts a created or stopped container. Detached, it returns once the
+/// container runs (0), or fails with why it could not start. Attached, it
+/// returns the container's exit code.
+pub async fn start(app_root: &Path, container: &Container, attach: Attach) -> Result<i32, Error> {
+    if container.state()?.status == Status::Running {
+        return Err(Error::AlreadyRunning(container.config.name.clone()));
     }
-    vm.kill().await;
-    let _ = std::fs::remove_dir_all(&config.run_dir);
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        for line in std::fs::read_to_string(&console_log)
-            .unwrap_or_default()
-            .lines()
-        {
-            tracing::debug!(target: "guest", "{line}");
+    let terminal = match attach {
+        Attach::Yes if container.config.spec.tty => {
+            Some(attach::Terminal::open().map_err(io("set up the terminal"))?)
+        }
+        _ => None,
+    };
+    let size = terminal.as_ref().and_then(|t| t.size());
+    let mut supervisor =
+        supervisor::spawn(app_root, container, matches!(attach, Attach::Yes), size)?;
+    match attach {
+        Attach::No => supervisor::wait_started(container, &mut supervisor).await,
+        Attach::Yes => attach::follow(container, supervisor, terminal).await,
+    }
+}
+
+/// Sends a signal to a running container's main process.
+pub async fn kill(container: &Container, signal: i32) -> Result<(), Error> {
+    if container.state()?.status != Status::Running {
+        return Err(Error::NotRunning(container.config.name.clone()));
+    }
+    let mut agent = agent::connect_socket(&container.agent_socket()).await?;
+    agent
+        .signal_process(SignalProcessRequest {
+            id: supervisor::INIT_PROCESS.into(),
+            signal,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Stops a container: `signal`, then SIGKILL after `timeout`, then the VM
+/// itself if even that does not end it.
+pub async fn stop(container: &Container, signal: i32, timeout: Duration) -> Result<(), Error> {
+    if container.state()?.status != Status::Running {
+        return Ok(());
+    }
+    if kill(container, signal).await.is_ok() && wait_stopped(container, timeout).await? {
+        return Ok(());
+    }
+    if kill(container, libc::SIGKILL).await.is_ok()
+        && wait_stopped(container, Duration::from_secs(5)).await?
+    {
+        return Ok(());
+    }
+    kill_supervisor(container).await
+}
+
+/// Ends a container at once by killing its supervisor; its VM and helpers
+/// die with it (they hold PR_SET_PDEATHSIG), and the record says so.
+async fn kill_supervisor(container: &Container) -> Result<(), Error> {
+    let state = container.state()?;
+    if let (Status::Running, Some(pid)) = (state.status, state.supervisor_pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        wait_stopped(container, Duration::from_secs(10)).await?;
+        let mut state = container.state()?;
+        state.supervisor_pid = None;
+        state.finished.get_or_insert_with(container::now);
+        state.exit_code.get_or_insert(137);
+        state.reason = Some("killed".into());
+        container.save_state(&state)?;
+    }
+    Ok(())
+}
+
+/// Waits until the container is stopped; false if `timeout` passed first.
+pub async fn wait_stopped(container: &Container, timeout: Duration) -> Result<bool, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if container.state()?.status != Status::Running {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deletes a container; a running one only with `force` (it is killed).
+pub async fn remove(app_root: &Path, container: &Container, force: bool) -> Result<(), Error> {
+    if container.state()?.status == Status::Running {
+        if !force {
+            return Err(Error::Running(container.config.name.clone()));
+        }
+        kill_supervisor(container).await?;
+    }
+    Containers::open(app_root)?.remove(container)
+}
+
+/// Runs another process in a running container and returns its exit code.
+pub async fn exec(
+    container: &Container,
+    process: agent_proto::ProcessSpec,
+    detach: bool,
+) -> Result<i32, Error> {
+    if container.state()?.status != Status::Running {
+        return Err(Error::NotRunning(container.config.name.clone()));
+    }
+    let agent = agent::connect_socket(&container.agent_socket()).await?;
+    attach::exec(agent, process, detach).await
+}
+
+/// A process spec for an `exec` into a container.
+pub fn exec_process(
+    args: Vec<String>,
+    env: Vec<String>,
+    user: String,
+    workdir: Option<String>,
+    interactive: bool,
+    tty: bool,
+) -> agent_proto::ProcessSpec {
+    agent_proto::ProcessSpec {
+        args,
+        env,
+        cwd: workdir.unwrap_or_default(),
+        user,
+        terminal: tty,
+        stdin: interactive,
+        ..Default::default()
+    }
+}
+
+/// Resource use of a running container, from its cgroup.
+pub async fn statistics(container: &Container) -> Result<agent_proto::StatisticsResponse, Error> {
+    let mut agent = agent::connect_socket(&container.agent_socket()).await?;
+    Ok(agent
+        .statistics(agent_proto::StatisticsRequest {})
+        .await?
+        .into_inner())
+}
+
+/// Exit code of the main process once it has ended (waiting for it).
+pub async fn wait(container: &Container) -> Result<i32, Error> {
+    while !wait_stopped(container, Duration::from_secs(3600)).await? {}
+    Ok(container.state()?.exit_code.unwrap_or(-1))
+}
+
+impl From<&Ulimit> for Rlimit {
+    fn from(u: &Ulimit) -> Rlimit {
+        Rlimit {
+            r#type: u.kind.clone(),
+            soft: u.soft,
+            hard: u.hard,
         }
     }
-    result
+}
+
+pub(crate) fn process_ref(id: &str) -> ProcessRef {
+    ProcessRef { id: id.to_string() }
 }
 
 /// A directory for the VM's Unix sockets: `run/<short id>` under the app
 /// root, or under the temp dir when that path would be too long for a socket
 /// address (108 bytes, with room for the socket names).
-fn run_dir(app_root: &Path, dir: &Path) -> Result<PathBuf, Error> {
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let short = &name[..name.len().min(12)];
-    let mut run = app_root.join("run").join(short);
+pub(crate) fn run_dir(app_root: &Path, id: &str) -> PathBuf {
+    let short = &id[..id.len().min(12)];
+    let run = app_root.join("run").join(short);
     if run.as_os_str().len() > 80 {
-        run = std::env::temp_dir().join(format!("container-{short}"));
+        std::env::temp_dir().join(format!("container-{short}"))
+    } else {
+        run
     }
-    std::fs::create_dir_all(&run).map_err(io(format!("create {}", run.display())))?;
-    Ok(run)
 }
 
-/// Talks to the agent: mount the root disk, run the process, stream its
-/// output, return its exit code, and ask the guest to power off.
-async fn drive(
-    vm: &mut vm::Vm,
-    config: &VmConfig,
-    process: ProcessSpec,
-    container: ContainerConfig,
-) -> Result<i32, Error> {
-    // Listen right after boot: vminitd dials well over a second later, and
-    // retries if it is early.
-    let mut ready = vm.listen(READY_PORT)?;
-    vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, &config.console_log).await?;
-    let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
-    let ping = agent.ping(PingRequest {}).await?.into_inner();
-    tracing::debug!(
-        kernel = ping.kernel_release,
-        version = ping.version,
-        "agent ready"
-    );
-    let result = run_process(&mut agent, process, container).await;
-    let _ = agent.shutdown(ShutdownRequest {}).await;
-    result
-}
-
-async fn run_process(
-    agent: &mut agent::Client,
-    mut process: ProcessSpec,
-    container: ContainerConfig,
-) -> Result<i32, Error> {
-    agent
-        .mount(MountRequest {
-            source: "/dev/vda".into(),
-            target: ROOTFS.into(),
-            fstype: "ext4".into(),
-            options: vec![],
-        })
-        .await?;
-    let terminal = process
-        .terminal
-        .then(attach::Terminal::open)
-        .transpose()
-        .map_err(io("set up the terminal"))?;
-    if let Some((rows, cols)) = terminal.as_ref().and_then(|t| t.size()) {
-        (process.rows, process.cols) = (rows, cols);
+/// Prints a container's output (the last `tail` lines), following it while
+/// the container runs when `follow` is set.
+pub async fn print_logs(
+    container: &Container,
+    tail: Option<usize>,
+    follow: bool,
+) -> Result<(), Error> {
+    let path = container.stdio_log();
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    let (records, used) = logs::parse(&bytes);
+    let (first, offset) = tail.map_or((0, 0), |n| logs::tail_start(&records, n));
+    for (i, record) in records.iter().enumerate().skip(first) {
+        let data = if i == first {
+            &record.data[offset..]
+        } else {
+            record.data
+        };
+        attach::write_record(record.stream, data)?;
     }
-    let stdin = process.stdin;
-    agent
-        .create_process(CreateProcessRequest {
-            id: INIT_PROCESS.into(),
-            process: Some(process),
-            target: Some(Target::Container(NewContainer {
-                root: ROOTFS.into(),
-                config: Some(container),
-            })),
-        })
-        .await?;
-    let process_ref = ProcessRef {
-        id: INIT_PROCESS.into(),
-    };
-    let output = agent.read_output(process_ref.clone()).await?.into_inner();
-    match agent.start_process(process_ref.clone()).await {
-        Ok(_) => {}
-        // The exit codes a shell (and Docker) use for these.
-        Err(status) if status.code() == Code::NotFound => {
-            eprintln!("Error: {}", status.message());
-            return Ok(127);
-        }
-        Err(status) if status.code() == Code::PermissionDenied => {
-            eprintln!("Error: {}", status.message());
-            return Ok(126);
-        }
-        Err(status) => return Err(status.into()),
+    if !follow {
+        return Ok(());
     }
-    let session = attach::Session {
-        agent: agent.clone(),
-        process: INIT_PROCESS.to_string(),
-    };
-    session.run(output, stdin, terminal).await
+    let mut at = used as u64;
+    loop {
+        let running = container.state()?.status == Status::Running;
+        if let Ok(mut file) = std::fs::File::open(&path) {
+            attach::copy_new_records(&mut file, &mut at)?;
+        }
+        if !running {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -60,14 +60,14 @@ impl Error {
 
 /// A block device for the guest, in the order the guest sees them
 /// (`/dev/vda`, `/dev/vdb`, ...).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Disk {
     pub path: PathBuf,
     pub format: DiskFormat,
     pub read_only: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DiskFormat {
     Raw,
     /// A copy-on-write overlay over a raw base image (Linux only).

@@ -1,0 +1,678 @@
+//! Container commands: run, create, start, stop, kill, rm, ls, inspect,
+//! logs, exec, wait, stats. Thin: parsing and printing; the runtime acts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::image::print_table;
+use crate::image::{PullOptions, Scheme};
+use crate::runtime::{self, Attach, Container, Containers, RunSpec, Status, Ulimit};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The flags `run` and `create` share.
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Read environment variables from a file, one KEY=VALUE per line.
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// User to run as: name, uid, name:group or uid:gid.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container (created when missing).
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// A name for the container; also its hostname.
+    #[arg(long)]
+    name: Option<String>,
+    /// Write the container's ID to this file.
+    #[arg(long, value_name = "FILE")]
+    cidfile: Option<PathBuf>,
+    /// A label, KEY=VALUE.
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// Keep stdin open and forward it to the container.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Number of CPUs the container may use.
+    #[arg(short, long)]
+    cpus: Option<u32>,
+    /// Memory the container may use, with a K, M, G or T suffix (MiB without one).
+    #[arg(short, long, value_parser = parse_memory_mib)]
+    memory: Option<u64>,
+    /// Run a minimal init as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    init: bool,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Add a Linux capability (NET_ADMIN, ALL, ...).
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability.
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// A resource limit: TYPE=SOFT[:HARD], e.g. nofile=1024:2048.
+    #[arg(long, value_name = "TYPE=SOFT[:HARD]", value_parser = parse_ulimit)]
+    ulimit: Vec<Ulimit>,
+    /// Registry scheme: https, http, or auto (http for loopback and private addresses).
+    #[arg(long, default_value = "auto", value_parser = parse_scheme)]
+    scheme: Scheme,
+    /// The image to run.
+    image: String,
+    /// The command and its arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container's ID.
+    #[arg(short, long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+/// The smallest VM memory the guest kernel and a workload fit in.
+const MIN_MEMORY_MIB: u64 = 200;
+
+async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container> {
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("read env file {}: {e}", file.display()))?;
+        env.extend(parse_env_file(&text));
+    }
+    env.extend(args.env);
+    let spec = RunSpec {
+        image: args.image,
+        args: args.args,
+        entrypoint: args.entrypoint,
+        env: env.into_iter().filter_map(resolve_env).collect(),
+        user: args.user.unwrap_or_default(),
+        workdir: args.workdir,
+        name: args.name,
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        init: args.init,
+        read_only: args.read_only,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        ulimits: args.ulimit,
+        labels: args.label,
+        interactive: args.interactive,
+        tty: args.tty,
+        remove: args.rm,
+    };
+    let pull = PullOptions {
+        scheme: args.scheme,
+        ..PullOptions::default()
+    };
+    let container = runtime::create(app_root, &spec, &pull).await?;
+    if let Some(cidfile) = &args.cidfile {
+        std::fs::write(cidfile, container.id())
+            .map_err(|e| format!("write {}: {e}", cidfile.display()))?;
+    }
+    Ok(container)
+}
+
+pub async fn run(app_root: &Path, args: RunArgs) -> Result<i32> {
+    let container = create_container(app_root, args.create).await?;
+    if args.detach {
+        runtime::start(app_root, &container, Attach::No).await?;
+        println!("{}", container.id());
+        return Ok(0);
+    }
+    Ok(runtime::start(app_root, &container, Attach::Yes).await?)
+}
+
+pub async fn create(app_root: &Path, args: CreateArgs) -> Result<i32> {
+    let container = create_container(app_root, args).await?;
+    println!("{}", container.id());
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach to the container's output (and stdin with -i).
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach stdin (with -a).
+    #[arg(short, long)]
+    interactive: bool,
+    container: String,
+}
+
+pub async fn start(app_root: &Path, args: StartArgs) -> Result<i32> {
+    let container = Containers::open(app_root)?.find(&args.container)?;
+    if args.attach {
+        return Ok(runtime::start(app_root, &container, Attach::Yes).await?);
+    }
+    runtime::start(app_root, &container, Attach::No).await?;
+    println!("{}", args.container);
+    Ok(0)
+}
+
+/// Containers named on the command line, or all of them with `--all`.
+fn targets(app_root: &Path, names: &[String], all: bool) -> Result<Vec<Container>> {
+    let containers = Containers::open(app_root)?;
+    if all {
+        return Ok(containers.list()?);
+    }
+    if names.is_empty() {
+        return Err("name at least one container, or use --all".into());
+    }
+    Ok(names
+        .iter()
+        .map(|n| containers.find(n))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Stop every running container.
+    #[arg(short, long)]
+    all: bool,
+    /// The signal to send first.
+    #[arg(short, long, default_value = "SIGTERM", value_parser = parse_signal)]
+    signal: i32,
+    /// Seconds to wait before killing.
+    #[arg(short, long, default_value_t = 5)]
+    time: u64,
+    containers: Vec<String>,
+}
+
+pub async fn stop(app_root: &Path, args: StopArgs) -> Result<i32> {
+    for container in targets(app_root, &args.containers, args.all)? {
+        runtime::stop(&container, args.signal, Duration::from_secs(args.time)).await?;
+        println!("{}", container.config.name);
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal every running container.
+    #[arg(short, long)]
+    all: bool,
+    #[arg(short, long, default_value = "SIGKILL", value_parser = parse_signal)]
+    signal: i32,
+    containers: Vec<String>,
+}
+
+pub async fn kill(app_root: &Path, args: KillArgs) -> Result<i32> {
+    let mut containers = targets(app_root, &args.containers, args.all)?;
+    if args.all {
+        containers.retain(|c| c.state().is_ok_and(|s| s.status == Status::Running));
+    }
+    for container in containers {
+        runtime::kill(&container, args.signal).await?;
+        println!("{}", container.config.name);
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct RemoveArgs {
+    /// Remove running containers too (killing them).
+    #[arg(short, long)]
+    force: bool,
+    /// Remove every container (running ones only with --force).
+    #[arg(short, long)]
+    all: bool,
+    containers: Vec<String>,
+}
+
+pub async fn remove(app_root: &Path, args: RemoveArgs) -> Result<i32> {
+    let mut containers = targets(app_root, &args.containers, args.all)?;
+    if args.all && !args.force {
+        containers.retain(|c| c.state().is_ok_and(|s| s.status != Status::Running));
+    }
+    for container in containers {
+        runtime::remove(app_root, &container, args.force).await?;
+        println!("{}", container.config.name);
+    }
+    Ok(0)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Show stopped containers too.
+    #[arg(short, long)]
+    all: bool,
+    /// Print IDs only.
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
+    let mut rows = Vec::new();
+    for container in Containers::open(app_root)?.list()? {
+        let state = container.state()?;
+        if args.all || state.status == Status::Running {
+            rows.push((container, state));
+        }
+    }
+    if args.quiet {
+        for (container, _) in &rows {
+            println!("{}", container.id());
+        }
+        return Ok(0);
+    }
+    if let Format::Json = args.format {
+        let all: Vec<_> = rows.iter().map(|(c, s)| inspect_json(c, s)).collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(0);
+    }
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAME",
+    ]
+    .map(String::from);
+    let lines = rows.iter().map(|(c, s)| {
+        let mut command = c.config.command.join(" ");
+        if command.chars().count() > 22 {
+            command = command.chars().take(21).collect::<String>() + "…";
+        }
+        [
+            c.id()[..12].to_string(),
+            c.config.image.clone(),
+            format!("\"{command}\""),
+            ago(c.config.created),
+            status_text(s),
+            c.config.name.clone(),
+        ]
+    });
+    print_table(std::iter::once(header).chain(lines));
+    Ok(0)
+}
+
+fn ago(then: u64) -> String {
+    let seconds = runtime::container::now().saturating_sub(then);
+    match seconds {
+        0..60 => format!("{seconds} seconds ago"),
+        60..3600 => format!("{} minutes ago", seconds / 60),
+        3600..86400 => format!("{} hours ago", seconds / 3600),
+        _ => format!("{} days ago", seconds / 86400),
+    }
+}
+
+fn status_text(state: &runtime::State) -> String {
+    match (state.status, state.exit_code) {
+        (Status::Running, _) => format!(
+            "Up {}",
+            ago(state.started.unwrap_or(0)).trim_end_matches(" ago")
+        ),
+        (Status::Stopped, Some(code)) => {
+            format!("Exited ({code}) {}", ago(state.finished.unwrap_or(0)))
+        }
+        (Status::Stopped, None) => "Exited".to_string(),
+        (Status::Created, _) => "Created".to_string(),
+    }
+}
+
+fn inspect_json(container: &Container, state: &runtime::State) -> serde_json::Value {
+    let c = &container.config;
+    serde_json::json!({
+        "id": c.id,
+        "name": c.name,
+        "image": c.image,
+        "image_digest": c.image_digest,
+        "command": c.command,
+        "created": c.created,
+        "status": state.status,
+        "started": state.started,
+        "finished": state.finished,
+        "exit_code": state.exit_code,
+        "reason": state.reason,
+        "config": c.spec,
+        "resources": { "cpus": c.spec.cpus, "memory_mib": c.spec.memory_mib },
+        "disk": c.disk.path,
+    })
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub async fn inspect(app_root: &Path, args: InspectArgs) -> Result<i32> {
+    let mut all = Vec::new();
+    for container in targets(app_root, &args.containers, false)? {
+        let state = container.state()?;
+        all.push(inspect_json(&container, &state));
+    }
+    println!("{}", serde_json::to_string_pretty(&all)?);
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Keep printing output as it comes, until the container stops.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long = "tail", value_name = "N")]
+    tail: Option<usize>,
+    /// The VM's console (kernel and vminitd) instead of the container's output.
+    #[arg(long)]
+    boot: bool,
+    container: String,
+}
+
+pub async fn logs(app_root: &Path, args: LogsArgs) -> Result<i32> {
+    let container = Containers::open(app_root)?.find(&args.container)?;
+    if args.boot {
+        let text = std::fs::read_to_string(container.boot_log()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let skip = args.tail.map_or(0, |n| lines.len().saturating_sub(n));
+        for line in &lines[skip..] {
+            println!("{line}");
+        }
+        return Ok(0);
+    }
+    runtime::print_logs(&container, args.tail, args.follow).await?;
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and forward it.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub async fn exec(app_root: &Path, args: ExecArgs) -> Result<i32> {
+    let container = Containers::open(app_root)?.find(&args.container)?;
+    let c = &container.config;
+    let mut env = c.image_env.clone();
+    env.extend(c.spec.env.iter().cloned());
+    env.extend(args.env.into_iter().filter_map(resolve_env));
+    let user = args
+        .user
+        .or_else(|| (!c.spec.user.is_empty()).then(|| c.spec.user.clone()))
+        .unwrap_or_else(|| c.image_user.clone());
+    let workdir = args
+        .workdir
+        .or_else(|| c.spec.workdir.clone())
+        .or_else(|| Some(c.image_workdir.clone()));
+    let process =
+        runtime::exec_process(args.command, env, user, workdir, args.interactive, args.tty);
+    Ok(runtime::exec(&container, process, args.detach).await?)
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub async fn wait(app_root: &Path, args: WaitArgs) -> Result<i32> {
+    for container in targets(app_root, &args.containers, false)? {
+        println!("{}", runtime::wait(&container).await?);
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Print once and exit.
+    #[arg(long)]
+    no_stream: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Containers (default: every running one).
+    containers: Vec<String>,
+}
+
+pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
+    let all = args.containers.is_empty();
+    loop {
+        let mut containers = targets(app_root, &args.containers, all)?;
+        containers.retain(|c| c.state().is_ok_and(|s| s.status == Status::Running));
+        let mut rows = Vec::new();
+        for container in &containers {
+            rows.push((container, runtime::statistics(container).await?));
+        }
+        match args.format {
+            Format::Json => {
+                let json: Vec<_> = rows
+                    .iter()
+                    .map(|(c, s)| {
+                        serde_json::json!({
+                            "id": c.id(), "name": c.config.name,
+                            "cpu_usage_usec": s.cpu_usage_usec, "memory_bytes": s.memory_current_bytes,
+                            "memory_limit_bytes": s.memory_max_bytes, "io_read_bytes": s.io_read_bytes,
+                            "io_write_bytes": s.io_write_bytes, "pids": s.pids_current,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            }
+            Format::Table => {
+                let header = [
+                    "CONTAINER ID",
+                    "NAME",
+                    "CPU TIME",
+                    "MEM USAGE / LIMIT",
+                    "BLOCK I/O",
+                    "PIDS",
+                ]
+                .map(String::from);
+                let lines = rows.iter().map(|(c, s)| {
+                    let limit = if s.memory_max_bytes == 0 {
+                        "-".into()
+                    } else {
+                        super::image::human_size(s.memory_max_bytes)
+                    };
+                    [
+                        c.id()[..12].to_string(),
+                        c.config.name.clone(),
+                        format!("{:.2}s", s.cpu_usage_usec as f64 / 1e6),
+                        format!(
+                            "{} / {limit}",
+                            super::image::human_size(s.memory_current_bytes)
+                        ),
+                        format!(
+                            "{} / {}",
+                            super::image::human_size(s.io_read_bytes),
+                            super::image::human_size(s.io_write_bytes)
+                        ),
+                        s.pids_current.to_string(),
+                    ]
+                });
+                print_table(std::iter::once(header).chain(lines));
+            }
+        }
+        if args.no_stream {
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// `TERM`, `SIGTERM` or `15`.
+fn parse_signal(s: &str) -> std::result::Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map(|_| n)
+            .map_err(|_| format!("unknown signal {s:?}"));
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as i32)
+        .map_err(|_| format!("unknown signal {s:?}"))
+}
+
+/// Docker's env-file format: KEY=VALUE or KEY per line; blank lines and
+/// `#` comments skipped; no quoting.
+fn parse_env_file(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.trim_start())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// `nofile=1024`, `nofile=1024:2048`, `core=-1` (unlimited).
+fn parse_ulimit(s: &str) -> std::result::Result<Ulimit, String> {
+    let (kind, values) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid ulimit {s:?}: use TYPE=SOFT[:HARD]"))?;
+    let value = |v: &str| -> std::result::Result<u64, String> {
+        if v == "-1" || v == "unlimited" {
+            return Ok(u64::MAX);
+        }
+        v.parse()
+            .map_err(|_| format!("invalid ulimit value {v:?} in {s:?}"))
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((soft, hard)) => (value(soft)?, value(hard)?),
+        None => (value(values)?, value(values)?),
+    };
+    if soft > hard {
+        return Err(format!("invalid ulimit {s:?}: soft limit above hard limit"));
+    }
+    Ok(Ulimit {
+        kind: kind.to_string(),
+        soft,
+        hard,
+    })
+}
+
+/// `KEY` alone takes the host's value, and is dropped if the host has none (as Docker does).
+fn resolve_env(entry: String) -> Option<String> {
+    if entry.contains('=') {
+        return Some(entry);
+    }
+    std::env::var(&entry)
+        .ok()
+        .map(|value| format!("{entry}={value}"))
+}
+
+pub(super) fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
+    match s {
+        "auto" => Ok(Scheme::Auto),
+        "http" => Ok(Scheme::Http),
+        "https" => Ok(Scheme::Https),
+        _ => Err(format!("unknown scheme {s:?}: use http, https or auto")),
+    }
+}
+
+/// Parses `512M`, `1G`, `1536` (MiB) into MiB, in whole MiB.
+fn parse_memory_mib(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid memory size {s:?}"))?;
+    let kib = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "K" => number,
+        "" | "M" => number * 1024,
+        "G" => number * 1024 * 1024,
+        "T" => number * 1024 * 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "invalid memory size {s:?}: use a K, M, G or T suffix"
+            ));
+        }
+    };
+    let mib = kib.div_ceil(1024);
+    if mib < MIN_MEMORY_MIB {
+        return Err(format!(
+            "memory {s} is below the minimum of {MIN_MEMORY_MIB}M"
+        ));
+    }
+    Ok(mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("TERM"), Ok(15));
+        assert_eq!(parse_signal("sigkill"), Ok(9));
+        assert_eq!(parse_signal("2"), Ok(2));
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+
+    #[test]
+    fn ulimits() {
+        let l = parse_ulimit("nofile=1024:2048").unwrap();
+        assert_eq!((l.kind.as_str(), l.soft, l.hard), ("nofile", 1024, 2048));
+        let l = parse_ulimit("core=-1").unwrap();
+        assert_eq!((l.soft, l.hard), (u64::MAX, u64::MAX));
+        assert!(parse_ulimit("nofile").is_err());
+        assert!(parse_ulimit("nofile=2:1").is_err());
+        assert!(parse_ulimit("nofile=lots").is_err());
+    }
+
+    #[test]
+    fn env_files() {
+        let env = parse_env_file("# comment\nA=1\n\n  B=two words\nC\n");
+        assert_eq!(env, ["A=1", "B=two words", "C"]);
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_mib("1G"), Ok(1024));
+        assert_eq!(parse_memory_mib("512m"), Ok(512));
+        assert_eq!(parse_memory_mib("300"), Ok(300));
+        assert_eq!(parse_memory_mib("2GiB"), Ok(2048));
+        assert_eq!(parse_memory_mib("204801K"), Ok(201));
+        assert!(parse_memory_mib("100M").unwrap_err().contains("minimum"));
+        assert!(parse_memory_mib("lots").is_err());
+        assert!(parse_memory_mib("1X").is_err());
+    }
+}

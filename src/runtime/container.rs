@@ -1,0 +1,353 @@
+//! Containers on disk: `containers/<id>/config.json` (what was asked for,
+//! written once) and `state.json` (what is happening, replaced atomically
+//! by the container's supervisor at each transition).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, RunSpec, io};
+use crate::image::atomic;
+
+/// What a container was created with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub id: String,
+    pub name: String,
+    /// The reference as given, and the manifest digest it resolved to.
+    pub image: String,
+    pub image_digest: String,
+    pub created: u64,
+    pub spec: RunSpec,
+    /// The full command line the container runs.
+    pub command: Vec<String>,
+    /// What the image says about running it.
+    pub image_env: Vec<String>,
+    pub image_workdir: String,
+    pub image_user: String,
+    /// The container's own copy-on-write root disk.
+    pub disk: crate::vm::Disk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// Where a container's life stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    /// The supervisor owning the VM while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why it stopped, when not by the workload exiting on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl State {
+    pub fn created() -> State {
+        State {
+            status: Status::Created,
+            supervisor_pid: None,
+            started: None,
+            finished: None,
+            exit_code: None,
+            reason: None,
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One container's directory.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub dir: PathBuf,
+    pub config: Config,
+}
+
+impl Container {
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    pub fn stdio_log(&self) -> PathBuf {
+        self.dir.join("stdio.log")
+    }
+
+    pub fn boot_log(&self) -> PathBuf {
+        self.dir.join("boot.log")
+    }
+
+    /// The app root this container lives under.
+    pub fn app_root(&self) -> &Path {
+        self.dir
+            .parent()
+            .and_then(Path::parent)
+            .expect("containers live in <app root>/containers/<id>")
+    }
+
+    /// Where the VM's sockets live while it runs.
+    pub fn run_dir(&self) -> PathBuf {
+        super::run_dir(self.app_root(), self.id())
+    }
+
+    /// The supervisor's socket: connections are proxied to the guest agent.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.run_dir().join("agent.sock")
+    }
+
+    /// The state as recorded, corrected for a supervisor that died without
+    /// recording the end (SIGKILL, a crash): such a container is stopped.
+    pub fn state(&self) -> Result<State, Error> {
+        let path = self.dir.join("state.json");
+        let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+        let mut state: State = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+        if state.status == Status::Running && !state.supervisor_pid.is_some_and(process_alive) {
+            state.status = Status::Stopped;
+            state
+                .reason
+                .get_or_insert_with(|| "its supervisor died".into());
+        }
+        Ok(state)
+    }
+
+    pub fn save_state(&self, state: &State) -> Result<(), Error> {
+        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        atomic::write_file(&self.dir.join("state.json"), &bytes, 0o644)?;
+        Ok(())
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Docker's rule for names.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The containers under the app root.
+pub struct Containers {
+    root: PathBuf,
+}
+
+impl Containers {
+    pub fn open(app_root: &Path) -> Result<Containers, Error> {
+        let root = app_root.join("containers");
+        std::fs::create_dir_all(&root).map_err(io(format!("create {}", root.display())))?;
+        Ok(Containers { root })
+    }
+
+    /// Every container, oldest first. Directories without a config (being
+    /// created, or half-deleted) are not containers.
+    pub fn list(&self) -> Result<Vec<Container>, Error> {
+        let mut all = Vec::new();
+        let entries =
+            std::fs::read_dir(&self.root).map_err(io(format!("read {}", self.root.display())))?;
+        for entry in entries.flatten() {
+            if let Some(container) = self.load(&entry.path())? {
+                all.push(container);
+            }
+        }
+        all.sort_by(|a, b| (a.config.created, &a.config.id).cmp(&(b.config.created, &b.config.id)));
+        Ok(all)
+    }
+
+    fn load(&self, dir: &Path) -> Result<Option<Container>, Error> {
+        let path = dir.join("config.json");
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(None);
+        };
+        let config = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+        Ok(Some(Container {
+            dir: dir.to_path_buf(),
+            config,
+        }))
+    }
+
+    /// A container by name, full ID, or unique ID prefix (as Docker takes them).
+    pub fn find(&self, key: &str) -> Result<Container, Error> {
+        let all = self.list()?;
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.config.name == key || c.config.id == key)
+        {
+            return Ok(c.clone());
+        }
+        let matches: Vec<&Container> = all
+            .iter()
+            .filter(|c| c.config.id.starts_with(key))
+            .collect();
+        match matches.as_slice() {
+            [one] if !key.is_empty() => Ok((*one).clone()),
+            [] | [_] => Err(Error::NoSuchContainer(key.to_string())),
+            _ => Err(Error::Ambiguous(key.to_string())),
+        }
+    }
+
+    /// Starts recording a new container: its name must be free, and stays
+    /// taken (under a lock, so two CLIs cannot both take it) until the
+    /// pending container is committed or dropped.
+    pub fn reserve(&self, id: &str, name: &str) -> Result<Pending, Error> {
+        let lock = atomic::lock(&self.root.join(".lock"))?;
+        if self.list()?.iter().any(|c| c.config.name == name) {
+            return Err(Error::NameInUse(name.to_string()));
+        }
+        let dir = self.root.join(id);
+        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        Ok(Pending {
+            dir,
+            _lock: lock,
+            committed: false,
+        })
+    }
+
+    /// Deletes a container's directory. The config goes first, so a crash
+    /// halfway leaves a directory `list` ignores rather than a broken container.
+    pub fn remove(&self, container: &Container) -> Result<(), Error> {
+        let config = container.dir.join("config.json");
+        std::fs::remove_file(&config).map_err(io(format!("remove {}", config.display())))?;
+        std::fs::remove_dir_all(&container.dir)
+            .map_err(io(format!("remove {}", container.dir.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: &str, name: &str) -> Config {
+        Config {
+            id: id.into(),
+            name: name.into(),
+            image: "busybox".into(),
+            image_digest: "sha256:00".into(),
+            created: 1,
+            spec: RunSpec::default(),
+            command: vec!["sh".into()],
+            image_env: vec![],
+            image_workdir: String::new(),
+            image_user: String::new(),
+            disk: crate::vm::Disk {
+                path: "rootfs".into(),
+                format: crate::vm::DiskFormat::Raw,
+                read_only: false,
+            },
+        }
+    }
+
+    fn create(containers: &Containers, id: &str, name: &str) -> Result<Container, Error> {
+        containers.reserve(id, name)?.commit(config(id, name))
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name("-web"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a/b"));
+    }
+
+    #[test]
+    fn create_find_and_remove() {
+        let root = tempfile::tempdir().unwrap();
+        let containers = Containers::open(root.path()).unwrap();
+        let a = create(&containers, "abc123", "web").unwrap();
+        create(&containers, "abd456", "db").unwrap();
+        assert!(
+            matches!(create(&containers, "fff", "web"), Err(Error::NameInUse(n)) if n == "web")
+        );
+        // A failed creation leaves nothing behind.
+        assert!(!root.path().join("containers/fff").exists());
+        assert_eq!(containers.find("web").unwrap().id(), "abc123");
+        assert_eq!(containers.find("abc").unwrap().id(), "abc123");
+        assert!(matches!(containers.find("ab"), Err(Error::Ambiguous(_))));
+        assert!(matches!(
+            containers.find("zzz"),
+            Err(Error::NoSuchContainer(_))
+        ));
+        assert_eq!(a.state().unwrap().status, Status::Created);
+        containers.remove(&a).unwrap();
+        assert_eq!(containers.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_running_container_whose_supervisor_died_is_stopped() {
+        let root = tempfile::tempdir().unwrap();
+        let containers = Containers::open(root.path()).unwrap();
+        let a = create(&containers, "abc", "web").unwrap();
+        let mut state = State::created();
+        state.status = Status::Running;
+        state.supervisor_pid = Some(i32::MAX); // no such process
+        a.save_state(&state).unwrap();
+        let seen = a.state().unwrap();
+        assert_eq!(seen.status, Status::Stopped);
+        assert_eq!(seen.reason.as_deref(), Some("its supervisor died"));
+    }
+}
+
+/// A container being created: its directory exists, its config does not yet.
+pub struct Pending {
+    dir: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    committed: bool,
+}
+
+impl Pending {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn commit(mut self, config: Config) -> Result<Container, Error> {
+        let container = Container {
+            dir: self.dir.clone(),
+            config,
+        };
+        container.save_state(&State::created())?;
+        // The config goes last: until it exists, this is not a container.
+        let bytes = serde_json::to_vec_pretty(&container.config).expect("config serializes");
+        atomic::write_file(&container.dir.join("config.json"), &bytes, 0o644)?;
+        self.committed = true;
+        Ok(container)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
