@@ -14,6 +14,7 @@ mod dir;
 mod extent;
 mod inode;
 mod layout;
+mod read_ahead;
 mod superblock;
 mod tar_entry;
 #[cfg(test)]
@@ -179,15 +180,18 @@ impl Formatter {
         })
     }
 
-    /// Applies one uncompressed layer tar (whiteouts included) on top of what is there.
-    pub fn unpack_layer(&mut self, tar: impl Read) -> Result<(), Error> {
+    /// Applies one uncompressed layer tar (whiteouts included) on top of
+    /// what is there. `tar` is read on a thread of its own.
+    pub fn unpack_layer(&mut self, tar: impl Read + Send) -> Result<(), Error> {
         self.layer += 1;
-        let mut archive = tar::Archive::new(tar);
-        for entry in archive.entries().map_err(Error::Tar)? {
-            let mut entry = entry.map_err(Error::Tar)?;
-            self.apply(&mut entry)?;
-        }
-        Ok(())
+        read_ahead::read_ahead(tar, |chunks| {
+            let mut archive = tar::Archive::new(chunks);
+            for entry in archive.entries().map_err(Error::Tar)? {
+                let mut entry = entry.map_err(Error::Tar)?;
+                self.apply(&mut entry)?;
+            }
+            Ok(())
+        })
     }
 
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), Error> {
