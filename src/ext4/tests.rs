@@ -1,7 +1,7 @@
 //! End-to-end tests: tar streams built in memory go through the Formatter,
 //! and e2fsprogs (e2fsck, debugfs) is the oracle for the result.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use tar::EntryType;
@@ -176,10 +176,7 @@ fn big_directory_is_an_htree() {
         img.stat("/many")
     );
     assert_eq!(img.ls("/many").len(), 5000);
-    assert_eq!(
-        img.cat("/many/file-04321-n"),
-        b"4321"
-    );
+    assert_eq!(img.cat("/many/file-04321-n"), b"4321");
     let htree = img.debugfs("htree_dump /many");
     assert!(htree.contains("Number of entries (count):"), "{htree}");
 }
@@ -198,25 +195,6 @@ fn deep_nesting_and_odd_names() {
     assert_eq!(img.cat("/with space/ü ñ 日本"), b"utf8");
     assert_eq!(img.ls("/names"), std::slice::from_ref(&long));
     assert_eq!(img.cat(&format!("/names/{long}")), b"long");
-}
-
-/// Manual tool, not a check: builds a 1 GiB image at `$EXT4_OUT` from the
-/// comma-separated tar files in `$EXT4_TARS` (for mounting or timing).
-#[test]
-#[ignore]
-fn image_from_env() {
-    let out = std::env::var("EXT4_OUT").unwrap();
-    let mut f = Formatter::create(
-        Path::new(&out),
-        FormatOptions {
-            size_bytes: 1 << 30,
-        },
-    )
-    .unwrap();
-    for l in std::env::var("EXT4_TARS").unwrap().split(',') {
-        f.unpack_layer(std::fs::File::open(l).unwrap()).unwrap();
-    }
-    f.finish().unwrap();
 }
 
 #[test]
