@@ -13,7 +13,9 @@ mod alloc;
 mod dir;
 mod extent;
 mod inode;
+mod journal;
 mod layout;
+mod read_ahead;
 mod superblock;
 mod tar_entry;
 #[cfg(test)]
@@ -79,6 +81,8 @@ pub enum Error {
     NoInodes { needed: u64, available: u32 },
     #[error("directory inode {ino} has more entries than a two-level htree can index")]
     DirTooLarge { ino: u32 },
+    #[error("a journal of {0} bytes is too small: jbd2 needs at least 4 MiB")]
+    JournalTooSmall(u64),
 }
 
 /// Options for a new filesystem image.
@@ -105,6 +109,8 @@ pub struct Formatter {
     layer: u32,
     now: Time,
     buf: Vec<u8>,
+    /// Where the journal lives, if there is one: (first block, blocks).
+    journal: Option<(u64, u64)>,
 }
 
 impl Formatter {
@@ -176,18 +182,38 @@ impl Formatter {
             layer: 0,
             now,
             buf: vec![0; CHUNK],
+            journal: None,
         })
     }
 
-    /// Applies one uncompressed layer tar (whiteouts included) on top of what is there.
-    pub fn unpack_layer(&mut self, tar: impl Read) -> Result<(), Error> {
-        self.layer += 1;
-        let mut archive = tar::Archive::new(tar);
-        for entry in archive.entries().map_err(Error::Tar)? {
-            let mut entry = entry.map_err(Error::Tar)?;
-            self.apply(&mut entry)?;
+    /// Gives the filesystem a journal of `bytes` (rounded up to blocks),
+    /// for disks that will be written to while mounted. Call it before
+    /// unpacking, so the journal gets one contiguous run near the front.
+    pub fn with_journal(mut self, bytes: u64) -> Result<Self, Error> {
+        let blocks = bytes.div_ceil(BLOCK_SIZE);
+        if blocks < journal::MIN_BLOCKS {
+            return Err(Error::JournalTooSmall(bytes));
         }
-        Ok(())
+        let start = self
+            .alloc
+            .allocate_contiguous(blocks)
+            .ok_or_else(|| Error::NoSpace(format!("a journal of {bytes} bytes")))?;
+        self.journal = Some((start, blocks));
+        Ok(self)
+    }
+
+    /// Applies one uncompressed layer tar (whiteouts included) on top of
+    /// what is there. `tar` is read on a thread of its own.
+    pub fn unpack_layer(&mut self, tar: impl Read + Send) -> Result<(), Error> {
+        self.layer += 1;
+        read_ahead::read_ahead(tar, |chunks| {
+            let mut archive = tar::Archive::new(chunks);
+            for entry in archive.entries().map_err(Error::Tar)? {
+                let mut entry = entry.map_err(Error::Tar)?;
+                self.apply(&mut entry)?;
+            }
+            Ok(())
+        })
     }
 
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), Error> {
@@ -398,8 +424,18 @@ impl Formatter {
                 + index as u64 * INODE_SIZE;
             table.put(&self.file, at, &inode.encode())?;
         }
+        let journal = match self.journal {
+            Some((start, blocks)) => {
+                let inode = self.journal_inode(start, blocks, uuid)?;
+                let at = self.groups[0].inode_table * BLOCK_SIZE
+                    + (journal::INO - 1) as u64 * INODE_SIZE;
+                table.put(&self.file, at, &inode.encode())?;
+                Some((inode.block, inode.size))
+            }
+            None => None,
+        };
         table.flush(&self.file)?;
-        self.write_group_metadata(last_ino as u32, &dirs, uuid, hash_seed)?;
+        self.write_group_metadata(last_ino as u32, &dirs, uuid, hash_seed, journal)?;
         self.file.sync_all().map_err(Error::Write)
     }
 
@@ -419,6 +455,26 @@ impl Formatter {
             u32::from_le_bytes(digest[16 + 4 * i..20 + 4 * i].try_into().expect("4 bytes"))
         });
         (uuid, seed)
+    }
+
+    /// Inode 8, with the journal superblock written to its first block.
+    fn journal_inode(&mut self, start: u64, blocks: u64, uuid: [u8; 16]) -> Result<Inode, Error> {
+        self.file
+            .write_all_at(&journal::superblock(blocks, uuid), start * BLOCK_SIZE)
+            .map_err(Error::Write)?;
+        let mut extents = Vec::new();
+        extent::push(&mut extents, 0, start, blocks as u32);
+        let mut inode = Inode {
+            mode: inode::S_IFREG | 0o600,
+            size: blocks * BLOCK_SIZE,
+            links: 1,
+            atime: self.now,
+            ctime: self.now,
+            mtime: self.now,
+            ..Inode::default()
+        };
+        map_extents(&self.file, &mut self.alloc, &mut inode, &extents)?;
+        Ok(inode)
     }
 
     fn build_inode(
@@ -522,6 +578,7 @@ impl Formatter {
         dirs: &[u16],
         uuid: [u8; 16],
         hash_seed: [u32; 4],
+        journal: Option<([u8; 60], u64)>,
     ) -> Result<(), Error> {
         let g = &self.geometry;
         let ipg = g.inodes_per_group;
@@ -583,6 +640,7 @@ impl Formatter {
             uuid,
             hash_seed,
             now,
+            journal,
         };
         for group in (0..g.groups).filter(|&n| g.has_super(n)) {
             let at = g.group_start(group) * BLOCK_SIZE;

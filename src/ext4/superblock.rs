@@ -22,16 +22,18 @@
 //!   metadata, and catch only media corruption of an image we just wrote
 //!   and the VM disk already protects; Apple's formatter has none either.
 //!   `uninit_bg` gives the speed benefit that matters.
-//! - `has_journal`: the snapshot is written once by us and cloned per
-//!   container; a journal would cost its size in every image for no gain
-//!   while writing, and can be added later with `tune2fs -j` if wanted.
+//! - `has_journal`, unless asked for (see `journal.rs`): a snapshot is
+//!   written once by us and cloned per container; a journal would cost its
+//!   size in every image for no gain while writing.
 //! - `64bit`: only needed beyond 16 TiB.
 //! - `resize_inode`: reserved descriptor blocks for online growth; the
 //!   image can still be grown offline with resize2fs.
 
+use super::journal;
 use super::layout::{BLOCK_SIZE, EXTRA_ISIZE, FIRST_INO, Geometry, INODE_SIZE};
 
 const MAGIC: u16 = 0xEF53;
+const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const COMPAT_EXT_ATTR: u32 = 0x8;
 const COMPAT_DIR_INDEX: u32 = 0x20;
 const INCOMPAT_FILETYPE: u32 = 0x2;
@@ -59,6 +61,8 @@ pub struct Superblock<'a> {
     pub uuid: [u8; 16],
     pub hash_seed: [u32; 4],
     pub now: u32,
+    /// The journal inode's `i_block` and size, when there is a journal.
+    pub journal: Option<([u8; 60], u64)>,
 }
 
 impl Superblock<'_> {
@@ -89,7 +93,16 @@ impl Superblock<'_> {
         put(84, &FIRST_INO.to_le_bytes());
         put(88, &(INODE_SIZE as u16).to_le_bytes());
         put(90, &(group as u16).to_le_bytes());
-        put(92, &(COMPAT_EXT_ATTR | COMPAT_DIR_INDEX).to_le_bytes());
+        let mut compat = COMPAT_EXT_ATTR | COMPAT_DIR_INDEX;
+        if let Some((i_block, size)) = self.journal {
+            compat |= COMPAT_HAS_JOURNAL;
+            put(224, &journal::INO.to_le_bytes());
+            put(253, &[journal::BACKUP_BLOCKS]);
+            put(268, &i_block);
+            put(328, &((size >> 32) as u32).to_le_bytes());
+            put(332, &(size as u32).to_le_bytes());
+        }
+        put(92, &compat.to_le_bytes());
         put(
             96,
             &(INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_FLEX_BG).to_le_bytes(),
