@@ -25,8 +25,15 @@ fn echo_prints_exactly_its_output_and_leaves_nothing_running() {
         "VM processes left behind"
     );
     // --rm removed the container; the image and its snapshot stay.
+    let ls = cli.run(&["ls", "-a", "-q"]);
+    assert_eq!(text(&ls).0, "");
     let containers = cli.app_root.path().join("containers");
-    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(&containers)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let snapshots: Vec<_> = std::fs::read_dir(cli.app_root.path().join("snapshots"))
         .unwrap()
         .filter_map(|e| e.ok())
