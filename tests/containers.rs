@@ -1,0 +1,343 @@
+//! Containers as users live with them: detached containers, exec, logs,
+//! stop, kill, rm, inspect, stdin, terminals, crashes, several at once.
+//! Real registry, real VMs; each test boots as few VMs as it can.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cli, Registry, text};
+
+fn busybox(registry: &Registry) -> String {
+    registry.push_test_image("busybox", "latest");
+    format!("{}/busybox:latest", registry.addr())
+}
+
+fn stdout(cli: &Cli, args: &[&str]) -> String {
+    let output = cli.run(args);
+    let (out, err) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "container {args:?}: {err}");
+    out
+}
+
+fn inspect(cli: &Cli, name: &str) -> serde_json::Value {
+    let all: serde_json::Value = serde_json::from_str(&stdout(cli, &["inspect", name])).unwrap();
+    all[0].clone()
+}
+
+#[test]
+fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let id = stdout(
+        &cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--cpus",
+            "2",
+            &image,
+            "sh",
+            "-c",
+            "echo started; while true; do sleep 1; done",
+        ],
+    );
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+
+    let ls = stdout(&cli, &["ls"]);
+    let row = ls.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with(&id[..12]) && row.contains("Up") && row.ends_with("web"),
+        "{ls}"
+    );
+    assert_eq!(stdout(&cli, &["ls", "-q"]), format!("{id}\n"));
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&cli, &["ls", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["status"], "running");
+    let running = inspect(&cli, "web");
+    assert_eq!(running["id"], id);
+    assert_eq!(running["image"], image.as_str());
+    assert!(running["exit_code"].is_null());
+
+    // exec: exit codes, user, working directory, environment, stdin.
+    assert_eq!(
+        cli.run(&["exec", "web", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        stdout(&cli, &["exec", "-u", "app", "web", "id", "-u"]),
+        "1000\n"
+    );
+    assert_eq!(
+        stdout(&cli, &["exec", "-w", "/tmp", "web", "pwd"]),
+        "/tmp\n"
+    );
+    assert_eq!(
+        stdout(&cli, &["exec", "-e", "X=42", "web", "sh", "-c", "echo $X"]),
+        "42\n"
+    );
+    let mut cat = cli
+        .command()
+        .args(["exec", "-i", "web", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(cat.wait_with_output().unwrap().stdout).unwrap(),
+        "through stdin\n"
+    );
+    // --cpus sets the container's cgroup limit.
+    assert_eq!(
+        stdout(&cli, &["exec", "web", "cat", "/sys/fs/cgroup/cpu.max"]),
+        "200000 100000\n"
+    );
+    // The exec'd processes are in the container's PID namespace, beside its PID 1.
+    let ps = stdout(&cli, &["exec", "web", "ps", "-o", "pid,comm"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "sh"]),
+        "{ps}"
+    );
+
+    assert_eq!(stdout(&cli, &["logs", "web"]), "started\n");
+    let stats: serde_json::Value =
+        serde_json::from_str(&stdout(&cli, &["stats", "--no-stream", "--format", "json"])).unwrap();
+    assert!(stats[0]["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
+
+    // sh as PID 1 ignores SIGTERM: stop waits its timeout, then kills.
+    let start = Instant::now();
+    assert_eq!(stdout(&cli, &["stop", "-t", "1", "web"]), "web\n");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "stop took {:?}",
+        start.elapsed()
+    );
+    let stopped = inspect(&cli, "web");
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped["exit_code"], 137);
+    assert!(cli.processes().is_empty(), "{:?}", cli.processes());
+    assert_eq!(stdout(&cli, &["rm", "web"]), "web\n");
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
+    let output = cli.run(&["inspect", "web"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(text(&output).1, "Error: no such container: web\n");
+}
+
+#[test]
+fn kill_wait_and_force_removal() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    // Under --init the workload is not PID 1, so SIGTERM ends it: 143.
+    stdout(
+        &cli,
+        &[
+            "run", "-d", "--init", "--name", "a", &image, "sleep", "1000",
+        ],
+    );
+    stdout(&cli, &["run", "-d", "--name", "b", &image, "sleep", "1000"]);
+    assert_eq!(stdout(&cli, &["kill", "-s", "TERM", "a"]), "a\n");
+    assert_eq!(stdout(&cli, &["wait", "a"]), "143\n");
+    let output = cli.run(&["rm", "b"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("is running"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(stdout(&cli, &["rm", "-f", "b"]), "b\n");
+    assert!(cli.processes().is_empty(), "{:?}", cli.processes());
+    assert_eq!(stdout(&cli, &["rm", "a"]), "a\n");
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
+}
+
+#[test]
+fn stdin_pipes_through_and_logs_follow_to_the_end() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let mut run = cli
+        .command()
+        .args(["run", "-i", "--rm", &image, "sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    run.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "hi\ndone\n");
+    assert_eq!(output.status.code(), Some(0));
+
+    stdout(
+        &cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "counter",
+            &image,
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo $i; sleep 0.5; done",
+        ],
+    );
+    assert_eq!(stdout(&cli, &["logs", "-f", "counter"]), "1\n2\n3\n");
+    assert_eq!(stdout(&cli, &["logs", "-n", "1", "counter"]), "3\n");
+    assert_eq!(inspect(&cli, "counter")["exit_code"], 0);
+}
+
+#[test]
+fn a_vm_killed_from_outside_marks_the_container_stopped() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    stdout(
+        &cli,
+        &["run", "-d", "--name", "victim", &image, "sleep", "1000"],
+    );
+    let root = cli.app_root.path().to_string_lossy().into_owned();
+    let qemu = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.starts_with("qemu-system") && cmdline.contains(&root)
+        })
+        .expect("the container's qemu process");
+    let pid = qemu.file_name().to_string_lossy().into_owned();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(stdout(&cli, &["wait", "victim"]), "125\n");
+    let state = inspect(&cli, "victim");
+    assert_eq!(state["status"], "stopped");
+    let reason = state["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("VM stopped unexpectedly"), "{reason}");
+    assert_eq!(stdout(&cli, &["rm", "victim"]), "victim\n");
+    assert!(cli.processes().is_empty(), "{:?}", cli.processes());
+}
+
+#[test]
+fn four_containers_at_once() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            cli.command()
+                .args([
+                    "run",
+                    "--rm",
+                    &image,
+                    "sh",
+                    "-c",
+                    &format!("echo container {i}; exit {i}"),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let output = run.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("container {i}\n")
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(i as i32),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(cli.processes().is_empty());
+}
+
+#[test]
+fn an_interactive_terminal_session() {
+    let registry = Registry::start();
+    let image = busybox(&registry);
+    let cli = Cli::new();
+    let session = format!("container-test-{}", std::process::id());
+    let status_file = cli.app_root.path().join("exit-status");
+    let command = format!(
+        "CONTAINER_APP_ROOT={} {} run -it --rm {image} sh; echo $? > {}",
+        cli.app_root.path().display(),
+        env!("CARGO_BIN_EXE_container"),
+        status_file.display()
+    );
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    assert!(
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &command
+        ])
+        .status
+        .success()
+    );
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
+    };
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waiting for {needle:?}; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("/ #");
+    tmux(&["send-keys", "-t", &session, "tty; stty size", "Enter"]);
+    let s = wait_for("24 80");
+    assert!(s.contains("/dev/pts/"), "{s}");
+    tmux(&["resize-window", "-t", &session, "-x", "100", "-y", "30"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
+    wait_for("30 100");
+    tmux(&["send-keys", "-t", &session, "exit 3", "Enter"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !status_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the session did not end; screen:\n{}",
+            screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(&status_file).unwrap().trim(), "3");
+    let _ = tmux(&["kill-session", "-t", &session]);
+}
