@@ -114,6 +114,47 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
     );
 
     assert_eq!(stdout(&cli, &["logs", "web"]), "started\n");
+
+    // cp both ways: a tree into a directory, a file to a new name, back out,
+    // and a tar stream on stdout.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(host.path().join("tree/sub")).unwrap();
+    std::fs::write(host.path().join("tree/sub/f"), "deep\n").unwrap();
+    let tree = host.path().join("tree");
+    stdout(&cli, &["cp", tree.to_str().unwrap(), "web:/root/"]);
+    assert_eq!(
+        stdout(&cli, &["exec", "web", "cat", "/root/tree/sub/f"]),
+        "deep\n"
+    );
+    let copy = host.path().join("hosts-copy");
+    stdout(&cli, &["cp", "web:/etc/hostname", copy.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), "web\n");
+    let tar = cli
+        .command()
+        .args(["cp", "web:/root/tree", "-"])
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = tar::Archive::new(tar.stdout.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["tree", "tree/sub", "tree/sub/f"]);
+    let missing = cli.run(&["cp", "web:/nope", copy.to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).1.contains("/nope: No such file"),
+        "{}",
+        text(&missing).1
+    );
     let stats: serde_json::Value =
         serde_json::from_str(&stdout(&cli, &["stats", "--no-stream", "--format", "json"])).unwrap();
     assert!(stats[0]["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
@@ -161,7 +202,8 @@ fn kill_wait_and_force_removal() {
     );
     assert_eq!(stdout(&cli, &["rm", "-f", "b"]), "b\n");
     assert!(cli.processes().is_empty(), "{:?}", cli.processes());
-    assert_eq!(stdout(&cli, &["rm", "a"]), "a\n");
+    let a = inspect(&cli, "a")["id"].as_str().unwrap().to_string();
+    assert_eq!(stdout(&cli, &["prune"]), format!("{a}\n"));
     assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
 }
 

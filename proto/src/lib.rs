@@ -11,3 +11,5 @@ pub const AGENT_PORT: u32 = 1024;
 /// while the guest's vsock driver is still coming up, which can wedge the
 /// vhost-user vsock device.
 pub const READY_PORT: u32 = 1025;
+
+pub mod copy;

@@ -534,6 +534,56 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
     }
 }
 
+#[derive(Args)]
+pub struct CopyArgs {
+    /// CONTAINER:PATH, a host path, or - for a tar stream on stdin.
+    source: String,
+    /// CONTAINER:PATH, a host path, or - for a tar stream on stdout.
+    destination: String,
+}
+
+/// Copies between the host and a running container (`container cp`).
+pub async fn copy(app_root: &Path, args: CopyArgs) -> Result<i32> {
+    let containers = Containers::open(app_root)?;
+    let end = |s: &str| {
+        if s == "-" {
+            runtime::CopyEnd::Stdio
+        } else {
+            runtime::CopyEnd::Path(PathBuf::from(s))
+        }
+    };
+    match (
+        args.source.split_once(':'),
+        args.destination.split_once(':'),
+    ) {
+        (Some((name, path)), None) => {
+            runtime::copy_out(&containers.find(name)?, path, end(&args.destination)).await?
+        }
+        (None, Some((name, path))) => {
+            runtime::copy_in(&containers.find(name)?, end(&args.source), path).await?
+        }
+        _ => return Err(
+            "copy between a container and the host: one side must be CONTAINER:PATH, the other not"
+                .into(),
+        ),
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct PruneArgs {}
+
+/// Removes every stopped container.
+pub async fn prune(app_root: &Path, _: PruneArgs) -> Result<i32> {
+    for container in Containers::open(app_root)?.list()? {
+        if container.state()?.status != Status::Running {
+            runtime::remove(app_root, &container, false).await?;
+            println!("{}", container.id());
+        }
+    }
+    Ok(0)
+}
+
 /// `TERM`, `SIGTERM` or `15`.
 fn parse_signal(s: &str) -> std::result::Result<i32, String> {
     if let Ok(n) = s.parse::<i32>() {

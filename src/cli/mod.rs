@@ -56,6 +56,10 @@ enum Command {
     Wait(container::WaitArgs),
     /// Show containers' resource use.
     Stats(container::StatsArgs),
+    /// Copy files between a running container and the host.
+    Cp(container::CopyArgs),
+    /// Remove every stopped container.
+    Prune(container::PruneArgs),
     /// A container's supervisor (started by `run` and `start`).
     #[command(name = "__supervise", hide = true)]
     Supervise { id: String, size: Option<String> },
@@ -99,6 +103,8 @@ pub fn main() -> i32 {
             Command::Exec(args) => container::exec(&app_root, args).await,
             Command::Wait(args) => container::wait(&app_root, args).await,
             Command::Stats(args) => container::stats(&app_root, args).await,
+            Command::Cp(args) => container::copy(&app_root, args).await,
+            Command::Prune(args) => container::prune(&app_root, args).await,
             Command::Supervise { id, size } => {
                 let size = size
                     .as_deref()

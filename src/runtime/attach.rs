@@ -361,3 +361,67 @@ fn write_all_flush(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
     out.write_all(data)?;
     out.flush()
 }
+
+/// Runs one of vminitd's built-in tools in a running container, feeding it
+/// `input` (if any) and handing its stdout to `output` as it comes.
+pub async fn builtin(
+    mut agent: agent::Client,
+    builtin: agent_proto::Builtin,
+    path: &str,
+    input: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+    output: std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<(), Error> {
+    let id = format!("copy-{}", &super::id::new()?[..12]);
+    let mut process = agent_proto::ProcessSpec {
+        args: vec![path.to_string()],
+        stdin: input.is_some(),
+        ..Default::default()
+    };
+    process.set_builtin(builtin);
+    agent
+        .create_process(agent_proto::CreateProcessRequest {
+            id: id.clone(),
+            process: Some(process),
+            target: Some(agent_proto::create_process_request::Target::ExecIn(
+                INIT_PROCESS.into(),
+            )),
+        })
+        .await?;
+    let mut stream = agent.read_output(process_ref(&id)).await?.into_inner();
+    agent.start_process(process_ref(&id)).await?;
+    if let Some(input) = input {
+        let mut writer = agent.clone();
+        // The first chunk names the process; the rest stream as they come.
+        let chunks = tokio_stream::once(StdinChunk {
+            id: id.clone(),
+            data: vec![],
+        })
+        .chain(
+            tokio_stream::wrappers::ReceiverStream::new(input).map(|data| StdinChunk {
+                id: String::new(),
+                data,
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = writer.write_stdin(chunks).await;
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        match OutputStream::try_from(chunk.stream) {
+            Ok(OutputStream::Stderr) => errors.extend_from_slice(&chunk.data),
+            _ => {
+                if output.send(chunk.data).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let exit = agent.wait_process(process_ref(&id)).await?.into_inner();
+    if exit.exit_code != 0 {
+        return Err(Error::Agent(
+            String::from_utf8_lossy(&errors).trim().to_string(),
+        ));
+    }
+    Ok(())
+}

@@ -405,3 +405,112 @@ pub async fn print_logs(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Where `cp` copies from or to.
+pub enum CopyEnd {
+    /// A host path.
+    Path(PathBuf),
+    /// A tar stream on our stdin or stdout (`-`).
+    Stdio,
+}
+
+/// Copies `path` out of a running container to `to`: a host path (Docker's
+/// rules, see `agent_proto::copy`) or a tar on stdout.
+pub async fn copy_out(container: &Container, path: &str, to: CopyEnd) -> Result<(), Error> {
+    let agent = running_agent(container).await?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let sink = tokio::task::spawn_blocking(move || match to {
+        CopyEnd::Stdio => {
+            let mut out = std::io::stdout().lock();
+            rx.iter()
+                .try_for_each(|chunk| std::io::Write::write_all(&mut out, &chunk))
+        }
+        CopyEnd::Path(dest) => agent_proto::copy::unpack(ChannelReader::new(rx), &dest),
+    });
+    let copied = attach::builtin(agent, agent_proto::Builtin::CopyOut, path, None, tx).await;
+    let written = sink.await.map_err(|e| Error::Io {
+        context: "copy".into(),
+        source: std::io::Error::other(e),
+    })?;
+    copied?;
+    written.map_err(io("write the copy"))
+}
+
+/// Copies `from` (a host path, or a tar on stdin) into a running container at `path`.
+pub async fn copy_in(container: &Container, from: CopyEnd, path: &str) -> Result<(), Error> {
+    let agent = running_agent(container).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let source = tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter(tx);
+        match from {
+            CopyEnd::Stdio => std::io::copy(&mut std::io::stdin().lock(), &mut out).map(drop),
+            // Tar writes 512-byte blocks; send them in bigger messages.
+            CopyEnd::Path(src) => {
+                agent_proto::copy::pack(&src, std::io::BufWriter::with_capacity(1 << 16, out))
+            }
+        }
+    });
+    let (sink, _) = std::sync::mpsc::sync_channel(1);
+    let copied = attach::builtin(agent, agent_proto::Builtin::CopyIn, path, Some(rx), sink).await;
+    let read = source.await.map_err(|e| Error::Io {
+        context: "copy".into(),
+        source: std::io::Error::other(e),
+    })?;
+    read.map_err(io("read the copy's source"))?;
+    copied
+}
+
+async fn running_agent(container: &Container) -> Result<agent::Client, Error> {
+    if container.state()?.status != Status::Running {
+        return Err(Error::NotRunning(container.config.name.clone()));
+    }
+    Ok(agent::connect_socket(&container.agent_socket()).await?)
+}
+
+/// Blocking reads from chunks sent by async code.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => (self.chunk, self.at) = (chunk, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Blocking writes that become chunks for async code.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Vec<u8>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(buf.to_vec())
+            .map_err(|_| std::io::Error::other("the container stopped reading"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

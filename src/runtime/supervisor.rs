@@ -328,6 +328,7 @@ fn main_process(container: &Container, size: Option<(u32, u32)>) -> (ProcessSpec
         no_new_privileges: false,
         rows,
         cols,
+        builtin: agent_proto::Builtin::None as i32,
     };
     let config = ContainerConfig {
         hostname: c.name.clone(),

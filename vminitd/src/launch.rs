@@ -235,6 +235,7 @@ struct Workload {
     rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     capabilities: std::collections::HashSet<caps::Capability>,
     no_new_privileges: bool,
+    builtin: agent_proto::Builtin,
 }
 
 impl Workload {
@@ -278,6 +279,7 @@ impl Workload {
             rlimits,
             capabilities,
             no_new_privileges: process.no_new_privileges,
+            builtin: process.builtin(),
         })
     }
 }
@@ -300,6 +302,9 @@ fn child(new_container: bool, init: bool, workload: &Workload) -> Failure {
 /// Becomes the workload: session, terminal, limits, user, capabilities,
 /// directory, environment, exec. Returns only on failure.
 fn exec(w: &Workload) -> Failure {
+    if w.builtin != agent_proto::Builtin::None {
+        run_builtin(w);
+    }
     if let Err(e) = nix::unistd::setsid() {
         return fail(format!("setsid: {e}"));
     }
@@ -350,6 +355,27 @@ fn exec(w: &Workload) -> Failure {
             code: EXIT_CANNOT_RUN,
             message: format!("exec {name}: {e}"),
         },
+    }
+}
+
+/// vminitd's own tools, run as root inside the container (as Docker's cp
+/// does), so images need no tar of their own. Exits with the outcome.
+fn run_builtin(w: &Workload) -> ! {
+    // Running is what an exec would have signalled by closing the status pipe.
+    // SAFETY: closing our copy of the status descriptor.
+    unsafe { libc::close(STATUS_FD) };
+    let path = std::path::Path::new(w.args[0].to_str().unwrap_or_default());
+    let result = match w.builtin {
+        agent_proto::Builtin::CopyOut => agent_proto::copy::pack(path, std::io::stdout().lock()),
+        agent_proto::Builtin::CopyIn => agent_proto::copy::unpack(std::io::stdin().lock(), path),
+        agent_proto::Builtin::None => Ok(()),
+    };
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            std::process::exit(1);
+        }
     }
 }
 
