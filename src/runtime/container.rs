@@ -244,6 +244,40 @@ impl Containers {
     }
 }
 
+/// A container being created: its directory exists, its config does not yet.
+pub struct Pending {
+    dir: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    committed: bool,
+}
+
+impl Pending {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn commit(mut self, config: Config) -> Result<Container, Error> {
+        let container = Container {
+            dir: self.dir.clone(),
+            config,
+        };
+        container.save_state(&State::created())?;
+        // The config goes last: until it exists, this is not a container.
+        let bytes = serde_json::to_vec_pretty(&container.config).expect("config serializes");
+        atomic::write_file(&container.dir.join("config.json"), &bytes, 0o644)?;
+        self.committed = true;
+        Ok(container)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,39 +349,5 @@ mod tests {
         let seen = a.state().unwrap();
         assert_eq!(seen.status, Status::Stopped);
         assert_eq!(seen.reason.as_deref(), Some("its supervisor died"));
-    }
-}
-
-/// A container being created: its directory exists, its config does not yet.
-pub struct Pending {
-    dir: PathBuf,
-    _lock: nix::fcntl::Flock<std::fs::File>,
-    committed: bool,
-}
-
-impl Pending {
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn commit(mut self, config: Config) -> Result<Container, Error> {
-        let container = Container {
-            dir: self.dir.clone(),
-            config,
-        };
-        container.save_state(&State::created())?;
-        // The config goes last: until it exists, this is not a container.
-        let bytes = serde_json::to_vec_pretty(&container.config).expect("config serializes");
-        atomic::write_file(&container.dir.join("config.json"), &bytes, 0o644)?;
-        self.committed = true;
-        Ok(container)
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
