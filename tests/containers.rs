@@ -10,11 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{Cli, Registry, text};
 
-fn busybox(registry: &Registry) -> String {
-    registry.push_test_image("busybox", "latest");
-    format!("{}/busybox:latest", registry.addr())
-}
-
 fn stdout(cli: &Cli, args: &[&str]) -> String {
     let output = cli.run(args);
     let (out, err) = text(&output);
@@ -30,7 +25,7 @@ fn inspect(cli: &Cli, name: &str) -> serde_json::Value {
 #[test]
 fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let id = stdout(
         &cli,
@@ -181,7 +176,7 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
 #[test]
 fn kill_wait_and_force_removal() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     // Under --init the workload is not PID 1, so SIGTERM ends it: 143.
     stdout(
@@ -210,7 +205,7 @@ fn kill_wait_and_force_removal() {
 #[test]
 fn stdin_pipes_through_and_logs_follow_to_the_end() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let mut run = cli
         .command()
@@ -245,7 +240,7 @@ fn stdin_pipes_through_and_logs_follow_to_the_end() {
 #[test]
 fn a_vm_killed_from_outside_marks_the_container_stopped() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     stdout(
         &cli,
@@ -281,7 +276,7 @@ fn a_vm_killed_from_outside_marks_the_container_stopped() {
 #[test]
 fn four_containers_at_once() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let runs: Vec<_> = (0..4)
         .map(|i| {
@@ -319,7 +314,7 @@ fn four_containers_at_once() {
 #[test]
 fn an_interactive_terminal_session() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let session = format!("container-test-{}", std::process::id());
     let status_file = cli.app_root.path().join("exit-status");

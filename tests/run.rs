@@ -5,15 +5,10 @@ mod common;
 
 use common::{Cli, Registry, text};
 
-fn busybox(registry: &Registry) -> String {
-    registry.push_test_image("busybox", "latest");
-    format!("{}/busybox:latest", registry.addr())
-}
-
 #[test]
 fn echo_prints_exactly_its_output_and_leaves_nothing_running() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let output = cli.run(&["run", "--rm", &image, "echo", "hello"]);
     let (stdout, stderr) = text(&output);
@@ -57,7 +52,7 @@ fn echo_prints_exactly_its_output_and_leaves_nothing_running() {
 #[test]
 fn stderr_is_separate_and_the_exit_code_comes_back() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let output = cli.run(&[
         "run",
@@ -76,7 +71,7 @@ fn stderr_is_separate_and_the_exit_code_comes_back() {
 #[test]
 fn the_guest_runs_its_own_kernel() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let output = cli.run(&["run", "--rm", &image, "uname", "-r"]);
     let (stdout, stderr) = text(&output);
@@ -96,7 +91,7 @@ fn the_guest_runs_its_own_kernel() {
 #[test]
 fn a_missing_command_exits_127() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let output = cli.run(&["run", "--rm", &image, "no-such-command"]);
     let (stdout, stderr) = text(&output);

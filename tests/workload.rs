@@ -7,15 +7,10 @@ mod common;
 
 use common::{Cli, Registry, text};
 
-fn busybox(registry: &Registry) -> String {
-    registry.push_test_image("busybox", "latest");
-    format!("{}/busybox:latest", registry.addr())
-}
-
 #[test]
 fn isolation_user_env_workdir_hostname_and_devices() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let script = "ps -o pid,user,comm; echo ---; id; pwd; hostname; echo FOO=$FOO HOME=$HOME; \
                   echo ---; cat /etc/hosts; echo ---; ls /dev; echo ---; \
@@ -79,7 +74,7 @@ fn isolation_user_env_workdir_hostname_and_devices() {
 #[test]
 fn numeric_user_init_reaps_zombies_and_sigterm_exits_143() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     // The subshell exits at once, orphaning its sleep; the orphan's exit must
     // be reaped by the init, not left as a zombie. Then the workload (PID 2
@@ -124,7 +119,7 @@ fn numeric_user_init_reaps_zombies_and_sigterm_exits_143() {
 #[test]
 fn read_only_root_and_dropped_capability_refuse() {
     let registry = Registry::start();
-    let image = busybox(&registry);
+    let image = registry.busybox();
     let cli = Cli::new();
     let script = "touch /x 2>&1; echo touch=$?; touch /dev/shm/f; chown 1000 /dev/shm/f 2>&1; echo chown=$?; \
                   chown 1000 /dev/shm 2>/dev/null; grep CapEff /proc/self/status";

@@ -161,6 +161,24 @@ pub fn write_record(stream: logs::Stream, data: &[u8]) -> Result<(), Error> {
     written.map_err(io("write the container's output"))
 }
 
+/// Creates a process beside a container's main one and opens its output,
+/// ready to start.
+async fn create_in_container(
+    agent: &mut agent::Client,
+    id: &str,
+    process: agent_proto::ProcessSpec,
+) -> Result<Streaming<OutputChunk>, Error> {
+    let target = agent_proto::create_process_request::Target::ExecIn(INIT_PROCESS.into());
+    agent
+        .create_process(agent_proto::CreateProcessRequest {
+            id: id.into(),
+            process: Some(process),
+            target: Some(target),
+        })
+        .await?;
+    Ok(agent.read_output(process_ref(id)).await?.into_inner())
+}
+
 /// Runs a process in a running container and attaches to it (unless detached).
 pub async fn exec(
     mut agent: agent::Client,
@@ -178,27 +196,12 @@ pub async fn exec(
         (process.rows, process.cols) = (rows, cols);
     }
     let stdin = process.stdin && !detach;
-    agent
-        .create_process(agent_proto::CreateProcessRequest {
-            id: id.clone(),
-            process: Some(process),
-            target: Some(agent_proto::create_process_request::Target::ExecIn(
-                INIT_PROCESS.into(),
-            )),
-        })
-        .await?;
-    let output = agent.read_output(process_ref(&id)).await?.into_inner();
-    match agent.start_process(process_ref(&id)).await {
-        Ok(_) => {}
-        Err(status) if status.code() == tonic::Code::NotFound => {
-            eprintln!("Error: {}", status.message());
-            return Ok(127);
-        }
-        Err(status) if status.code() == tonic::Code::PermissionDenied => {
-            eprintln!("Error: {}", status.message());
-            return Ok(126);
-        }
-        Err(status) => return Err(status.into()),
+    let output = create_in_container(&mut agent, &id, process).await?;
+    if let Err(status) = agent.start_process(process_ref(&id)).await {
+        let code =
+            super::supervisor::not_started(&status).ok_or_else(|| Error::from(status.clone()))?;
+        eprintln!("Error: {}", status.message());
+        return Ok(code);
     }
     if detach {
         // Keep reading in the guest's stead: nobody else will.
@@ -378,16 +381,7 @@ pub async fn builtin(
         ..Default::default()
     };
     process.set_builtin(builtin);
-    agent
-        .create_process(agent_proto::CreateProcessRequest {
-            id: id.clone(),
-            process: Some(process),
-            target: Some(agent_proto::create_process_request::Target::ExecIn(
-                INIT_PROCESS.into(),
-            )),
-        })
-        .await?;
-    let mut stream = agent.read_output(process_ref(&id)).await?.into_inner();
+    let mut stream = create_in_container(&mut agent, &id, process).await?;
     agent.start_process(process_ref(&id)).await?;
     if let Some(input) = input {
         let mut writer = agent.clone();

@@ -265,22 +265,11 @@ async fn run_main_process(
         .read_output(process_ref(INIT_PROCESS))
         .await?
         .into_inner();
-    match agent.start_process(process_ref(INIT_PROCESS)).await {
-        Ok(_) => {}
-        // The exit codes a shell (and Docker) use for these.
-        Err(status) if status.code() == Code::NotFound => {
-            return Ok(Ended::NotStarted(127, status.message().into()));
-        }
-        Err(status) if status.code() == Code::PermissionDenied => {
-            return Ok(Ended::NotStarted(126, status.message().into()));
-        }
-        Err(status) if status.code() == Code::InvalidArgument => {
-            return Ok(Ended::NotStarted(
-                EXIT_RUNTIME_ERROR,
-                status.message().into(),
-            ));
-        }
-        Err(status) => return Err(status.into()),
+    if let Err(status) = agent.start_process(process_ref(INIT_PROCESS)).await {
+        return match not_started(&status) {
+            Some(code) => Ok(Ended::NotStarted(code, status.message().into())),
+            None => Err(status.into()),
+        };
     }
     let proxy = serve_agent_socket(container, vm.dialer())?;
     let mut log = logs::Writer::open(&container.stdio_log()).map_err(io("open stdio.log"))?;
@@ -340,6 +329,17 @@ fn main_process(container: &Container, size: Option<(u32, u32)>) -> (ProcessSpec
         cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
     };
     (process, config)
+}
+
+/// The exit code for a process that could not start, as a shell (and
+/// Docker) reports it; None for failures of the runtime itself.
+pub(crate) fn not_started(status: &tonic::Status) -> Option<i32> {
+    match status.code() {
+        Code::NotFound => Some(127),
+        Code::PermissionDenied => Some(126),
+        Code::InvalidArgument => Some(EXIT_RUNTIME_ERROR),
+        _ => None,
+    }
 }
 
 /// Proxies each connection on the container's agent socket to vminitd, so

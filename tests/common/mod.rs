@@ -82,6 +82,12 @@ impl Registry {
             .join("data")
     }
 
+    /// Pushes the busybox test image as `busybox:latest`; returns its reference.
+    pub fn busybox(&self) -> String {
+        self.push_test_image("busybox", "latest");
+        format!("{}/busybox:latest", self.addr())
+    }
+
     /// Pushes the busybox test image as `NAME:TAG`; returns its manifest digest.
     pub fn push_test_image(&self, name: &str, tag: &str) -> String {
         let layout = test_image();

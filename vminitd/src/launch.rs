@@ -79,6 +79,11 @@ pub fn main() -> ! {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
+    report(&mut status, failure)
+}
+
+/// Tells vminitd why the process could not start, and exits with that.
+fn report(status: &mut File, failure: Failure) -> ! {
     let _ = writeln!(
         status,
         "error {} {}",
@@ -127,16 +132,7 @@ fn run(status: &mut File) -> Result<Never, Failure> {
 
     // SAFETY: this process has one thread, so the child may do anything.
     match unsafe { fork() }.map_err(|e| fail(format!("fork: {e}")))? {
-        ForkResult::Child => {
-            let failure = child(new_container, config.init, &workload);
-            let _ = writeln!(
-                status,
-                "error {} {}",
-                failure.code,
-                failure.message.replace('\n', " ")
-            );
-            std::process::exit(failure.code);
-        }
+        ForkResult::Child => report(status, child(new_container, config.init, &workload)),
         ForkResult::Parent { child } => {
             let _ = writeln!(status, "pid {child}");
             // Our copy must close, or vminitd would never see end of file.
