@@ -143,6 +143,28 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
         .collect();
     names.sort();
     assert_eq!(names, ["tree", "tree/sub", "tree/sub/f"]);
+    // export: the whole filesystem, without /proc and the like.
+    let exported = host.path().join("web.tar");
+    stdout(&cli, &["export", "-o", exported.to_str().unwrap(), "web"]);
+    let mut archive = tar::Archive::new(std::fs::File::open(&exported).unwrap());
+    let mut hostname = None;
+    let mut entries = 0;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !path.starts_with("proc/") && !path.starts_with("sys/"),
+            "{path}"
+        );
+        if path == "etc/hostname" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            hostname = Some(text);
+        }
+        entries += 1;
+    }
+    assert_eq!(hostname.as_deref(), Some("web\n"));
+    assert!(entries > 250, "{entries} entries");
     let missing = cli.run(&["cp", "web:/nope", copy.to_str().unwrap()]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
@@ -377,4 +399,83 @@ fn an_interactive_terminal_session() {
     }
     assert_eq!(std::fs::read_to_string(&status_file).unwrap().trim(), "3");
     let _ = tmux(&["kill-session", "-t", &session]);
+}
+
+#[test]
+fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
+    use std::io::BufRead;
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, "# settings\nFROMFILE=yes\n").unwrap();
+    let cidfile = dir.path().join("cid");
+    let script = "echo $FROMFILE; cat /sys/fs/cgroup/memory.max; ulimit -n; ulimit -Hn; \
+                  grep CapEff /proc/self/status; trap 'echo got INT; exit 5' INT; echo ready; \
+                  sleep 30 & wait";
+    let id = stdout(
+        &cli,
+        &[
+            "create",
+            "--name",
+            "flags",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--entrypoint",
+            "sh",
+            "--cidfile",
+            cidfile.to_str().unwrap(),
+            "-l",
+            "tier=web",
+            "-m",
+            "300M",
+            "--ulimit",
+            "nofile=1000:2000",
+            "--cap-add",
+            "NET_ADMIN",
+            &image,
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&cidfile).unwrap(), id.trim());
+    let created = inspect(&cli, "flags");
+    assert_eq!(created["status"], "created");
+    assert_eq!(created["config"]["labels"][0], "tier=web");
+
+    let mut attached = cli
+        .command()
+        .args(["start", "-a", "flags"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(attached.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.ends_with("ready\n") {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "output ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    // NET_ADMIN (bit 12) on top of Docker's default set.
+    assert_eq!(
+        seen,
+        "yes\n314572800\n1000\n2000\nCapEff:\t00000000a80435fb\nready\n"
+    );
+    // Ctrl-C on the attached CLI reaches the workload's trap.
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &attached.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got INT\n");
+    assert_eq!(attached.wait().unwrap().code(), Some(5));
+    assert!(stdout(&cli, &["logs", "--boot", "flags"]).contains("vminitd"));
 }

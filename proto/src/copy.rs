@@ -25,6 +25,35 @@ pub fn pack(path: &Path, out: impl Write) -> std::io::Result<()> {
     builder.into_inner()?.flush()
 }
 
+/// Writes a tar of the whole filesystem at `root` (as `docker export` does):
+/// entries relative to it, not descending into other filesystems mounted
+/// below it (/proc, /sys, /dev), whose mount points appear empty.
+pub fn pack_filesystem(root: &Path, out: impl Write) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::symlink_metadata(root)?.dev();
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let name = path.strip_prefix(root).expect("walked below root");
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.is_dir() {
+                builder.append_dir(name, &path)?;
+                if meta.dev() == device {
+                    pending.push(path);
+                }
+            } else {
+                builder.append_path_with_name(&path, name)?;
+            }
+        }
+    }
+    builder.into_inner()?.flush()
+}
+
 /// Unpacks an archive made by [`pack`] (or any tar, for `cp -`) at `dest`.
 pub fn unpack(input: impl Read, dest: &Path) -> std::io::Result<()> {
     let mut archive = tar::Archive::new(input);
@@ -138,5 +167,28 @@ mod tests {
         );
         let err = unpack(tar.as_slice(), &dst.path().join("missing/x")).unwrap_err();
         assert!(err.to_string().contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_whole_filesystem_packs_relative_to_its_root() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("etc")).unwrap();
+        std::fs::write(src.path().join("etc/hostname"), "box\n").unwrap();
+        let mut tar = Vec::new();
+        pack_filesystem(src.path(), &mut tar).unwrap();
+        let mut names: Vec<String> = tar::Archive::new(tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names, ["etc", "etc/hostname"]);
     }
 }

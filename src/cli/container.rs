@@ -72,11 +72,14 @@ pub struct CreateArgs {
     /// Registry scheme: https, http, or auto (http for loopback and private addresses).
     #[arg(long, default_value = "auto", value_parser = parse_scheme)]
     scheme: Scheme,
-    /// The image to run.
-    image: String,
-    /// The command and its arguments (default: the image's).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// The image, then the command and its arguments (default: the image's).
+    /// Everything after the image belongs to the command, flags included.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    image_and_command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -99,9 +102,10 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
         env.extend(parse_env_file(&text));
     }
     env.extend(args.env);
+    let mut image_and_command = args.image_and_command.into_iter();
     let spec = RunSpec {
-        image: args.image,
-        args: args.args,
+        image: image_and_command.next().unwrap_or_default(),
+        args: image_and_command.collect(),
         entrypoint: args.entrypoint,
         env: env.into_iter().filter_map(resolve_env).collect(),
         user: args.user.unwrap_or_default(),
@@ -567,6 +571,21 @@ pub async fn copy(app_root: &Path, args: CopyArgs) -> Result<i32> {
                 .into(),
         ),
     }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Write the tar to this file (default: stdout).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    container: String,
+}
+
+/// Writes a running container's filesystem as a tar.
+pub async fn export(app_root: &Path, args: ExportArgs) -> Result<i32> {
+    let container = Containers::open(app_root)?.find(&args.container)?;
+    runtime::export(&container, args.output).await?;
     Ok(0)
 }
 

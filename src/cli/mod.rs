@@ -58,6 +58,8 @@ enum Command {
     Stats(container::StatsArgs),
     /// Copy files between a running container and the host.
     Cp(container::CopyArgs),
+    /// Write a running container's filesystem as a tar.
+    Export(container::ExportArgs),
     /// Remove every stopped container.
     Prune(container::PruneArgs),
     /// A container's supervisor (started by `run` and `start`).
@@ -104,6 +106,7 @@ pub fn main() -> i32 {
             Command::Wait(args) => container::wait(&app_root, args).await,
             Command::Stats(args) => container::stats(&app_root, args).await,
             Command::Cp(args) => container::copy(&app_root, args).await,
+            Command::Export(args) => container::export(&app_root, args).await,
             Command::Prune(args) => container::prune(&app_root, args).await,
             Command::Supervise { id, size } => {
                 let size = size

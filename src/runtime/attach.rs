@@ -348,6 +348,7 @@ impl Forwarder {
                 streams.insert(number, tokio_stream::wrappers::SignalStream::new(s));
             }
         }
+        let mut stops = 0;
         while let Some((number, ())) = streams.next().await {
             let _ = self
                 .agent
@@ -356,6 +357,15 @@ impl Forwarder {
                     signal: number,
                 })
                 .await;
+            // A workload that ignores Ctrl-C must not trap the user: the
+            // third interrupt or terminate leaves it running and exits.
+            if number == libc::SIGINT || number == libc::SIGTERM {
+                stops += 1;
+                if stops == 3 {
+                    eprintln!("got 3 SIGINT/SIGTERM, exiting; the container keeps running");
+                    std::process::exit(128 + number);
+                }
+            }
         }
     }
 }

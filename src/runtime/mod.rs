@@ -412,11 +412,32 @@ pub enum CopyEnd {
     Path(PathBuf),
     /// A tar stream on our stdin or stdout (`-`).
     Stdio,
+    /// A tar file to write.
+    File(PathBuf),
 }
 
 /// Copies `path` out of a running container to `to`: a host path (Docker's
 /// rules, see `agent_proto::copy`) or a tar on stdout.
 pub async fn copy_out(container: &Container, path: &str, to: CopyEnd) -> Result<(), Error> {
+    read_out(container, agent_proto::Builtin::CopyOut, path, to).await
+}
+
+/// Writes a tar of a running container's whole filesystem to `to` (a file,
+/// or stdout).
+pub async fn export(container: &Container, to: Option<PathBuf>) -> Result<(), Error> {
+    let sink = match to {
+        Some(path) => CopyEnd::File(path),
+        None => CopyEnd::Stdio,
+    };
+    read_out(container, agent_proto::Builtin::Export, "/", sink).await
+}
+
+async fn read_out(
+    container: &Container,
+    builtin: agent_proto::Builtin,
+    path: &str,
+    to: CopyEnd,
+) -> Result<(), Error> {
     let agent = running_agent(container).await?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let sink = tokio::task::spawn_blocking(move || match to {
@@ -426,8 +447,14 @@ pub async fn copy_out(container: &Container, path: &str, to: CopyEnd) -> Result<
                 .try_for_each(|chunk| std::io::Write::write_all(&mut out, &chunk))
         }
         CopyEnd::Path(dest) => agent_proto::copy::unpack(ChannelReader::new(rx), &dest),
+        CopyEnd::File(file) => {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(file)?);
+            rx.iter()
+                .try_for_each(|chunk| std::io::Write::write_all(&mut out, &chunk))?;
+            std::io::Write::flush(&mut out)
+        }
     });
-    let copied = attach::builtin(agent, agent_proto::Builtin::CopyOut, path, None, tx).await;
+    let copied = attach::builtin(agent, builtin, path, None, tx).await;
     let written = sink.await.map_err(|e| Error::Io {
         context: "copy".into(),
         source: std::io::Error::other(e),
@@ -448,6 +475,7 @@ pub async fn copy_in(container: &Container, from: CopyEnd, path: &str) -> Result
             CopyEnd::Path(src) => {
                 agent_proto::copy::pack(&src, std::io::BufWriter::with_capacity(1 << 16, out))
             }
+            CopyEnd::File(src) => std::io::copy(&mut std::fs::File::open(src)?, &mut out).map(drop),
         }
     });
     let (sink, _) = std::sync::mpsc::sync_channel(1);

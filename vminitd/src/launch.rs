@@ -364,6 +364,9 @@ fn run_builtin(w: &Workload) -> ! {
     let result = match w.builtin {
         agent_proto::Builtin::CopyOut => agent_proto::copy::pack(path, std::io::stdout().lock()),
         agent_proto::Builtin::CopyIn => agent_proto::copy::unpack(std::io::stdin().lock(), path),
+        agent_proto::Builtin::Export => {
+            agent_proto::copy::pack_filesystem(path, std::io::stdout().lock())
+        }
         agent_proto::Builtin::None => Ok(()),
     };
     match result {
