@@ -222,6 +222,69 @@ fn kill_wait_and_force_removal() {
     let a = inspect(&cli, "a")["id"].as_str().unwrap().to_string();
     assert_eq!(stdout(&cli, &["prune"]), format!("{a}\n"));
     assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
+
+    // start -a -i forwards stdin; exec -d leaves its process running (its
+    // output, more than a pipe holds, drained in the guest); stop -a with a
+    // signal; rm -a.
+    stdout(
+        &cli,
+        &[
+            "create",
+            "-i",
+            "--name",
+            "c",
+            &image,
+            "sh",
+            "-c",
+            "read line; echo got $line; sleep 1000",
+        ],
+    );
+    let mut attached = cli
+        .command()
+        .args(["start", "-a", "-i", "c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    attached
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"hello\n")
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(attached.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "got hello\n");
+    assert_eq!(
+        stdout(
+            &cli,
+            &[
+                "exec",
+                "-d",
+                "c",
+                "sh",
+                "-c",
+                "sleep 0.2; echo detached > /tmp/mark"
+            ]
+        ),
+        ""
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        stdout(&cli, &["exec", "c", "cat", "/tmp/mark"]),
+        "detached\n"
+    );
+    assert_eq!(
+        stdout(&cli, &["stop", "-a", "-s", "KILL", "-t", "1"]),
+        "c\n"
+    );
+    assert_eq!(attached.wait().unwrap().code(), Some(137));
+    assert_eq!(stdout(&cli, &["rm", "-a"]), "c\n");
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
 }
 
 #[test]

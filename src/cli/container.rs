@@ -142,7 +142,8 @@ pub async fn run(app_root: &Path, args: RunArgs) -> Result<i32> {
         println!("{}", container.id());
         return Ok(0);
     }
-    Ok(runtime::start(app_root, &container, Attach::Yes).await?)
+    let stdin = container.config.spec.interactive;
+    Ok(runtime::start(app_root, &container, Attach::Yes { stdin }).await?)
 }
 
 pub async fn create(app_root: &Path, args: CreateArgs) -> Result<i32> {
@@ -156,8 +157,8 @@ pub struct StartArgs {
     /// Attach to the container's output (and stdin with -i).
     #[arg(short, long)]
     attach: bool,
-    /// Attach stdin (with -a).
-    #[arg(short, long)]
+    /// With -a, forward stdin too (the container must have been created with -i).
+    #[arg(short, long, requires = "attach")]
     interactive: bool,
     container: String,
 }
@@ -165,7 +166,10 @@ pub struct StartArgs {
 pub async fn start(app_root: &Path, args: StartArgs) -> Result<i32> {
     let container = Containers::open(app_root)?.find(&args.container)?;
     if args.attach {
-        return Ok(runtime::start(app_root, &container, Attach::Yes).await?);
+        let attach = Attach::Yes {
+            stdin: args.interactive,
+        };
+        return Ok(runtime::start(app_root, &container, attach).await?);
     }
     runtime::start(app_root, &container, Attach::No).await?;
     println!("{}", args.container);

@@ -68,10 +68,12 @@ pub async fn follow(
     container: &Container,
     mut supervisor: tokio::process::Child,
     terminal: Option<Terminal>,
+    stdin: bool,
 ) -> Result<i32, Error> {
     let spec = &container.config.spec;
     let socket = container.agent_socket();
-    let (stdin, tty) = (spec.interactive, spec.tty);
+    // Only a container created with -i has a stdin to write to.
+    let (stdin, tty) = (stdin && spec.interactive, spec.tty);
     let forwarding = tokio::spawn(async move {
         // The socket appears once the main process has started.
         let agent = loop {
@@ -204,11 +206,7 @@ pub async fn exec(
         return Ok(code);
     }
     if detach {
-        // Keep reading in the guest's stead: nobody else will.
-        tokio::spawn(async move {
-            let mut output = output;
-            while let Ok(Some(_)) = output.message().await {}
-        });
+        // vminitd drains the output of a process nobody reads.
         return Ok(0);
     }
     Session { agent, process: id }

@@ -193,8 +193,9 @@ pub enum Attach {
     /// Detached: report to the container's supervisor.log; return once it runs.
     No,
     /// Attached: the supervisor reports errors on our stderr; we pump the
-    /// container's stdio until it ends and return its exit code.
-    Yes,
+    /// container's output until it ends and return its exit code. With
+    /// `stdin` (and a container created with -i) our stdin goes to it too.
+    Yes { stdin: bool },
 }
 
 /// Starts a created or stopped container. Detached, it returns once the
@@ -205,17 +206,21 @@ pub async fn start(app_root: &Path, container: &Container, attach: Attach) -> Re
         return Err(Error::AlreadyRunning(container.config.name.clone()));
     }
     let terminal = match attach {
-        Attach::Yes if container.config.spec.tty => {
+        Attach::Yes { .. } if container.config.spec.tty => {
             Some(attach::Terminal::open().map_err(io("set up the terminal"))?)
         }
         _ => None,
     };
     let size = terminal.as_ref().and_then(|t| t.size());
-    let mut supervisor =
-        supervisor::spawn(app_root, container, matches!(attach, Attach::Yes), size)?;
+    let mut supervisor = supervisor::spawn(
+        app_root,
+        container,
+        matches!(attach, Attach::Yes { .. }),
+        size,
+    )?;
     match attach {
         Attach::No => supervisor::wait_started(container, &mut supervisor).await,
-        Attach::Yes => attach::follow(container, supervisor, terminal).await,
+        Attach::Yes { stdin } => attach::follow(container, supervisor, terminal, stdin).await,
     }
 }
 

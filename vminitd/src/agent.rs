@@ -108,9 +108,10 @@ fn pump(
                 stream: which as i32,
                 data: buf[..n].to_vec(),
             };
-            if tx.send(Ok(chunk)).await.is_err() {
-                break;
-            }
+            // With nobody reading any more (exec -d, a client gone), keep
+            // draining: the process must neither block on a full pipe nor
+            // die of SIGPIPE.
+            let _ = tx.send(Ok(chunk)).await;
         }
     });
     Ok(())
