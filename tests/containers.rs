@@ -461,7 +461,6 @@ fn an_interactive_terminal_session() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(std::fs::read_to_string(&status_file).unwrap().trim(), "3");
-    let _ = tmux(&["kill-session", "-t", &session]);
 }
 
 #[test]

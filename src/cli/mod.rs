@@ -80,6 +80,11 @@ enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_tracing(cli.debug);
+    if cli.debug {
+        // Supervisors we start inherit it, so `--debug run` shows theirs too.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("CONTAINER_DEBUG", "1") };
+    }
     let app_root = cli
         .app_root
         .unwrap_or_else(crate::app_root::default_app_root);

@@ -202,6 +202,14 @@ async fn run(container: &Container, size: Option<(u32, u32)>) -> Result<Ended, E
         tracing::debug!("the VM did not power off in time; killing it");
     }
     vm.kill().await;
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for line in std::fs::read_to_string(&config.console_log)
+            .unwrap_or_default()
+            .lines()
+        {
+            tracing::debug!(target: "guest", "{line}");
+        }
+    }
     result
 }
 

@@ -265,6 +265,18 @@ impl Cli {
     }
 }
 
+impl Drop for Cli {
+    /// A failed test must not leave its containers' VMs running.
+    fn drop(&mut self) {
+        let _ = self
+            .command()
+            .args(["rm", "-f", "-a"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// stdout and stderr of a finished command, as text.
 pub fn text(output: &std::process::Output) -> (String, String) {
     (

@@ -61,6 +61,8 @@ async fn announce_ready() {
 #[derive(Default)]
 struct Service {
     processes: Arc<Table>,
+    /// What the host mounted, newest last, so shutdown can unmount it.
+    mounts: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn status(e: process::Error) -> Status {
@@ -159,6 +161,7 @@ impl Agent for Service {
         )
         .map_err(|e| Status::internal(format!("mount {} on {}: {e}", m.source, m.target)))?;
         log::info(&format!("mounted {} on {}", m.source, m.target));
+        self.mounts.lock().unwrap().push(m.target);
         Ok(Response::new(MountResponse {}))
     }
 
@@ -409,13 +412,27 @@ impl Agent for Service {
         _: Request<ShutdownRequest>,
     ) -> Result<Response<ShutdownResponse>, Status> {
         let processes = self.processes.clone();
+        let mounts = self.mounts.clone();
         // Answer first, then power off: the host waits for the VM to end.
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             for pid in processes.running() {
                 let _ = kill(pid, Signal::SIGKILL);
             }
+            // Their mounts go with them; give the reaper a moment.
+            for _ in 0..50 {
+                if processes.running().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             nix::unistd::sync();
+            // Unmounted, the container's disk is left clean for its next start.
+            for target in mounts.lock().unwrap().iter().rev() {
+                if let Err(e) = umount2(target.as_str(), MntFlags::empty()) {
+                    log::error(&format!("unmount {target}: {e}"));
+                }
+            }
             log::info(&format!("powering off; peak memory {}", log::peak_memory()));
             let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
         });

@@ -20,7 +20,35 @@ const MODULE_ORDER: &str = "/modules/order";
 pub fn setup() -> Result<(), String> {
     mount_standard()?;
     load_modules()?;
+    loopback_up()?;
     log::info("guest ready");
+    Ok(())
+}
+
+/// Brings up `lo`: containers share the guest's network namespace (the VM
+/// is their isolation), and 127.0.0.1 must work in them as it does in Docker.
+fn loopback_up() -> Result<(), String> {
+    // SAFETY: plain socket and ioctl calls on a struct we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            request.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request);
+        if result == 0 {
+            request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &request);
+        }
+        let error = std::io::Error::last_os_error();
+        libc::close(fd);
+        if result != 0 {
+            return Err(format!("bring up lo: {error}"));
+        }
+    }
     Ok(())
 }
 
