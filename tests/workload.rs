@@ -142,3 +142,68 @@ fn read_only_root_and_dropped_capability_refuse() {
          CapEff:\t00000000a80425fa\n"
     );
 }
+
+#[test]
+fn the_agent_configures_links_addresses_and_routes() {
+    use agent_proto::{IpAddrAddRequest, IpLinkSetRequest, IpRouteAddRequest};
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let run = cli.run(&["run", "-d", "--name", "net", &image, "sleep", "1000"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run).1);
+    let container = container::runtime::Containers::open(cli.app_root.path())
+        .unwrap()
+        .find("net")
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // The agent, reached the way every CLI reaches it: the supervisor's socket.
+        let mut agent = container::runtime::agent::connect_socket(&container.agent_socket())
+            .await
+            .unwrap();
+        let link = IpLinkSetRequest {
+            interface: "lo".into(),
+            up: true,
+            mtu: 60000,
+        };
+        agent.ip_link_set(link).await.unwrap();
+        let addr = IpAddrAddRequest {
+            interface: "lo".into(),
+            address: "10.200.0.1/32".into(),
+        };
+        agent.ip_addr_add(addr).await.unwrap();
+        let route = IpRouteAddRequest {
+            destination: "10.201.0.0/16".into(),
+            gateway: String::new(),
+            interface: "lo".into(),
+        };
+        agent.ip_route_add(route).await.unwrap();
+        let missing = IpAddrAddRequest {
+            interface: "nope0".into(),
+            address: "10.0.0.1/24".into(),
+        };
+        let error = agent.ip_addr_add(missing).await.unwrap_err();
+        assert_eq!(
+            (error.code(), error.message()),
+            (tonic::Code::NotFound, "no network interface named nope0")
+        );
+        let bad = IpAddrAddRequest {
+            interface: "lo".into(),
+            address: "10.0.0.1/40".into(),
+        };
+        assert_eq!(
+            agent.ip_addr_add(bad).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    });
+    let addresses = text(&cli.run(&["exec", "net", "ip", "addr", "show", "lo"])).0;
+    assert!(
+        addresses.contains("mtu 60000") && addresses.contains("inet 10.200.0.1/32"),
+        "{addresses}"
+    );
+    let routes = text(&cli.run(&["exec", "net", "ip", "route"])).0;
+    assert!(routes.contains("10.201.0.0/16 dev lo"), "{routes}");
+}

@@ -87,6 +87,21 @@ fn status(e: process::Error) -> Status {
     }
 }
 
+/// A netlink connection per request: they are rare (a few per container
+/// start), and a connection costs one socket.
+fn network() -> Result<crate::network::Network, Status> {
+    crate::network::Network::connect().map_err(net_status)
+}
+
+fn net_status(e: crate::network::Error) -> Status {
+    use crate::network::Error::*;
+    match e {
+        NoInterface(_) => Status::not_found(e.to_string()),
+        BadCidr(_) | MixedFamilies(..) => Status::invalid_argument(e.to_string()),
+        Netlink(_) | Io(_) => Status::internal(e.to_string()),
+    }
+}
+
 fn internal(context: &str) -> impl FnOnce(std::io::Error) -> Status + '_ {
     move |e| Status::internal(format!("{context}: {e}"))
 }
@@ -390,6 +405,42 @@ impl Agent for Service {
         nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, time)
             .map_err(|e| Status::internal(format!("set the clock: {e}")))?;
         Ok(Response::new(SetTimeResponse {}))
+    }
+
+    async fn ip_link_set(
+        &self,
+        request: Request<IpLinkSetRequest>,
+    ) -> Result<Response<IpLinkSetResponse>, Status> {
+        let r = request.into_inner();
+        network()?
+            .link_set(&r.interface, r.up, r.mtu)
+            .await
+            .map_err(net_status)?;
+        Ok(Response::new(IpLinkSetResponse {}))
+    }
+
+    async fn ip_addr_add(
+        &self,
+        request: Request<IpAddrAddRequest>,
+    ) -> Result<Response<IpAddrAddResponse>, Status> {
+        let r = request.into_inner();
+        network()?
+            .addr_add(&r.interface, &r.address)
+            .await
+            .map_err(net_status)?;
+        Ok(Response::new(IpAddrAddResponse {}))
+    }
+
+    async fn ip_route_add(
+        &self,
+        request: Request<IpRouteAddRequest>,
+    ) -> Result<Response<IpRouteAddResponse>, Status> {
+        let r = request.into_inner();
+        network()?
+            .route_add(&r.destination, &r.gateway, &r.interface)
+            .await
+            .map_err(net_status)?;
+        Ok(Response::new(IpRouteAddResponse {}))
     }
 
     async fn statistics(

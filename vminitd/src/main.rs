@@ -15,6 +15,7 @@ mod init;
 mod launch;
 mod log;
 mod mounts;
+mod network;
 mod process;
 mod rlimit;
 mod user;
