@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cli, Registry, blobs_of, sha256, test_image, text, write_multi_platform_layout};
+use common::{
+    Cli, Registry, blobs_of, sha256, stored_blobs, test_image, text, write_multi_platform_layout,
+};
 
 /// Runs the CLI, asserts success, returns stdout.
 fn ok(cli: &Cli, args: &[&str]) -> String {
@@ -28,19 +30,6 @@ fn fails(cli: &Cli, args: &[&str]) -> String {
     assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     assert!(stderr.starts_with("Error: "), "{stderr}");
     stderr.trim_end().to_string()
-}
-
-/// Blob digests in the store, each checked against its content.
-fn stored_blobs(root: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(root.join("content/blobs/sha256"))
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            let name = format!("sha256:{}", entry.file_name().to_string_lossy());
-            assert_eq!(sha256(&std::fs::read(entry.path()).unwrap()), name);
-            name
-        })
-        .collect()
 }
 
 fn test_image_blobs() -> BTreeSet<String> {

@@ -6,26 +6,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{PATH, Registry, blobs_of, sha256, test_image, write_multi_platform_layout};
+use common::{
+    PATH, Registry, blobs_of, sha256, stored_blobs, test_image, write_multi_platform_layout,
+};
 use container::image::{Error, ImageStore, PullOptions, Reference};
 
 fn reference(s: &str) -> Reference {
     s.parse().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The digests stored under content/blobs/sha256, after checking each file
-/// really hashes to its name.
-fn stored_blobs(app_root: &Path) -> BTreeSet<String> {
-    let dir = app_root.join("content/blobs/sha256");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            let name = format!("sha256:{}", entry.file_name().to_string_lossy());
-            assert_eq!(sha256(&std::fs::read(entry.path()).unwrap()), name);
-            name
-        })
-        .collect()
 }
 
 fn ingest_is_empty(app_root: &Path) -> bool {

@@ -217,6 +217,20 @@ pub fn test_image() -> &'static TestImage {
     })
 }
 
+/// The digests stored under content/blobs/sha256, after checking each file
+/// really hashes to its name.
+pub fn stored_blobs(app_root: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(app_root.join("content/blobs/sha256"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = format!("sha256:{}", entry.file_name().to_string_lossy());
+            assert_eq!(sha256(&std::fs::read(entry.path()).unwrap()), name);
+            name
+        })
+        .collect()
+}
+
 /// `sha256:<hex>` of some bytes.
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

@@ -113,40 +113,38 @@ impl Network {
             },
             cidr => parse_cidr(cidr)?,
         };
+        let mismatch = || {
+            Error::MixedFamilies(
+                gateway.map(|g| g.to_string()).unwrap_or_default(),
+                destination.into(),
+            )
+        };
+        let v4 = RouteMessageBuilder::<std::net::Ipv4Addr>::new;
+        let v6 = RouteMessageBuilder::<std::net::Ipv6Addr>::new;
         let route = match (address, gateway) {
-            (IpAddr::V4(dst), gw) => {
-                let mut b = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                    .destination_prefix(dst, prefix);
-                if let Some(i) = index {
-                    b = b.output_interface(i);
-                }
-                match gw {
-                    Some(IpAddr::V4(g)) => b = b.gateway(g),
-                    Some(IpAddr::V6(g)) => {
-                        return Err(Error::MixedFamilies(g.to_string(), destination.into()));
-                    }
-                    None => {}
-                }
-                b.build()
+            (IpAddr::V4(dst), None) => on(v4().destination_prefix(dst, prefix), index),
+            (IpAddr::V4(dst), Some(IpAddr::V4(gw))) => {
+                on(v4().destination_prefix(dst, prefix).gateway(gw), index)
             }
-            (IpAddr::V6(dst), gw) => {
-                let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .destination_prefix(dst, prefix);
-                if let Some(i) = index {
-                    b = b.output_interface(i);
-                }
-                match gw {
-                    Some(IpAddr::V6(g)) => b = b.gateway(g),
-                    Some(IpAddr::V4(g)) => {
-                        return Err(Error::MixedFamilies(g.to_string(), destination.into()));
-                    }
-                    None => {}
-                }
-                b.build()
+            (IpAddr::V6(dst), None) => on(v6().destination_prefix(dst, prefix), index),
+            (IpAddr::V6(dst), Some(IpAddr::V6(gw))) => {
+                on(v6().destination_prefix(dst, prefix).gateway(gw), index)
             }
+            _ => return Err(mismatch()),
         };
         self.handle.route().add(route).execute().await?;
         Ok(())
+    }
+}
+
+/// The route, out through `index` when one was named.
+fn on<T>(
+    route: RouteMessageBuilder<T>,
+    index: Option<u32>,
+) -> rtnetlink::packet_route::route::RouteMessage {
+    match index {
+        Some(index) => route.output_interface(index).build(),
+        None => route.build(),
     }
 }
 
