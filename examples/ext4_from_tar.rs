@@ -10,7 +10,7 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use container::ext4::{FormatOptions, Formatter};
-use container::image::SNAPSHOT_SIZE_BYTES;
+use container::image::{LAYER_READ_BUFFER, SNAPSHOT_SIZE_BYTES};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut fs = Formatter::create(out, options)?;
     for layer in layers {
-        let gz = BufReader::new(File::open(layer)?);
+        let gz = BufReader::with_capacity(LAYER_READ_BUFFER, File::open(layer)?);
         fs.unpack_layer(flate2::bufread::MultiGzDecoder::new(gz))?;
     }
     fs.finish()?;

@@ -45,6 +45,8 @@ pub use xattr::XattrError;
 const BS: usize = BLOCK_SIZE as usize;
 /// Data is copied through a buffer of this size.
 const CHUNK: usize = 1 << 20;
+/// File data written since writeback was last started; see `start_writeback`.
+const WRITEBACK_EVERY: u64 = 16 << 20;
 const ZERO_BLOCK: [u8; BS] = [0; BS];
 /// Fast symlinks keep their target in the 60 bytes of `i_block`.
 const FAST_SYMLINK_MAX: usize = 59;
@@ -109,6 +111,8 @@ pub struct Formatter {
     layer: u32,
     now: Time,
     buf: Vec<u8>,
+    /// Bytes written since `start_writeback` last ran.
+    unflushed: u64,
     /// Where the journal lives, if there is one: (first block, blocks).
     journal: Option<(u64, u64)>,
 }
@@ -182,6 +186,7 @@ impl Formatter {
             layer: 0,
             now,
             buf: vec![0; CHUNK],
+            unflushed: 0,
             journal: None,
         })
     }
@@ -382,8 +387,30 @@ impl Formatter {
                 run.write(&self.file, &self.buf, &mut extents)?;
             }
             logical += (padded / BS) as u32;
+            self.unflushed += padded as u64;
+            if self.unflushed >= WRITEBACK_EVERY {
+                self.start_writeback();
+            }
         }
         Ok(extents)
+    }
+
+    /// Asks the kernel to start writing dirty pages out now, without
+    /// waiting. The writer mostly waits for the decompressor, so doing
+    /// writeback's work here, bit by bit, is free; leaving it all to the
+    /// final `fsync` puts it on the critical path (about a fifth of the
+    /// time for a Debian rootfs).
+    fn start_writeback(&mut self) {
+        self.unflushed = 0;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain syscall on a descriptor we own; a failure only
+            // means the final fsync does the work, so it is ignored.
+            unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
     }
 
     /// Writes the metadata and flushes the file.

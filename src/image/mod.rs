@@ -44,7 +44,7 @@ pub use progress::{Event, Progress, ProgressSink};
 pub use properties::Properties;
 pub use reference::Reference;
 pub use registry::check_login;
-pub use snapshot::SNAPSHOT_SIZE_BYTES;
+pub use snapshot::{LAYER_READ_BUFFER, SNAPSHOT_SIZE_BYTES};
 
 use manifest::{Document, ImageConfig};
 use records::{Record, Records};
