@@ -3,12 +3,14 @@
 //! Real registry, real VMs; each test boots as few VMs as it can.
 
 mod common;
+mod ext4_support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Cli, Registry, text};
+use ext4_support::fsck::fsck;
 
 fn stdout(cli: &Cli, args: &[&str]) -> String {
     let output = cli.run(args);
@@ -497,7 +499,8 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     let env_file = dir.path().join("env");
     std::fs::write(&env_file, "# settings\nFROMFILE=yes\n").unwrap();
     let cidfile = dir.path().join("cid");
-    let script = "echo $FROMFILE; cat /sys/fs/cgroup/memory.max; ulimit -n; ulimit -Hn; \
+    let script = "df -k / | awk 'NR == 2 { print $2 }'; \
+                  echo $FROMFILE; cat /sys/fs/cgroup/memory.max; ulimit -n; ulimit -Hn; \
                   grep CapEff /proc/self/status; trap 'echo got INT; exit 5' INT; echo ready; \
                   sleep 30 & wait";
     let id = stdout(
@@ -520,6 +523,8 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
             "nofile=1000:2000",
             "--cap-add",
             "NET_ADMIN",
+            "--storage-opt",
+            "size=20G",
             &image,
             "-c",
             script,
@@ -546,6 +551,11 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
         );
         seen.push_str(&line);
     }
+    // The root filesystem grew from the image's 8 GiB to fill its 20 GiB
+    // disk; df counts it without ext4's own metadata (under 2%).
+    let (df, seen) = seen.split_once('\n').unwrap();
+    let kib: u64 = df.parse().unwrap();
+    assert!((19_u64 << 20..20 << 20).contains(&kib), "df: {kib} KiB");
     // NET_ADMIN (bit 12) on top of Docker's default set.
     assert_eq!(
         seen,
@@ -564,4 +574,19 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     assert_eq!(rest, "got INT\n");
     assert_eq!(attached.wait().unwrap().code(), Some(5));
     assert!(stdout(&cli, &["logs", "--boot", "flags"]).contains("vminitd"));
+
+    // The grown filesystem is whole: e2fsck on the disk as the guest left it.
+    let disk = inspect(&cli, "flags")["disk"].as_str().unwrap().to_string();
+    let raw = dir.path().join("rootfs.raw");
+    let convert = Command::new("qemu-img")
+        .args(["convert", "-O", "raw", &disk])
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(convert.success());
+    assert_eq!(std::fs::metadata(&raw).unwrap().len(), 20 << 30);
+    fsck(&raw);
+    let refused = cli.run(&["create", "--storage-opt", "size=1G", &image]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused).1.contains("cannot shrink"));
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::image::print_table;
-use crate::image::{PullOptions, Scheme};
+use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
 use crate::runtime::{self, Attach, Container, Containers, RunSpec, Status, Ulimit};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -54,6 +54,11 @@ pub struct CreateArgs {
     /// Memory the container may use, with a K, M, G or T suffix (MiB without one).
     #[arg(short, long, value_parser = parse_memory_mib)]
     memory: Option<u64>,
+    /// Size of the container's root filesystem: size=SIZE with a K, M, G or
+    /// T suffix (default and minimum: the image's 8G; written blocks only
+    /// take disk space).
+    #[arg(long, value_name = "size=SIZE", value_parser = parse_storage_opt)]
+    storage_opt: Option<u64>,
     /// Run a minimal init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     init: bool,
@@ -113,6 +118,7 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
         name: args.name,
         cpus: args.cpus,
         memory_mib: args.memory,
+        rootfs_bytes: args.storage_opt,
         init: args.init,
         read_only: args.read_only,
         cap_add: args.cap_add,
@@ -682,29 +688,56 @@ pub(super) fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
 
 /// Parses `512M`, `1G`, `1536` (MiB) into MiB, in whole MiB.
 fn parse_memory_mib(s: &str) -> std::result::Result<u64, String> {
-    let s = s.trim();
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid memory size {s:?}"))?;
-    let kib = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-        "K" => number,
-        "" | "M" => number * 1024,
-        "G" => number * 1024 * 1024,
-        "T" => number * 1024 * 1024 * 1024,
-        _ => {
-            return Err(format!(
-                "invalid memory size {s:?}: use a K, M, G or T suffix"
-            ));
-        }
-    };
-    let mib = kib.div_ceil(1024);
+    let mib = parse_bytes(s, MIB, "memory size")?.div_ceil(MIB);
     if mib < MIN_MEMORY_MIB {
         return Err(format!(
             "memory {s} is below the minimum of {MIN_MEMORY_MIB}M"
         ));
     }
     Ok(mib)
+}
+
+/// Docker's `--storage-opt size=SIZE`: how big the container's root
+/// filesystem is. The image's filesystem can grow but not shrink, so its
+/// size is the floor.
+fn parse_storage_opt(s: &str) -> std::result::Result<u64, String> {
+    let Some(size) = s.strip_prefix("size=") else {
+        return Err(format!(
+            "unknown storage option {s:?}: only size=SIZE is supported"
+        ));
+    };
+    let bytes = parse_bytes(size, 1, "storage size")?;
+    let floor = SNAPSHOT_SIZE_BYTES;
+    if bytes < floor {
+        return Err(format!(
+            "storage size {size} is below the image filesystem's {}G, which cannot shrink",
+            floor >> 30
+        ));
+    }
+    Ok(bytes)
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A size with an optional K, M, G or T suffix (binary, with or without a
+/// trailing B or iB); a bare number counts in units of `bare` bytes.
+fn parse_bytes(s: &str, bare: u64, what: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid {what} {s:?}"))?;
+    let scale = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => bare,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("invalid {what} {s:?}: use a K, M, G or T suffix")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{what} {s:?} is too large"))
 }
 
 #[cfg(test)]
@@ -747,5 +780,27 @@ mod tests {
         assert!(parse_memory_mib("100M").unwrap_err().contains("minimum"));
         assert!(parse_memory_mib("lots").is_err());
         assert!(parse_memory_mib("1X").is_err());
+    }
+
+    #[test]
+    fn storage_options() {
+        assert_eq!(parse_storage_opt("size=20G"), Ok(20 << 30));
+        assert_eq!(parse_storage_opt("size=8192M"), Ok(8 << 30));
+        assert!(
+            parse_storage_opt("size=1G")
+                .unwrap_err()
+                .contains("cannot shrink")
+        );
+        assert!(
+            parse_storage_opt("size=99999999999T")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(parse_storage_opt("size=big").is_err());
+        assert!(
+            parse_storage_opt("quota=1")
+                .unwrap_err()
+                .contains("only size=")
+        );
     }
 }

@@ -106,6 +106,10 @@ pub struct RunSpec {
     /// VM's size. None: the default VM size, without a limit inside it.
     pub cpus: Option<u32>,
     pub memory_mib: Option<u64>,
+    /// The root filesystem's size when bigger than the image's: the disk is
+    /// made this big and the guest grows the filesystem to fill it.
+    #[serde(default)]
+    pub rootfs_bytes: Option<u64>,
     pub init: bool,
     pub read_only: bool,
     pub cap_add: Vec<String>,
@@ -155,7 +159,7 @@ pub async fn create(
     let name = spec.name.clone().unwrap_or_else(|| id[..12].to_string());
     let containers = Containers::open(app_root)?;
     let pending = containers.reserve(&id, &name)?;
-    let disk = vm::clone_disk(&snapshot, pending.dir()).await?;
+    let disk = vm::clone_disk(&snapshot, pending.dir(), spec.rootfs_bytes).await?;
     pending.commit(container::Config {
         id,
         name,

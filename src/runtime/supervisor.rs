@@ -256,6 +256,7 @@ async fn run_main_process(
             target: ROOTFS.into(),
             fstype: "ext4".into(),
             options: vec![],
+            grow: container.config.spec.rootfs_bytes.is_some(),
         })
         .await?;
     let (process, config) = main_process(container, size);

@@ -208,14 +208,16 @@ pub async fn boot(config: &VmConfig) -> Result<Vm, Error> {
 
 /// A copy-on-write clone of a raw disk image in `dir`, in the form this
 /// platform's backend boots fastest: creating a container copies nothing.
-pub async fn clone_disk(base: &Path, dir: &Path) -> Result<Disk, Error> {
+/// With `size` (never below the base's) the clone is that big, and the
+/// space past the base's end reads as zeros until the guest grows into it.
+pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<Disk, Error> {
     #[cfg(target_os = "linux")]
     {
-        qemu::clone_disk(base, dir).await
+        qemu::clone_disk(base, dir, size).await
     }
     #[cfg(target_os = "macos")]
     {
-        vz::clone_disk(base, dir).await
+        vz::clone_disk(base, dir, size).await
     }
 }
 

@@ -315,12 +315,13 @@ impl VirtualMachine for QemuVm {
 /// Creates `dir/rootfs.qcow2`, a qcow2 overlay whose reads fall through to
 /// the raw base image. A reflink would need a host filesystem that has them
 /// (our hosts' ext4 does not); qcow2 works wherever QEMU does.
-pub async fn clone_disk(base: &Path, dir: &Path) -> Result<Disk, Error> {
+pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<Disk, Error> {
     let path = dir.join("rootfs.qcow2");
     let output = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(base)
         .arg(&path)
+        .args(size.map(|bytes| bytes.to_string()))
         .stdin(Stdio::null())
         .output()
         .await

@@ -524,7 +524,7 @@ unsafe extern "C" {
 /// Clones the image snapshot to `dir/rootfs.ext4` with clonefile(2): APFS
 /// shares every block until the container writes one, so this takes
 /// milliseconds whatever the image's size, and the VM boots a plain raw file.
-pub async fn clone_disk(base: &Path, dir: &Path) -> Result<super::Disk, Error> {
+pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<super::Disk, Error> {
     let path = dir.join("rootfs.ext4");
     let c_path = |p: &Path| {
         CString::new(p.as_os_str().as_bytes()).map_err(|e| Error::Io {
@@ -538,6 +538,20 @@ pub async fn clone_disk(base: &Path, dir: &Path) -> Result<super::Disk, Error> {
             context: format!("clone {} to {}", base.display(), path.display()),
             source: std::io::Error::last_os_error(),
         });
+    }
+    if let Some(bytes) = size {
+        // Growing a clone is a hole at its end: nothing is copied or written.
+        let grow = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(bytes));
+        if let Err(source) = grow {
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::Io {
+                context: format!("grow {} to {bytes} bytes", path.display()),
+                source,
+            });
+        }
     }
     Ok(Disk {
         path,

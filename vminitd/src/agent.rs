@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::boot::make_dir;
 use crate::process::{self, Output, Table, Target};
-use crate::{cgroup, launch, log};
+use crate::{cgroup, launch, log, resize};
 
 pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let service = Service::default();
@@ -176,7 +176,11 @@ impl Agent for Service {
         )
         .map_err(|e| Status::internal(format!("mount {} on {}: {e}", m.source, m.target)))?;
         log::info(&format!("mounted {} on {}", m.source, m.target));
-        self.mounts.lock().unwrap().push(m.target);
+        self.mounts.lock().unwrap().push(m.target.clone());
+        if m.grow {
+            let bytes = resize::grow(&m.source, &m.target).map_err(Status::internal)?;
+            log::info(&format!("grew {} to {bytes} bytes", m.target));
+        }
         Ok(Response::new(MountResponse {}))
     }
 

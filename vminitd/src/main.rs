@@ -17,6 +17,7 @@ mod log;
 mod mounts;
 mod network;
 mod process;
+mod resize;
 mod rlimit;
 mod user;
 
