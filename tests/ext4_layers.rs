@@ -1,5 +1,5 @@
-//! A multi-layer image through the whole pipeline: layers built here are
-//! pushed to a real registry, pulled, written into a snapshot by our ext4
+//! A multi-layer image through the whole pipeline: layers built here (gzip,
+//! zstd and uncompressed) are pushed to a real registry, pulled, written into a snapshot by our ext4
 //! writer, and a container (one VM) lists what it sees. The listing must be
 //! exactly the tree the layers describe.
 
@@ -163,15 +163,22 @@ fn a_container_sees_exactly_the_tree_its_layers_describe() {
         .file("etc/.wh.app", b"")
         .file("home/.wh.app", b"");
 
+    // One layer per compression an image can use: gzip (busybox), zstd,
+    // and none (`raw:` to scripts/make-layered-image).
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let middle_tar = dir.path().join("middle.tar");
+    let middle_zst = dir.path().join("middle.tar.zst");
     let top_tar = dir.path().join("top.tar");
-    std::fs::write(&middle_tar, middle.bytes()).unwrap();
+    std::fs::write(
+        &middle_zst,
+        zstd::encode_all(&middle.bytes()[..], 3).unwrap(),
+    )
+    .unwrap();
     std::fs::write(&top_tar, top.bytes()).unwrap();
+    let top_raw = std::path::PathBuf::from(format!("raw:{}", top_tar.display()));
     let base = busybox_layer();
 
     let registry = Registry::start();
-    let image = push_layers(&registry, "layers", &[&base, &middle_tar, &top_tar]);
+    let image = push_layers(&registry, "layers", &[&base, &middle_zst, &top_raw]);
     let cli = Cli::new();
     let output = cli.run(&["run", "--rm", &image, "sh", "-c", LISTING]);
     let (stdout, stderr) = text(&output);
