@@ -83,7 +83,15 @@ pub fn parse<R: Read>(entry: &mut tar::Entry<R>, path: &str) -> Result<Option<Pa
     let mut xattrs: Vec<Attr> = Vec::new();
     if let Some(extensions) = entry.pax_extensions().map_err(io)? {
         for ext in extensions {
-            let ext = ext.map_err(io)?;
+            // The tar crate splits PAX records at newlines instead of by
+            // their length (tar-rs issue #428), so a binary value holding a
+            // 0x0A byte, like some security.capability xattrs, reads as
+            // broken records. The whole entry is refused rather than read
+            // from the pieces: a crafted value could otherwise smuggle in
+            // a `path` or `linkpath` record that other readers never see.
+            let ext = ext.map_err(|_| {
+                invalid("it has a PAX record with a newline in its value, which the tar reader cannot parse")
+            })?;
             let Ok(key) = ext.key() else { continue };
             let time = || {
                 parse_time(ext.value_bytes()).ok_or_else(|| invalid("it has a malformed PAX time"))
