@@ -18,6 +18,7 @@ mod layout;
 mod read_ahead;
 mod superblock;
 mod tar_entry;
+mod tar_reader;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -39,6 +40,8 @@ use superblock::{BG_INODE_UNINIT, BG_INODE_ZEROED, GroupDesc, Superblock};
 use tree::{Kind, Meta, Node, NodeId, Place, Tree};
 
 pub use layout::GeometryError;
+use tar_reader::Header;
+pub use tar_reader::TarError;
 pub use tree::PathError;
 pub use xattr::XattrError;
 
@@ -65,7 +68,7 @@ pub enum Error {
     #[error("writing the image file failed: {0}")]
     Write(std::io::Error),
     #[error("the layer is not a readable tar stream: {0}")]
-    Tar(std::io::Error),
+    Tar(TarError),
     #[error("reading tar entry {path:?} failed: {source}")]
     Entry {
         path: String,
@@ -212,19 +215,19 @@ impl Formatter {
     pub fn unpack_layer(&mut self, tar: impl Read + Send) -> Result<(), Error> {
         self.layer += 1;
         read_ahead::read_ahead(tar, |chunks| {
-            let mut archive = tar::Archive::new(chunks);
-            for entry in archive.entries().map_err(Error::Tar)? {
-                let mut entry = entry.map_err(Error::Tar)?;
-                self.apply(&mut entry)?;
+            let mut archive = tar_reader::Reader::new(chunks);
+            while let Some(header) = archive.next().map_err(Error::Tar)? {
+                self.apply(&header, &mut archive)?;
             }
             Ok(())
         })
     }
 
-    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), Error> {
-        let raw_path = entry.path_bytes().into_owned();
-        let path = String::from_utf8_lossy(&raw_path).into_owned();
-        let parsed = tar_entry::parse(entry, &path)?;
+    /// Applies one entry; `data` reads its contents.
+    fn apply(&mut self, header: &Header, data: &mut impl Read) -> Result<(), Error> {
+        let raw_path = &header.path;
+        let path = String::from_utf8_lossy(raw_path).into_owned();
+        let parsed = tar_entry::parse(header, &path)?;
         let Some(parsed) = parsed else {
             return Ok(());
         };
@@ -235,7 +238,7 @@ impl Formatter {
         let layer = self.layer;
 
         // Whiteouts never create anything, so they resolve without creating.
-        let trimmed = raw_path.strip_suffix(b"/").unwrap_or(&raw_path);
+        let trimmed = raw_path.strip_suffix(b"/").unwrap_or(raw_path);
         let (parent, base) = match trimmed.iter().rposition(|&c| c == b'/') {
             Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
             None => (&b""[..], trimmed),
@@ -266,7 +269,7 @@ impl Formatter {
         };
         let place = self
             .tree
-            .place(&raw_path, Some((&implicit, layer)))
+            .place(raw_path, Some((&implicit, layer)))
             .map_err(path_err)?;
         let (dir, name) = match place.expect("created") {
             Place::Entry(dir, name) => (dir, name),
@@ -280,8 +283,8 @@ impl Formatter {
         };
         let kind = match parsed.kind {
             tar_entry::What::File => {
-                let size = entry.size();
-                let extents = self.write_data(entry, size, &path)?;
+                let size = header.size;
+                let extents = self.write_data(data, size, &path)?;
                 Kind::File { size, extents }
             }
             tar_entry::What::Dir => Kind::Dir {

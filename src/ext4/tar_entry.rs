@@ -1,13 +1,9 @@
-//! What a tar entry asks for: its kind and metadata, with PAX extensions
-//! (nanosecond times, `SCHILY.xattr.*`) applied. The tar crate already
-//! applies PAX paths, link paths, sizes, uids and gids.
-
-use std::io::Read;
-
-use tar::EntryType;
+//! What a tar entry asks for: its kind and metadata as the filesystem will
+//! hold them (`tar_reader.rs` has already applied PAX records and GNU long
+//! names), and the checks that are about ext4 rather than tar.
 
 use super::Error;
-use super::inode::Time;
+use super::tar_reader::Header;
 use super::tree::Meta;
 use super::xattr::{self, Attr};
 
@@ -29,92 +25,58 @@ pub struct Parsed {
     pub kind: What,
 }
 
-/// `Ok(None)` for entries that are not filesystem objects (PAX global
-/// headers, GNU volume labels and the like).
-pub fn parse<R: Read>(entry: &mut tar::Entry<R>, path: &str) -> Result<Option<Parsed>, Error> {
-    let io = |source| Error::Entry {
-        path: path.into(),
-        source,
-    };
+/// `Ok(None)` for entries that are not filesystem objects (GNU volume
+/// labels and the like).
+pub fn parse(header: &Header, path: &str) -> Result<Option<Parsed>, Error> {
     let invalid = |problem| Error::Invalid {
         path: path.into(),
         problem,
     };
-    let header = entry.header();
     let device = || -> Result<(u32, u32), Error> {
-        let major = header.device_major().map_err(io)?.unwrap_or(0);
-        let minor = header.device_minor().map_err(io)?.unwrap_or(0);
-        Ok((major, minor))
+        let (major, minor) = header.device;
+        match (u32::try_from(major), u32::try_from(minor)) {
+            (Ok(major), Ok(minor)) => Ok((major, minor)),
+            _ => Err(invalid("its device number does not fit 32 bits")),
+        }
     };
-    let link_target = || match entry.link_name_bytes() {
-        Some(t) if !t.is_empty() => Ok(t.into_owned()),
+    let link_target = || match &header.link {
+        t if !t.is_empty() => Ok(t.clone()),
         _ => Err(invalid("it is a link without a target")),
     };
-    let kind = match header.entry_type() {
-        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => What::File,
-        EntryType::Directory => What::Dir,
-        EntryType::Symlink => {
+    let kind = match header.kind {
+        b'0' | b'7' | b'S' => What::File,
+        b'5' => What::Dir,
+        b'2' => {
             let target = link_target()?;
             if target.len() > SYMLINK_MAX {
                 return Err(invalid("its symlink target is longer than 4095 bytes"));
             }
             What::Symlink(target)
         }
-        EntryType::Link => What::HardLink(link_target()?),
-        EntryType::Char => {
+        b'1' => What::HardLink(link_target()?),
+        b'3' => {
             let (major, minor) = device()?;
             What::Char(major, minor)
         }
-        EntryType::Block => {
+        b'4' => {
             let (major, minor) = device()?;
             What::Block(major, minor)
         }
-        EntryType::Fifo => What::Fifo,
+        b'6' => What::Fifo,
         _ => return Ok(None),
     };
-    let perm = (header.mode().map_err(io)? & 0o7777) as u16;
-    let uid = header.uid().map_err(io)? as u32;
-    let gid = header.gid().map_err(io)? as u32;
-    let mut mtime = Time {
-        secs: header.mtime().map_err(io)? as i64,
-        nanos: 0,
+    let (Ok(uid), Ok(gid)) = (u32::try_from(header.uid), u32::try_from(header.gid)) else {
+        return Err(invalid("its owner does not fit 32 bits"));
     };
-    let (mut atime, mut ctime) = (None, None);
     let mut xattrs: Vec<Attr> = Vec::new();
-    if let Some(extensions) = entry.pax_extensions().map_err(io)? {
-        for ext in extensions {
-            // The tar crate splits PAX records at newlines instead of by
-            // their length (tar-rs issue #428), so a binary value holding a
-            // 0x0A byte, like some security.capability xattrs, reads as
-            // broken records. The whole entry is refused rather than read
-            // from the pieces: a crafted value could otherwise smuggle in
-            // a `path` or `linkpath` record that other readers never see.
-            let ext = ext.map_err(|_| {
-                invalid("it has a PAX record with a newline in its value, which the tar reader cannot parse")
-            })?;
-            let Ok(key) = ext.key() else { continue };
-            let time = || {
-                parse_time(ext.value_bytes()).ok_or_else(|| invalid("it has a malformed PAX time"))
-            };
-            match key {
-                "mtime" => mtime = time()?,
-                "atime" => atime = Some(time()?),
-                "ctime" => ctime = Some(time()?),
-                _ => {
-                    let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
-                        continue;
-                    };
-                    let attr =
-                        Attr::new(name, ext.value_bytes()).map_err(|problem| Error::Xattr {
-                            path: path.into(),
-                            problem,
-                        })?;
-                    if let Some(attr) = attr {
-                        xattrs.retain(|a| (a.index, &a.name) != (attr.index, &attr.name));
-                        xattrs.push(attr);
-                    }
-                }
-            }
+    for (name, value) in &header.xattrs {
+        let attr = Attr::new(name, value).map_err(|problem| Error::Xattr {
+            path: path.into(),
+            problem,
+        })?;
+        if let Some(attr) = attr {
+            xattrs.retain(|a| (a.index, &a.name) != (attr.index, &attr.name));
+            xattrs.push(attr);
         }
     }
     xattr::place(&xattrs).map_err(|problem| Error::Xattr {
@@ -122,78 +84,13 @@ pub fn parse<R: Read>(entry: &mut tar::Entry<R>, path: &str) -> Result<Option<Pa
         problem,
     })?;
     let meta = Meta {
-        perm,
+        perm: (header.mode & 0o7777) as u16,
         uid,
         gid,
-        atime: atime.unwrap_or(mtime),
-        mtime,
-        ctime: ctime.unwrap_or(mtime),
+        atime: header.atime.unwrap_or(header.mtime),
+        mtime: header.mtime,
+        ctime: header.ctime.unwrap_or(header.mtime),
         xattrs,
     };
     Ok(Some(Parsed { meta, kind }))
-}
-
-/// A PAX time: decimal seconds, optionally negative, with an optional
-/// fraction of up to nanosecond precision (more digits are truncated).
-fn parse_time(value: &[u8]) -> Option<Time> {
-    let s = std::str::from_utf8(value).ok()?;
-    let (negative, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
-    if !whole.bytes().all(|c| c.is_ascii_digit()) || !fraction.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let secs: i64 = whole.parse().ok()?;
-    let digits: String = fraction
-        .chars()
-        .chain(std::iter::repeat('0'))
-        .take(9)
-        .collect();
-    let nanos: u32 = digits.parse().ok()?;
-    Some(match (negative, nanos) {
-        (false, _) => Time { secs, nanos },
-        (true, 0) => Time {
-            secs: -secs,
-            nanos: 0,
-        },
-        (true, _) => Time {
-            secs: -secs - 1,
-            nanos: 1_000_000_000 - nanos,
-        },
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(
-            parse_time(b"1700000000.5"),
-            Some(Time {
-                secs: 1700000000,
-                nanos: 500_000_000
-            })
-        );
-        assert_eq!(parse_time(b"12"), Some(Time { secs: 12, nanos: 0 }));
-        assert_eq!(
-            parse_time(b"1.1234567899"),
-            Some(Time {
-                secs: 1,
-                nanos: 123_456_789
-            })
-        );
-        assert_eq!(
-            parse_time(b"-1.25"),
-            Some(Time {
-                secs: -2,
-                nanos: 750_000_000
-            })
-        );
-        assert_eq!(parse_time(b"x"), None);
-        assert_eq!(parse_time(b"1.-2"), None);
-    }
 }

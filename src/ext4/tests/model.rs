@@ -107,13 +107,7 @@ impl Rng {
             } else {
                 self.pick(40)
             };
-            // Any byte but a newline: see a_pax_value_with_a_newline_is_refused.
-            let value: Vec<u8> = (0..len)
-                .map(|_| match self.pick(255) as u8 {
-                    b @ b'\n'.. => b + 1,
-                    b => b,
-                })
-                .collect();
+            let value: Vec<u8> = (0..len).map(|_| self.pick(256) as u8).collect();
             xattrs.insert(format!("user.k{i}"), value);
         }
         Meta {
