@@ -22,11 +22,22 @@ struct Image {
 }
 
 fn build(size: u64, layers: Vec<Layer>) -> Result<Image, Error> {
+    build_from(
+        size,
+        layers.into_iter().map(|l| std::io::Cursor::new(l.bytes())),
+    )
+}
+
+/// An image from layer tar streams of any origin.
+fn build_from<R: std::io::Read + Send>(
+    size: u64,
+    layers: impl IntoIterator<Item = R>,
+) -> Result<Image, Error> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rootfs.ext4");
     let mut f = Formatter::create(&path, FormatOptions { size_bytes: size })?;
     for layer in layers {
-        f.unpack_layer(&layer.bytes()[..])?;
+        f.unpack_layer(layer)?;
     }
     f.finish()?;
     Ok(Image { _dir: dir, path })
@@ -486,18 +497,7 @@ fn multi_gib_mostly_zero_file_fits_a_small_image() {
         std::io::Read::chain(&header.as_bytes()[..], Sparse { pos: 0, len, marks }),
         std::io::Read::take(std::io::repeat(0), padding),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("img");
-    let mut f = Formatter::create(
-        &path,
-        FormatOptions {
-            size_bytes: 32 * MIB,
-        },
-    )
-    .unwrap();
-    f.unpack_layer(tar).unwrap();
-    f.finish().unwrap();
-    let img = Image { _dir: dir, path };
+    let img = build_from(32 * MIB, [tar]).unwrap();
     img.fsck();
     let stat = img.stat("/var/log/lastlog");
     assert_eq!(field(&stat, "Size"), len.to_string());
@@ -580,21 +580,8 @@ fn gnu_tar_archives() {
         "GNU tar wrote no sparse entry"
     );
     let long = format!("{}/{}/f", "d".repeat(120), "e".repeat(120));
-    let layers = vec![tar("gnu", &["s"]), tar("posix", &[&long])];
-    let image = tempfile::tempdir().unwrap();
-    let path = image.path().join("rootfs.ext4");
-    let mut f = Formatter::create(
-        &path,
-        FormatOptions {
-            size_bytes: 64 * MIB,
-        },
-    )
-    .unwrap();
-    for layer in &layers {
-        f.unpack_layer(&layer[..]).unwrap();
-    }
-    f.finish().unwrap();
-    let img = Image { _dir: image, path };
+    let layers = [tar("gnu", &["s"]), tar("posix", &[&long])];
+    let img = build_from(64 * MIB, layers.iter().map(|l| &l[..])).unwrap();
     img.fsck();
     assert!(
         img.cat("/s") == content,
@@ -607,15 +594,9 @@ fn gnu_tar_archives() {
     );
     assert_eq!(img.cat(&format!("/{long}")), b"long");
 
-    let refused = dir.path().join("refused.ext4");
-    let mut f = Formatter::create(
-        &refused,
-        FormatOptions {
-            size_bytes: 64 * MIB,
-        },
-    )
-    .unwrap();
-    let err = f.unpack_layer(&tar("posix", &["s"])[..]).unwrap_err();
+    let err = build_from(64 * MIB, [&tar("posix", &["s"])[..]])
+        .err()
+        .unwrap();
     assert_eq!(
         err.to_string(),
         "the layer is not a readable tar stream: the entry at byte 1024 is a PAX-format \
