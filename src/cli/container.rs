@@ -559,22 +559,18 @@ pub struct CopyArgs {
 /// Copies between the host and a running container (`container cp`).
 pub async fn copy(app_root: &Path, args: CopyArgs) -> Result<i32> {
     let containers = Containers::open(app_root)?;
-    let end = |s: &str| {
-        if s == "-" {
-            runtime::CopyEnd::Stdio
-        } else {
-            runtime::CopyEnd::Path(PathBuf::from(s))
-        }
-    };
+    let host = |s: &str| (s != "-").then(|| PathBuf::from(s));
     match (
         args.source.split_once(':'),
         args.destination.split_once(':'),
     ) {
         (Some((name, path)), None) => {
-            runtime::copy_out(&containers.find(name)?, path, end(&args.destination)).await?
+            let to =
+                host(&args.destination).map_or(runtime::CopyEnd::Stdio, runtime::CopyEnd::Path);
+            runtime::copy_out(&containers.find(name)?, path, to).await?
         }
         (None, Some((name, path))) => {
-            runtime::copy_in(&containers.find(name)?, end(&args.source), path).await?
+            runtime::copy_in(&containers.find(name)?, host(&args.source), path).await?
         }
         _ => return Err(
             "copy between a container and the host: one side must be CONTAINER:PATH, the other not"

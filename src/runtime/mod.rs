@@ -415,13 +415,13 @@ pub async fn print_logs(
     }
 }
 
-/// Where `cp` copies from or to.
+/// Where `cp` and `export` write what they read out of a container.
 pub enum CopyEnd {
-    /// A host path.
+    /// A host path, unpacked there (`cp`).
     Path(PathBuf),
-    /// A tar stream on our stdin or stdout (`-`).
+    /// A tar stream on our stdout (`-`).
     Stdio,
-    /// A tar file to write.
+    /// A tar file (`export -o`).
     File(PathBuf),
 }
 
@@ -472,19 +472,23 @@ async fn read_out(
     written.map_err(io("write the copy"))
 }
 
-/// Copies `from` (a host path, or a tar on stdin) into a running container at `path`.
-pub async fn copy_in(container: &Container, from: CopyEnd, path: &str) -> Result<(), Error> {
+/// Copies `from` (a host path, or with None a tar on stdin) into a running
+/// container at `path`.
+pub async fn copy_in(
+    container: &Container,
+    from: Option<PathBuf>,
+    path: &str,
+) -> Result<(), Error> {
     let agent = running_agent(container).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let source = tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter(tx);
         match from {
-            CopyEnd::Stdio => std::io::copy(&mut std::io::stdin().lock(), &mut out).map(drop),
+            None => std::io::copy(&mut std::io::stdin().lock(), &mut out).map(drop),
             // Tar writes 512-byte blocks; send them in bigger messages.
-            CopyEnd::Path(src) => {
+            Some(src) => {
                 agent_proto::copy::pack(&src, std::io::BufWriter::with_capacity(1 << 16, out))
             }
-            CopyEnd::File(src) => std::io::copy(&mut std::fs::File::open(src)?, &mut out).map(drop),
         }
     });
     let (sink, _) = std::sync::mpsc::sync_channel(1);
