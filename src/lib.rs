@@ -4,6 +4,7 @@
 //! and `image` -> `ext4`. See docs/architecture.md.
 
 pub mod app_root;
+pub(crate) mod atomic;
 pub mod cli;
 pub mod ext4;
 pub mod image;

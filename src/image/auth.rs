@@ -12,7 +12,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 
-use super::{Error, IoContext, atomic};
+use super::{Error, IoContext};
+use crate::atomic;
 
 #[derive(Default, Serialize, Deserialize)]
 struct AuthFile {
@@ -99,7 +100,8 @@ impl Credentials {
         let mut file = read(&self.file)?;
         change(&mut file);
         let json = serde_json::to_vec_pretty(&file).expect("credentials serialize");
-        atomic::write_file(&self.file, &json, 0o600)
+        atomic::write_file(&self.file, &json, 0o600)?;
+        Ok(())
     }
 }
 

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 
 use super::in_use::images_in_use;
-use super::{Error, ImageStore, IoContext, atomic, info};
+use super::{Error, ImageStore, IoContext, info};
+use crate::atomic;
 
 /// What a removal or prune deleted.
 #[derive(Debug, Default)]

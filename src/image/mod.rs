@@ -13,7 +13,6 @@
 //! - `properties.json`: settings such as `registry.domain`
 
 mod archive;
-pub(crate) mod atomic;
 mod auth;
 mod gc;
 mod in_use;
@@ -123,6 +122,8 @@ pub enum Error {
     Records { path: PathBuf, reason: String },
     #[error("building the root filesystem failed: {0}")]
     Ext4(#[from] crate::ext4::Error),
+    #[error(transparent)]
+    Atomic(#[from] crate::atomic::Error),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -233,7 +234,7 @@ impl ImageStore {
     pub fn open(app_root: &Path) -> Result<Self, Error> {
         let snapshots = app_root.join("snapshots");
         std::fs::create_dir_all(&snapshots).at(&snapshots)?;
-        atomic::remove_orphans(&snapshots);
+        crate::atomic::remove_orphans(&snapshots);
         let content = app_root.join("content");
         Ok(ImageStore {
             root: app_root.to_path_buf(),
@@ -333,7 +334,7 @@ impl ImageStore {
 
     /// Held while adding content, so garbage collection waits (see the module doc).
     fn adding_content(&self) -> Result<Flock<File>, Error> {
-        atomic::lock_shared(&self.gc_lock)
+        Ok(crate::atomic::lock_shared(&self.gc_lock)?)
     }
 
     /// Reads an image's config through its manifest in the content store.

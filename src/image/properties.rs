@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::reference::is_valid_registry;
-use super::{Error, IoContext, atomic};
+use super::{Error, IoContext};
+use crate::atomic;
 
 pub const REGISTRY_DOMAIN: &str = "registry.domain";
 const KNOWN: [&str; 1] = [REGISTRY_DOMAIN];
@@ -60,7 +61,8 @@ impl Properties {
             None => all.remove(key),
         };
         let json = serde_json::to_vec_pretty(&all).expect("properties serialize");
-        atomic::write_file(&self.file, &json, 0o644)
+        atomic::write_file(&self.file, &json, 0o644)?;
+        Ok(())
     }
 }
 

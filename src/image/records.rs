@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, IoContext, Reference, atomic};
+use super::{Error, IoContext, Reference};
+use crate::atomic;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -94,7 +95,8 @@ impl Records {
         let mut file = self.load()?;
         change(&mut file.images);
         let json = serde_json::to_vec_pretty(&file).expect("records serialize");
-        atomic::write_file(&self.file, &json, 0o644)
+        atomic::write_file(&self.file, &json, 0o644)?;
+        Ok(())
     }
 
     fn load(&self) -> Result<RecordFile, Error> {

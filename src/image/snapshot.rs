@@ -12,7 +12,8 @@ use crate::ext4::{FormatOptions, Formatter};
 
 use super::manifest::{Compression, Manifest};
 use super::reference::is_sha256_digest;
-use super::{Error, ImageStore, IoContext, atomic};
+use super::{Error, ImageStore, IoContext};
+use crate::atomic;
 
 /// Size of every snapshot filesystem: 8 GiB, enough for nearly any image, and
 /// the file is sparse, so only blocks in use take disk space.
@@ -39,7 +40,7 @@ pub fn snapshot(images: &ImageStore, digest: &str) -> Result<PathBuf, Error> {
     let temp = atomic::temp_path(&images.snapshots, &format!("{hex}.ext4"));
     let result = build(images, &manifest, &temp).and_then(|()| {
         File::open(&temp).and_then(|f| f.sync_all()).at(&temp)?;
-        atomic::commit(&temp, &target)
+        Ok(atomic::commit(&temp, &target)?)
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);

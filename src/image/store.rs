@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::reference::is_sha256_digest;
-use super::{Error, IoContext, atomic};
+use super::{Error, IoContext};
+use crate::atomic;
 
 pub struct ContentStore {
     blobs: PathBuf,

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::{Error, RunSpec, io};
-use crate::image::atomic;
+use crate::atomic;
 
 /// What a container was created with.
 #[derive(Debug, Clone, Serialize, Deserialize)]

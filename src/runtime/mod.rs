@@ -33,6 +33,8 @@ pub enum Error {
     #[error(transparent)]
     Image(#[from] image::Error),
     #[error(transparent)]
+    Atomic(#[from] crate::atomic::Error),
+    #[error(transparent)]
     Vm(#[from] vm::Error),
     #[error("the guest agent: {0}")]
     Agent(String),

@@ -1,7 +1,9 @@
 //! Crash-safe file updates: write a uniquely named temp file in the target's
 //! directory, fsync it, rename it over the target, fsync the directory. A
 //! crash leaves the old file or the new one, never a torn one; leftover temp
-//! files are garbage, never state.
+//! files are garbage, never state. Also the flocks that make concurrent
+//! `container` processes take turns. Shared by the image store and the
+//! container records, so it belongs to neither.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,7 +16,26 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use super::{Error, IoContext};
+/// A file operation that failed, and on which path.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct Error {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+trait At<T> {
+    fn at(self, path: &Path) -> Result<T, Error>;
+}
+
+impl<T> At<T> for std::io::Result<T> {
+    fn at(self, path: &Path) -> Result<T, Error> {
+        self.map_err(|source| Error {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
 
 /// A temp file name in `dir` that no other process, or thread of this one,
 /// will pick. Hidden, so listings of `dir` skip it.
