@@ -6,19 +6,9 @@ mod common;
 mod ext4_support;
 
 use std::path::Path;
-use std::process::Command;
 
 use container::ext4::{Error, FormatOptions, Formatter};
-use ext4_support::{debugfs, fsck::fsck, layer::Layer};
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use ext4_support::{debugfs, fsck::fsck, layer::Layer, run};
 
 /// The transaction the journal will start with, from an empty journal's
 /// `logdump`: "Journal starts at block 0, transaction N".

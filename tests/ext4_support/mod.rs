@@ -61,3 +61,13 @@ pub fn debugfs(image: &Path, request: &str) -> String {
         .expect("run debugfs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs a host tool (mount, umount, sync) that must succeed.
+pub fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect(program);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
