@@ -271,6 +271,37 @@ fn a_container_sees_exactly_the_tree_its_layers_describe() {
     assert_eq!(value.trim_end(), String::from_utf8(big_value).unwrap());
 }
 
+/// A layer that breaks halfway (its second header is damaged, after the
+/// first entry's data is written) fails `create` with one line naming the
+/// problem, and leaves no snapshot, no temp file and no container behind.
+#[test]
+fn a_broken_layer_leaves_nothing_behind() {
+    let mut tar = Layer::new().file("ok", b"fine").file("bad", b"x").bytes();
+    tar[1024 + 1] ^= 0x20; // the second header's name: its checksum no longer holds
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let layer = dir.path().join("broken.tar");
+    std::fs::write(&layer, tar).unwrap();
+    let registry = Registry::start();
+    let image = push_layers(&registry, "broken", &[&layer]);
+    let cli = Cli::new();
+    let output = cli.run(&["create", &image]);
+    let (_, stderr) = text(&output);
+    assert_ne!(output.status.code(), Some(0));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("Error: ")
+            && stderr.contains("the header at byte 1024 has a wrong checksum"),
+        "{stderr}"
+    );
+    let left: Vec<String> = std::fs::read_dir(cli.app_root.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "left in snapshots/: {left:?}");
+    assert_eq!(text(&cli.run(&["ls", "-a", "-q"])).0, "");
+}
+
 /// How many names the busybox layer puts directly under /bin.
 fn busybox_bin_names(layer: &std::path::Path) -> usize {
     let gz = std::fs::File::open(layer).unwrap();
