@@ -40,8 +40,8 @@ use superblock::{BG_INODE_UNINIT, BG_INODE_ZEROED, GroupDesc, Superblock};
 use tree::{Kind, Meta, Node, NodeId, Place, Tree};
 
 pub use layout::GeometryError;
-use tar_reader::Header;
 pub use tar_reader::TarError;
+use tar_reader::{Header, Reader};
 pub use tree::PathError;
 pub use xattr::XattrError;
 
@@ -215,7 +215,7 @@ impl Formatter {
     pub fn unpack_layer(&mut self, tar: impl Read + Send) -> Result<(), Error> {
         self.layer += 1;
         read_ahead::read_ahead(tar, |chunks| {
-            let mut archive = tar_reader::Reader::new(chunks);
+            let mut archive = Reader::new(chunks);
             while let Some(header) = archive.next().map_err(Error::Tar)? {
                 self.apply(&header, &mut archive)?;
             }
@@ -224,7 +224,7 @@ impl Formatter {
     }
 
     /// Applies one entry; `data` reads its contents.
-    fn apply(&mut self, header: &Header, data: &mut impl Read) -> Result<(), Error> {
+    fn apply(&mut self, header: &Header, data: &mut Reader<impl Read>) -> Result<(), Error> {
         let raw_path = &header.path;
         let path = String::from_utf8_lossy(raw_path).into_owned();
         let parsed = tar_entry::parse(header, &path)?;
@@ -325,7 +325,7 @@ impl Formatter {
     /// whole file, so files stay contiguous whenever the image allows.
     fn write_data(
         &mut self,
-        data: &mut impl Read,
+        data: &mut Reader<impl Read>,
         size: u64,
         path: &str,
     ) -> Result<Vec<Extent>, Error> {
@@ -342,6 +342,12 @@ impl Formatter {
         let mut remaining = size;
         let mut logical: u32 = 0;
         while remaining > 0 {
+            let hole = data.skip_hole(remaining, BLOCK_SIZE);
+            if hole > 0 {
+                remaining -= hole;
+                logical += (hole / BLOCK_SIZE) as u32;
+                continue;
+            }
             let n = remaining.min(CHUNK as u64) as usize;
             data.read_exact(&mut self.buf[..n])
                 .map_err(|source| Error::Entry {

@@ -18,6 +18,13 @@ const BLOCK: u64 = 512;
 /// The most a PAX header or GNU long name may hold, as in Go's archive/tar:
 /// a layer cannot make us buffer more than this for one entry.
 const MAX_SPECIAL: u64 = 1 << 20;
+/// Sizes are signed 64-bit numbers in Go's reader; larger ones are refused
+/// there and here (they would also overflow the padding arithmetic).
+const MAX_SIZE: u64 = i64::MAX as u64;
+/// Segments one old-style GNU sparse map may list (each extension block
+/// holds 21): enough for any real file, and a bound on what a hostile map
+/// can make us keep.
+const MAX_SPARSE_SEGMENTS: usize = 1 << 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
@@ -39,6 +46,10 @@ pub enum TarError {
     SparseMap(u64),
     #[error("the entry at byte {0} is a PAX-format sparse file, which is not supported")]
     PaxSparse(u64),
+    #[error("the entry at byte {0} is larger than 8 EiB")]
+    TooBig(u64),
+    #[error("a zero block at byte {0} is followed by more entries")]
+    LoneZeroBlock(u64),
 }
 
 /// One entry's header, with any PAX records and GNU long names applied.
@@ -123,6 +134,14 @@ impl<R: Read> Reader<R> {
                 return Err(TarError::Truncated);
             }
             if block.iter().all(|&b| b == 0) {
+                // The end is two zero blocks (or one, then the stream's end);
+                // a zero block amid entries is damage, not the end.
+                let mut next = [0u8; BLOCK as usize];
+                let read = read_full(&mut self.inner, &mut next)?;
+                self.offset += read as u64;
+                if read != 0 && next.iter().any(|&b| b != 0) {
+                    return Err(TarError::LoneZeroBlock(offset));
+                }
                 self.done = true;
                 return Ok(None);
             }
@@ -134,6 +153,9 @@ impl<R: Read> Reader<R> {
                 })
             };
             let stored = field(124..136, "size")?;
+            if stored > MAX_SIZE {
+                return Err(TarError::TooBig(offset));
+            }
             let kind = block[156];
             match kind {
                 b'x' | b'g' | b'L' | b'K' => {
@@ -146,13 +168,17 @@ impl<R: Read> Reader<R> {
                         return Err(TarError::TooLarge { what, offset });
                     }
                     let data = self.read_special(stored)?;
+                    // Empty long names are no names (Go's rule).
+                    let name = Some(trim_nul(&data).to_vec()).filter(|n| !n.is_empty());
                     match kind {
                         b'x' => pax = parse_pax(&data, offset)?,
                         // Global records would apply to every later entry;
                         // no image tool writes them, and Docker ignores them.
-                        b'g' => {}
-                        b'L' => long_name = Some(trim_nul(&data).to_vec()),
-                        _ => long_link = Some(trim_nul(&data).to_vec()),
+                        // Go hands them out as an entry of their own, which
+                        // ends whatever described "the next entry" before.
+                        b'g' => (pax, long_name, long_link) = (Vec::new(), None, None),
+                        b'L' => long_name = name,
+                        _ => long_link = name,
                     }
                     continue;
                 }
@@ -166,7 +192,12 @@ impl<R: Read> Reader<R> {
                 gid: field(116..124, "gid")?,
                 size: stored,
                 mtime: Time {
-                    secs: field(136..148, "mtime")? as i64,
+                    secs: i64::try_from(field(136..148, "mtime")?).map_err(|_| {
+                        TarError::Field {
+                            offset,
+                            field: "mtime",
+                        }
+                    })?,
                     nanos: 0,
                 },
                 offset,
@@ -205,20 +236,18 @@ impl<R: Read> Reader<R> {
             }
 
             // Links, directories, devices and FIFOs carry no data whatever
-            // their size field says (Go's rule, so Docker's).
+            // their size field says (Go's rule, so Docker's). What is
+            // stored is the size after PAX records, sparse files included.
             if matches!(header.kind, b'1'..=b'6') {
                 header.size = 0;
-            } else if header.kind == b'S' {
+            }
+            self.stored = header.size;
+            if header.kind == b'S' {
                 self.sparse_map(&block, &mut header)?;
             } else {
                 self.segments.push((0, header.size));
             }
             self.size = header.size;
-            self.stored = if header.kind == b'S' {
-                stored
-            } else {
-                header.size
-            };
             self.padding = self.stored.next_multiple_of(BLOCK) - self.stored;
             return Ok(Some(header));
         }
@@ -233,12 +262,18 @@ impl<R: Read> Reader<R> {
         let mut read_entries = |area: &[u8], count: usize| -> Result<(), TarError> {
             for i in 0..count {
                 let e = &area[i * 24..i * 24 + 24];
-                if e.iter().all(|&b| b == 0) {
+                // GNU tar, BSD tar and Go all stop at an empty offset field.
+                if e[0] == 0 {
                     break;
                 }
                 let start = number(&e[..12]).ok_or_else(bad)?;
                 let len = number(&e[12..]).ok_or_else(bad)?;
-                entries.push((start, len));
+                if len > 0 {
+                    entries.push((start, len));
+                }
+                if entries.len() > MAX_SPARSE_SEGMENTS {
+                    return Err(bad());
+                }
             }
             Ok(())
         };
@@ -253,7 +288,9 @@ impl<R: Read> Reader<R> {
             read_entries(&ext[..504], 21)?;
             extended = ext[504] != 0;
         }
-        let real = number(&block[483..495]).ok_or_else(bad)?;
+        let real = number(&block[483..495])
+            .filter(|&n| n <= MAX_SIZE)
+            .ok_or_else(bad)?;
         let mut end = 0;
         let mut stored = 0u64;
         for &(start, len) in &entries {
@@ -264,12 +301,32 @@ impl<R: Read> Reader<R> {
             end = stop;
             stored += len;
         }
-        if stored != header.size {
+        if stored != self.stored {
             return Err(bad());
         }
         self.segments = entries;
         header.size = real;
         Ok(())
+    }
+
+    /// Moves past the hole (a sparse file's unstored zeros) at the current
+    /// position, in whole multiples of `align` and at most `max` bytes;
+    /// returns how far. A sparse map can describe terabytes of hole in a few
+    /// bytes, so the writer skips them rather than reading zeros.
+    pub fn skip_hole(&mut self, max: u64, align: u64) -> u64 {
+        while let Some(&(start, len)) = self.segments.get(self.segment)
+            && self.pos >= start + len
+        {
+            self.segment += 1;
+        }
+        let data = self
+            .segments
+            .get(self.segment)
+            .map_or(self.size, |&(start, _)| start);
+        let hole = data.saturating_sub(self.pos).min(max);
+        let hole = hole - hole % align;
+        self.pos += hole;
+        hole
     }
 
     fn read_special(&mut self, len: u64) -> Result<Vec<u8>, TarError> {
@@ -343,7 +400,10 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Unsigned and signed byte sums are both in use (Go accepts either).
 fn verify_checksum(block: &[u8; 512], offset: u64) -> Result<(), TarError> {
-    let stored = number(&block[148..156]).ok_or(TarError::Checksum(offset))?;
+    let field = &block[148..156];
+    let stored = number(field)
+        .filter(|_| field[0] & 0x80 == 0)
+        .ok_or(TarError::Checksum(offset))?;
     let spaces = 8 * u64::from(b' ');
     let outside = |i: &usize| !(148..156).contains(i);
     let unsigned: u64 = block
@@ -391,11 +451,14 @@ fn number(field: &[u8]) -> Option<u64> {
     if text[end..].iter().any(|&b| b != b' ' && b != 0) {
         return None;
     }
-    let digits = std::str::from_utf8(&text[..end]).ok()?;
+    let digits = &text[..end];
+    if !digits.iter().all(|b| (b'0'..=b'7').contains(b)) {
+        return None;
+    }
     if digits.is_empty() {
         return Some(0);
     }
-    u64::from_str_radix(digits, 8).ok()
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok()
 }
 
 fn trim_nul(field: &[u8]) -> &[u8] {
@@ -408,7 +471,7 @@ fn parse_pax(mut data: &[u8], offset: u64) -> Result<Vec<(String, Vec<u8>)>, Tar
     let bad = TarError::Pax(offset);
     let mut records = Vec::new();
     // Writers may pad the header with NULs after the last record.
-    while !trim_nul(data).is_empty() {
+    while data.iter().any(|&b| b != 0) {
         let space = data
             .iter()
             .position(|&b| b == b' ')
@@ -426,7 +489,10 @@ fn parse_pax(mut data: &[u8], offset: u64) -> Result<Vec<(String, Vec<u8>)>, Tar
             .iter()
             .position(|&b| b == b'=')
             .ok_or(TarError::Pax(offset))?;
-        let key = std::str::from_utf8(&record[..eq]).map_err(|_| TarError::Pax(offset))?;
+        let key = std::str::from_utf8(&record[..eq])
+            .ok()
+            .filter(|k| !k.is_empty())
+            .ok_or(TarError::Pax(offset))?;
         records.push((key.to_string(), record[eq + 1..].to_vec()));
         data = &data[len..];
     }
@@ -446,10 +512,27 @@ fn apply_pax(header: &mut Header, key: &str, value: Vec<u8>, offset: u64) -> Res
             .ok_or_else(bad)
     };
     let time = |v: &[u8]| parse_time(v).ok_or_else(bad);
+    let known = matches!(
+        key,
+        "path" | "linkpath" | "size" | "uid" | "gid" | "mtime" | "atime" | "ctime"
+    );
+    // An empty value keeps the header's own field (Go's rule); xattrs may
+    // be empty, though.
+    if known && value.is_empty() {
+        return Ok(());
+    }
+    if matches!(key, "path" | "linkpath") && value.contains(&0) {
+        return Err(bad());
+    }
     match key {
         "path" => header.path = value,
         "linkpath" => header.link = value,
-        "size" => header.size = decimal(&value)?,
+        "size" => {
+            header.size = decimal(&value)?;
+            if header.size > MAX_SIZE {
+                return Err(TarError::TooBig(offset));
+            }
+        }
         "uid" => header.uid = decimal(&value)?,
         "gid" => header.gid = decimal(&value)?,
         "mtime" => header.mtime = time(&value)?,
@@ -625,5 +708,73 @@ mod tests {
             read_all(&huge),
             Err(TarError::TooLarge { offset: 0, .. })
         ));
+    }
+
+    /// An entry with PAX records before it.
+    fn with_pax(records: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(records.len() as u64);
+        x.set_cksum();
+        b.append(&x, records).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn only_two_zero_blocks_end_the_archive() {
+        let mut bytes = archive();
+        bytes.truncate(2560); // the file, the directory, one zero block
+        assert_eq!(read_all(&bytes).unwrap().len(), 2);
+        // A zero block between entries is damage, not the end.
+        let first = archive()[..1536].to_vec();
+        let gap = [first.as_slice(), &[0u8; 512], &archive()].concat();
+        assert!(matches!(read_all(&gap), Err(TarError::LoneZeroBlock(1536))));
+    }
+
+    #[test]
+    fn pax_records_the_way_go_reads_them() {
+        // An empty value keeps the header's field.
+        let kept = read_all(&with_pax(b"8 path=\n", "name", b"")).unwrap();
+        assert_eq!(kept[0].0, b"name");
+        // A NUL in a path is refused, not written into a directory.
+        assert!(matches!(
+            read_all(&with_pax(b"12 path=a\0b\n", "name", b"")),
+            Err(TarError::PaxValue { .. })
+        ));
+        // Sizes past i64::MAX are refused before any arithmetic on them.
+        let huge = b"29 size=18446744073709551615\n";
+        assert!(matches!(
+            read_all(&with_pax(huge, "name", b"")),
+            Err(TarError::TooBig(_))
+        ));
+        // A global header ends what the records before it described.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(19);
+        x.set_cksum();
+        b.append(&x, &b"19 path=etc/passwd\n"[..]).unwrap();
+        let mut g = tar::Header::new_ustar();
+        g.set_entry_type(tar::EntryType::XGlobalHeader);
+        g.set_size(0);
+        g.set_cksum();
+        b.append(&g, &[][..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, "file", &[][..]).unwrap();
+        let entries = read_all(&b.into_inner().unwrap()).unwrap();
+        assert_eq!(entries[0].0, b"file");
+    }
+
+    #[test]
+    fn octal_fields_hold_octal_digits_only() {
+        assert_eq!(number(b"+17"), None);
+        assert_eq!(number(b"0000017 "), Some(15));
     }
 }

@@ -603,3 +603,39 @@ fn gnu_tar_archives() {
          sparse file, which is not supported"
     );
 }
+
+/// An old-style GNU sparse file of 1 TiB with 8 KiB of data: the hole is
+/// skipped, not read as a terabyte of zeros, and costs no blocks.
+#[test]
+fn a_terabyte_sparse_file_is_only_its_data() {
+    // GNU tar writes numbers too big for octal in base 256.
+    fn octal(field: &mut [u8], value: u64) {
+        field.fill(0);
+        field[0] = 0x80;
+        let bytes = value.to_be_bytes();
+        let n = field.len();
+        field[n - 8..].copy_from_slice(&bytes);
+    }
+    let real: u64 = 1 << 40;
+    let mut h = tar::Header::new_gnu();
+    h.set_path("var/log/lastlog").unwrap();
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(8192);
+    let gnu = h.as_gnu_mut().unwrap();
+    octal(&mut gnu.sparse[0].offset, 0);
+    octal(&mut gnu.sparse[0].numbytes, 4096);
+    octal(&mut gnu.sparse[1].offset, real - 4096);
+    octal(&mut gnu.sparse[1].numbytes, 4096);
+    octal(&mut gnu.realsize, real);
+    h.set_cksum();
+    let data = [vec![b'a'; 4096], vec![b'z'; 4096]].concat();
+    let tar = [h.as_bytes().as_slice(), &data, &[0u8; 1024]].concat();
+    let img = build_from(64 * MIB, [&tar[..]]).unwrap();
+    img.fsck();
+    let stat = img.stat("/var/log/lastlog");
+    assert_eq!(field(&stat, "Size"), real.to_string(), "{stat}");
+    assert_eq!(field(&stat, "Blockcount"), "16", "{stat}");
+    let extents = img.debugfs("ex /var/log/lastlog");
+    assert!(extents.contains("268435455 - 268435455"), "{extents}");
+}
