@@ -9,7 +9,7 @@ mod ext4_support;
 use std::io::Read;
 
 use container::ext4::{FormatOptions, Formatter};
-use ext4_support::{debugfs, fsck::fsck, run};
+use ext4_support::{debugfs, fsck::fsck, loop_mount, run};
 
 const ENTRIES: usize = 200_000;
 
@@ -74,20 +74,8 @@ fn two_hundred_thousand_names_in_one_directory() {
         &root[..root.len().min(400)]
     );
 
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let mnt = loop_mount(&image, "ro");
     let mnt_str = mnt.to_str().unwrap();
-    run(
-        "mount",
-        &[
-            "-t",
-            "ext4",
-            "-o",
-            "loop,ro",
-            image.to_str().unwrap(),
-            mnt_str,
-        ],
-    );
     let listed = std::fs::read_dir(mnt.join("big")).map(|d| d.count());
     let missing: Vec<String> = (0..ENTRIES)
         .step_by(997)

@@ -8,7 +8,7 @@ mod ext4_support;
 use std::path::Path;
 
 use container::ext4::{Error, FormatOptions, Formatter};
-use ext4_support::{debugfs, fsck::fsck, layer::Layer, run};
+use ext4_support::{debugfs, fsck::fsck, layer::Layer, loop_mount, run};
 
 /// The transaction the journal will start with, from an empty journal's
 /// `logdump`: "Journal starts at block 0, transaction N".
@@ -46,20 +46,8 @@ fn a_journaled_image_mounts_ordered_and_stays_clean() {
     // Empty, as mke2fs leaves it: nothing to replay, first transaction 1.
     assert_eq!(next_transaction(&image), 1);
 
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let mnt = loop_mount(&image, "data=ordered");
     let mnt_str = mnt.to_str().unwrap();
-    run(
-        "mount",
-        &[
-            "-t",
-            "ext4",
-            "-o",
-            "loop,data=ordered",
-            image.to_str().unwrap(),
-            mnt_str,
-        ],
-    );
     let written = std::fs::write(mnt.join("etc/written"), b"through the journal\n")
         .and_then(|()| std::fs::read(mnt.join("etc/hostname")));
     // Unmount before asserting, so a failure leaves no mount behind.

@@ -71,3 +71,24 @@ pub fn run(program: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Mounts an ext4 image through a loop device at a `mnt` directory next to
+/// it (root only), with mount options such as `ro` or `data=ordered`.
+pub fn loop_mount(image: &Path, options: &str) -> PathBuf {
+    let mnt = image.with_file_name("mnt");
+    std::fs::create_dir(&mnt).expect("mount point");
+    let options = format!("loop,{options}");
+    let image = image.to_str().expect("UTF-8 path");
+    run(
+        "mount",
+        &[
+            "-t",
+            "ext4",
+            "-o",
+            &options,
+            image,
+            mnt.to_str().expect("UTF-8 path"),
+        ],
+    );
+    mnt
+}
