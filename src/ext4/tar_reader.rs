@@ -314,19 +314,25 @@ impl<R: Read> Reader<R> {
     /// returns how far. A sparse map can describe terabytes of hole in a few
     /// bytes, so the writer skips them rather than reading zeros.
     pub fn skip_hole(&mut self, max: u64, align: u64) -> u64 {
+        let (data, _) = self.current_segment();
+        let hole = data.saturating_sub(self.pos).min(max);
+        let hole = hole - hole % align;
+        self.pos += hole;
+        hole
+    }
+
+    /// The stored segment at or after the current position, as (start,
+    /// length); past the last one, an empty segment at the entry's end.
+    fn current_segment(&mut self) -> (u64, u64) {
         while let Some(&(start, len)) = self.segments.get(self.segment)
             && self.pos >= start + len
         {
             self.segment += 1;
         }
-        let data = self
-            .segments
+        self.segments
             .get(self.segment)
-            .map_or(self.size, |&(start, _)| start);
-        let hole = data.saturating_sub(self.pos).min(max);
-        let hole = hole - hole % align;
-        self.pos += hole;
-        hole
+            .copied()
+            .unwrap_or((self.size, 0))
     }
 
     fn read_special(&mut self, len: u64) -> Result<Vec<u8>, TarError> {
@@ -354,16 +360,7 @@ impl<R: Read> Read for Reader<R> {
         if self.pos >= self.size || out.is_empty() {
             return Ok(0);
         }
-        while let Some(&(start, len)) = self.segments.get(self.segment)
-            && self.pos >= start + len
-        {
-            self.segment += 1;
-        }
-        let (start, len) = self
-            .segments
-            .get(self.segment)
-            .copied()
-            .unwrap_or((self.size, 0));
+        let (start, len) = self.current_segment();
         let n = if self.pos < start {
             // A hole before the next stored segment (or at the end).
             let n = out.len().min((start - self.pos) as usize);

@@ -21,7 +21,7 @@ use std::process::Command;
 use tar::EntryType;
 
 use super::layer::{Layer, MTIME};
-use super::{MIB, build, noise};
+use super::{MIB, build, field, noise};
 use crate::ext4::{BS, FAST_SYMLINK_MAX};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -482,8 +482,4 @@ fn listing(reply: &str) -> Vec<&str> {
 /// An owner as debugfs prints it: a C int, so IDs past 2^31 come out negative.
 fn id(printed: &str) -> u32 {
     printed.parse::<i64>().unwrap() as u32
-}
-
-fn field<'a>(stat: &'a str, name: &str) -> &'a str {
-    super::field(stat, name)
 }
