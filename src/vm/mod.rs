@@ -31,6 +31,11 @@ pub use kernel::Kernel;
 pub enum Error {
     #[error("{what} not found: {hint}")]
     Missing { what: String, hint: String },
+    #[error("{program} is not installed: it comes with {provider}, which scripts/setup installs")]
+    NotInstalled {
+        program: String,
+        provider: &'static str,
+    },
     #[error("could not start {program}: {source}")]
     Spawn {
         program: String,

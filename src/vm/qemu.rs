@@ -79,6 +79,27 @@ fn rdtsc() -> u64 {
     unsafe { std::arch::x86_64::_rdtsc() }
 }
 
+/// Why `program` did not start: not installed (naming what provides it, as
+/// scripts/setup installs it), or another failure.
+fn spawn_error(program: &str, source: std::io::Error) -> Error {
+    let provider = match program {
+        "qemu-system-x86_64" => "the Debian package qemu-system-x86",
+        "qemu-img" => "the Debian package qemu-utils",
+        "vhost-device-vsock" => "`cargo install vhost-device-vsock`",
+        _ => "",
+    };
+    if source.kind() == std::io::ErrorKind::NotFound && !provider.is_empty() {
+        return Error::NotInstalled {
+            program: program.to_string(),
+            provider,
+        };
+    }
+    Error::Spawn {
+        program: program.to_string(),
+        source,
+    }
+}
+
 /// Spawns a helper that dies with us: SIGKILL when our thread exits.
 fn spawn(program: &str, args: &[String], stderr: Stdio) -> Result<Child, Error> {
     let mut command = Command::new(program);
@@ -97,10 +118,9 @@ fn spawn(program: &str, args: &[String], stderr: Stdio) -> Result<Child, Error> 
             Ok(())
         });
     }
-    command.spawn().map_err(|source| Error::Spawn {
-        program: program.to_string(),
-        source,
-    })
+    command
+        .spawn()
+        .map_err(|source| spawn_error(program, source))
 }
 
 fn drive_args(index: usize, disk: &Disk) -> [String; 4] {
@@ -325,10 +345,7 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<Di
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|source| Error::Spawn {
-            program: "qemu-img".into(),
-            source,
-        })?;
+        .map_err(|source| spawn_error("qemu-img", source))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         return Err(Error::Io {
