@@ -33,9 +33,14 @@ fn a_journaled_image_mounts_ordered_and_stays_clean() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("root.ext4");
     let mut fs = formatter(&image).with_journal(16 << 20).unwrap();
-    let layer = Layer::new()
+    // More inodes than one inode-table block holds (16): the journal's
+    // inode 8 shares the first block with the root's and must not wipe it.
+    let mut layer = Layer::new()
         .dir("etc/", 0o755)
         .file("etc/hostname", b"box\n");
+    for i in 0..40 {
+        layer = layer.file(&format!("etc/f{i}"), b"x");
+    }
     fs.unpack_layer(&layer.bytes()[..]).unwrap();
     fs.finish().unwrap();
     fsck(&image);

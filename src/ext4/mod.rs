@@ -449,6 +449,18 @@ impl Formatter {
         let ipg = self.geometry.inodes_per_group;
         let mut dirs = vec![0u16; self.geometry.groups as usize];
         let mut table = TableBlock::default();
+        // Inode 8 comes before every file's (11 and up): the table is
+        // written in ascending order, one block at a time.
+        let journal = match self.journal {
+            Some((start, blocks)) => {
+                let inode = self.journal_inode(start, blocks, uuid)?;
+                let at = self.groups[0].inode_table * BLOCK_SIZE
+                    + (journal::INO - 1) as u64 * INODE_SIZE;
+                table.put(&self.file, at, &inode.encode())?;
+                Some((inode.block, inode.size))
+            }
+            None => None,
+        };
         for &(id, parent) in &order {
             let ino = ino_of[id];
             let inode = self.build_inode(id, ino, ino_of[parent], &ino_of, hash_seed)?;
@@ -460,16 +472,6 @@ impl Formatter {
                 + index as u64 * INODE_SIZE;
             table.put(&self.file, at, &inode.encode())?;
         }
-        let journal = match self.journal {
-            Some((start, blocks)) => {
-                let inode = self.journal_inode(start, blocks, uuid)?;
-                let at = self.groups[0].inode_table * BLOCK_SIZE
-                    + (journal::INO - 1) as u64 * INODE_SIZE;
-                table.put(&self.file, at, &inode.encode())?;
-                Some((inode.block, inode.size))
-            }
-            None => None,
-        };
         table.flush(&self.file)?;
         self.write_group_metadata(last_ino as u32, &dirs, uuid, hash_seed, journal)?;
         self.file.sync_all().map_err(Error::Write)
@@ -714,9 +716,13 @@ struct TableBlock {
 }
 
 impl TableBlock {
+    /// Puts an inode at byte `at`. Callers go in ascending order: a block
+    /// is started from zeros, so going back to one already written would
+    /// wipe the inodes put there before.
     fn put(&mut self, file: &File, at: u64, inode: &[u8]) -> Result<(), Error> {
         let block = at - at % BLOCK_SIZE;
         if self.at != Some(block) {
+            debug_assert!(self.at.is_none_or(|previous| previous < block));
             self.flush(file)?;
             self.at = Some(block);
             self.buf = vec![0; BS];
