@@ -207,3 +207,61 @@ fn the_agent_configures_links_addresses_and_routes() {
     let routes = text(&cli.run(&["exec", "net", "ip", "route"])).0;
     assert!(routes.contains("10.201.0.0/16 dev lo"), "{routes}");
 }
+
+#[test]
+fn exec_is_confined_like_the_container_and_signals_start_at_their_defaults() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let run = cli.run(&[
+        "run",
+        "-d",
+        "--name",
+        "confined",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "KILL",
+        "--ulimit",
+        "nproc=256",
+        &image,
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run).1);
+    // The exec'd shell and PID 1 (the main process) alike: only CAP_KILL
+    // (bit 5), the container's nproc limit, no signal ignored or blocked.
+    let script = "for p in self 1; do grep -E '^(CapEff|CapBnd|SigIgn|SigBlk)' /proc/$p/status; \
+                  grep 'Max processes' /proc/$p/limits | tr -s ' '; done";
+    let output = cli.run(&["exec", "confined", "sh", "-c", script]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let one = "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n\
+               CapEff:\t0000000000000020\nCapBnd:\t0000000000000020\n\
+               Max processes 256 256 processes \n";
+    assert_eq!(stdout, format!("{one}{one}"));
+    // With SIGPIPE at its default, `yes` dies when `head` is done and the
+    // pipeline ends; ignored, it would spin until the timeout.
+    let output = cli.run(&[
+        "exec",
+        "confined",
+        "sh",
+        "-c",
+        "timeout 30 sh -c 'yes | head -c 100000 | wc -c'; echo rc=$?",
+    ]);
+    assert_eq!(text(&output).0, "100000\nrc=0\n", "{}", text(&output).1);
+    // The root filesystem has a journal and is mounted data=ordered.
+    let output = cli.run(&[
+        "exec",
+        "confined",
+        "sh",
+        "-c",
+        "ls /proc/fs/jbd2; grep -x data=ordered /proc/fs/ext4/vda/options",
+    ]);
+    assert_eq!(
+        text(&output).0,
+        "vda-8\ndata=ordered\n",
+        "{}",
+        text(&output).1
+    );
+}

@@ -335,6 +335,7 @@ fn exec(w: &Workload) -> Failure {
         // SAFETY: as above.
         unsafe { std::env::set_var(key, value) };
     }
+    reset_signals();
     // execvp searches the PATH we just set, inside the container's root.
     let error = nix::unistd::execvp(&w.args[0], &w.args).unwrap_err();
     let name = w.args[0].to_string_lossy();
@@ -352,6 +353,20 @@ fn exec(w: &Workload) -> Failure {
             message: format!("exec {name}: {e}"),
         },
     }
+}
+
+/// Every signal back to its default action and unblocked, as runc does
+/// before exec: vminitd is a Rust program, which ignores SIGPIPE, and exec
+/// keeps ignored signals ignored, so without this `yes | head` would never
+/// end in a container. Errors (SIGKILL, SIGSTOP, numbers libc reserves)
+/// change nothing, so they are not failures.
+fn reset_signals() {
+    // Raw numbers, to include the real-time signals nix's enum lacks.
+    for number in 1..=libc::SIGRTMAX() {
+        // SAFETY: SIG_DFL installs no handler of ours.
+        unsafe { libc::signal(number, libc::SIG_DFL) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// vminitd's own tools, run as root inside the container (as Docker's cp

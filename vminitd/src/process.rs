@@ -150,6 +150,18 @@ fn set_cloexec(fd: &OwnedFd) -> Result<(), Error> {
     Ok(())
 }
 
+/// An exec'd process is confined exactly as the container's first process,
+/// whatever the exec request says: its capabilities, resource limits and
+/// no_new_privs come from the container, as in Docker and Apple's runtime.
+/// (Its cgroup, namespaces and masked paths come with joining the container.)
+fn confined_like(mut spec: ProcessSpec, first: &ProcessSpec) -> ProcessSpec {
+    spec.cap_add = first.cap_add.clone();
+    spec.cap_drop = first.cap_drop.clone();
+    spec.rlimits = first.rlimits.clone();
+    spec.no_new_privileges = first.no_new_privileges;
+    spec
+}
+
 impl Table {
     pub fn get(&self, id: &str) -> Result<Arc<Process>, Error> {
         self.processes
@@ -231,7 +243,7 @@ impl Table {
                     _ => return Err(Error::NotRunning(id.to_string())),
                 };
                 Launch {
-                    process: Some(process.spec.clone()),
+                    process: Some(confined_like(process.spec.clone(), &other.spec)),
                     root: String::new(),
                     config: None,
                     join_pid: pid.as_raw(),
