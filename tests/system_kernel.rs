@@ -1,5 +1,7 @@
 //! `container system kernel set --binary`, black-box.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -46,4 +48,54 @@ fn kernel_set_binary_installs_the_kernel_runs_use() {
         String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/vmlinux"),
         "{missing:?}"
     );
+}
+
+/// A kernel copied under a name without its version still finds its
+/// modules (by the release in its own boot header) and boots.
+#[test]
+fn a_kernel_named_without_its_version_boots() {
+    use common::{Cli, Registry, text};
+    let host_kernel = std::fs::read_dir("/boot")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.to_string_lossy().contains("vmlinuz-") && p.to_string_lossy().contains("-cloud-")
+        })
+        .max()
+        .expect("a Debian cloud kernel in /boot (scripts/setup installs it)");
+    let source = tempfile::tempdir().unwrap();
+    let captured = source.path().join("captured-kernel");
+    std::fs::copy(&host_kernel, &captured).unwrap();
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let set = cli.run(&[
+        "system",
+        "kernel",
+        "set",
+        "--binary",
+        captured.to_str().unwrap(),
+    ]);
+    assert!(set.status.success(), "{}", text(&set).1);
+    let output = cli.run(&["run", "--rm", &image, "uname", "-r"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let release =
+        host_kernel.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
+    assert_eq!(stdout.trim(), release);
+
+    // A file that is no kernel and whose name says nothing is refused.
+    let junk = source.path().join("junk");
+    std::fs::write(&junk, b"not a kernel").unwrap();
+    let refused = cli.run(&[
+        "system",
+        "kernel",
+        "set",
+        "--binary",
+        junk.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused).1;
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("the release of kernel"), "{stderr}");
 }

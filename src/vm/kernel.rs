@@ -45,7 +45,8 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// Makes `binary` the kernel every new container boots; returns where it
-/// was installed.
+/// was installed. A file whose release can be told neither from its
+/// contents nor from its name is refused: its modules could not be found.
 pub fn install(app_root: &Path, binary: &Path) -> Result<PathBuf, Error> {
     let name = binary
         .file_name()
@@ -54,6 +55,12 @@ pub fn install(app_root: &Path, binary: &Path) -> Result<PathBuf, Error> {
             hint: "give the path of a kernel image file".into(),
         })?
         .to_owned();
+    if release_of(binary).is_none() {
+        return Err(Error::Missing {
+            what: format!("the release of kernel {}", binary.display()),
+            hint: "it has no Linux version banner or boot header, and its name is not vmlinuz-RELEASE or vmlinux-RELEASE".into(),
+        });
+    }
     let dir = kernel_dir(app_root);
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
     let staging = staging_path(&dir);
@@ -211,15 +218,7 @@ impl Kernel {
                 hint: "check CONTAINER_KERNEL, or run `container system kernel set` again".into(),
             });
         }
-        let name = image
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let release = name
-            .strip_prefix("vmlinuz-")
-            .or_else(|| name.strip_prefix("vmlinux-"))
-            .unwrap_or_default()
-            .to_string();
+        let release = release_of(&image).unwrap_or_default();
         let modules = Path::new("/lib/modules").join(&release);
         let modules =
             (!release.is_empty() && modules.join("modules.dep").is_file()).then_some(modules);
@@ -229,6 +228,60 @@ impl Kernel {
             modules,
         })
     }
+}
+
+/// The kernel's release (`uname -r`), which names its modules directory:
+/// from the kernel itself where that is cheap (an x86 bzImage's boot
+/// header), else from a `vmlinuz-RELEASE` file name, else from the
+/// `Linux version RELEASE` banner an uncompressed kernel carries.
+fn release_of(image: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(image)
+        .and_then(|f| f.take(64 << 10).read_to_end(&mut head))
+        .ok()?;
+    if let Some(release) = bzimage_release(&head) {
+        return Some(release);
+    }
+    let name = image.file_name()?.to_str()?;
+    if let Some(release) = name
+        .strip_prefix("vmlinuz-")
+        .or_else(|| name.strip_prefix("vmlinux-"))
+        .filter(|r| !r.is_empty())
+    {
+        return Some(release.to_string());
+    }
+    banner_release(&std::fs::read(image).ok()?)
+}
+
+/// The release in an x86 bzImage's boot header: `HdrS` at 0x202 and, at
+/// 0x20e, the offset (from 0x200) of the version string, e.g.
+/// `6.1.0-57-cloud-amd64 (debian-kernel@...) #1 SMP ...`.
+fn bzimage_release(head: &[u8]) -> Option<String> {
+    if head.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let offset = u16::from_le_bytes(head.get(0x20e..0x210)?.try_into().ok()?) as usize;
+    let version = head.get(0x200 + offset..)?;
+    first_word(version)
+}
+
+/// The release in the `Linux version RELEASE (...)` banner of an
+/// uncompressed kernel (an arm64 `Image`, an ELF `vmlinux`).
+fn banner_release(kernel: &[u8]) -> Option<String> {
+    const BANNER: &[u8] = b"Linux version ";
+    let at = kernel.windows(BANNER.len()).position(|w| w == BANNER)?;
+    first_word(&kernel[at + BANNER.len()..])
+}
+
+/// Printable text up to the first space or NUL, if there is any.
+fn first_word(bytes: &[u8]) -> Option<String> {
+    let word: Vec<u8> = bytes
+        .iter()
+        .take_while(|b| b.is_ascii_graphic())
+        .copied()
+        .collect();
+    (!word.is_empty() && word.len() < 128).then(|| String::from_utf8(word).ok())?
 }
 
 /// Picks the kernel to boot from a list of files in /boot.
@@ -280,6 +333,39 @@ mod tests {
         assert_eq!(std::fs::read(image).unwrap(), b"second kernel");
         // The first stays for containers that still run on it.
         assert!(root.path().join("kernel/vmlinux-6.1.0-1-test").is_file());
+    }
+
+    #[test]
+    fn the_release_comes_from_the_kernel_itself_before_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        // A bzImage header, named without a version.
+        let mut bz = vec![0u8; 0x1000];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x20e..0x210].copy_from_slice(&0x300u16.to_le_bytes());
+        bz[0x500..0x51b].copy_from_slice(b"6.1.0-57-cloud-amd64 (debia");
+        let captured = dir.path().join("captured-kernel");
+        std::fs::write(&captured, &bz).unwrap();
+        assert_eq!(
+            release_of(&captured).as_deref(),
+            Some("6.1.0-57-cloud-amd64")
+        );
+        // A banner deep in an uncompressed kernel.
+        let mut image = vec![0u8; 200_000];
+        image[150_000..150_030].copy_from_slice(b"Linux version 6.18.15-186 (kat");
+        let kata = dir.path().join("Image");
+        std::fs::write(&kata, &image).unwrap();
+        assert_eq!(release_of(&kata).as_deref(), Some("6.18.15-186"));
+        // Neither: only a name can tell, and without one nothing does.
+        let named = dir.path().join("vmlinux-6.2.0-test");
+        std::fs::write(&named, b"not really a kernel").unwrap();
+        assert_eq!(release_of(&named).as_deref(), Some("6.2.0-test"));
+        let anonymous = dir.path().join("kernel");
+        std::fs::write(&anonymous, b"not really a kernel").unwrap();
+        assert_eq!(release_of(&anonymous), None);
+        assert!(matches!(
+            install(dir.path(), &anonymous),
+            Err(Error::Missing { .. })
+        ));
     }
 
     #[test]
