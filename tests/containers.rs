@@ -590,3 +590,77 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(text(&refused).1.contains("cannot shrink"));
 }
+
+#[test]
+fn containers_that_go_away_and_commands_on_several_names() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    // start of a running container is a no-op; stop of a --rm container,
+    // which is removed during the stop, succeeds.
+    stdout(
+        &cli,
+        &[
+            "run", "-d", "--rm", "--name", "gone", &image, "sleep", "1000",
+        ],
+    );
+    assert_eq!(stdout(&cli, &["start", "gone"]), "gone\n");
+    let output = cli.run(&["stop", "-t", "1", "gone"]);
+    assert_eq!(text(&output), ("gone\n".into(), String::new()));
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
+
+    // A --rm -d container that cannot start says why, though its record is gone.
+    let cases: [(&[&str], &[&str], &str); 2] = [
+        (&[], &["nosuchcmd"], "nosuchcmd: executable file not found"),
+        (&["-u", "nobody1"], &["true"], "nobody1"),
+    ];
+    for (flags, command, cause) in cases {
+        let mut run = vec!["run", "--rm", "-d"];
+        run.extend(flags);
+        run.push(&image);
+        run.extend(command);
+        let output = cli.run(&run);
+        let (_, stderr) = text(&output);
+        assert_ne!(output.status.code(), Some(0), "{run:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("Error: the container could not start: ") && stderr.contains(cause),
+            "{stderr}"
+        );
+    }
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
+
+    // exec into a container that is ending: "not running", at every moment.
+    stdout(
+        &cli,
+        &["run", "-d", "--name", "short", &image, "sleep", "1"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let output = cli.run(&["exec", "short", "true"]);
+        if !output.status.success() {
+            break output;
+        }
+        assert!(Instant::now() < deadline, "the container never stopped");
+    };
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(text(&failed).1, "Error: container short is not running\n");
+
+    // Several names: each is acted on once, a missing one is reported and
+    // the rest still go; names and --all together are a usage error.
+    for name in ["a", "b"] {
+        stdout(&cli, &["create", "--name", name, &image, "true"]);
+    }
+    assert_eq!(cli.run(&["rm", "--all", "a"]).status.code(), Some(2));
+    let output = cli.run(&["rm", "a", "nosuch", "b", "b", "short"]);
+    assert_eq!(
+        text(&output),
+        (
+            "a\nb\nshort\n".into(),
+            "Error: no such container: nosuch\n".into()
+        )
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
+}

@@ -182,8 +182,31 @@ pub async fn start(app_root: &Path, args: StartArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Containers named on the command line, or all of them with `--all`.
-fn targets(app_root: &Path, names: &[String], all: bool) -> Result<Vec<Container>> {
+/// Failures of single containers in a command that acts on several: each
+/// is reported on its own line and the rest still go, as in Docker; the
+/// command then exits 1.
+#[derive(Default)]
+struct Failures(bool);
+
+impl Failures {
+    fn report(&mut self, e: impl std::fmt::Display) {
+        eprintln!("Error: {e}");
+        self.0 = true;
+    }
+
+    fn exit_code(&self) -> i32 {
+        i32::from(self.0)
+    }
+}
+
+/// Containers named on the command line, each once, or all of them with
+/// `--all`. A name that matches none is a failure of its own.
+fn targets(
+    app_root: &Path,
+    names: &[String],
+    all: bool,
+    failures: &mut Failures,
+) -> Result<Vec<Container>> {
     let containers = Containers::open(app_root)?;
     if all {
         return Ok(containers.list()?);
@@ -191,16 +214,21 @@ fn targets(app_root: &Path, names: &[String], all: bool) -> Result<Vec<Container
     if names.is_empty() {
         return Err("name at least one container, or use --all".into());
     }
-    Ok(names
-        .iter()
-        .map(|n| containers.find(n))
-        .collect::<std::result::Result<_, _>>()?)
+    let mut found: Vec<Container> = Vec::new();
+    for name in names {
+        match containers.find(name) {
+            Ok(c) if found.iter().any(|f| f.id() == c.id()) => {}
+            Ok(c) => found.push(c),
+            Err(e) => failures.report(e),
+        }
+    }
+    Ok(found)
 }
 
 #[derive(Args)]
 pub struct StopArgs {
     /// Stop every running container.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "containers")]
     all: bool,
     /// The signal to send first.
     #[arg(short, long, default_value = "SIGTERM", value_parser = parse_signal)]
@@ -212,17 +240,20 @@ pub struct StopArgs {
 }
 
 pub async fn stop(app_root: &Path, args: StopArgs) -> Result<i32> {
-    for container in targets(app_root, &args.containers, args.all)? {
-        runtime::stop(&container, args.signal, Duration::from_secs(args.time)).await?;
-        println!("{}", container.config.name);
+    let mut failures = Failures::default();
+    for container in targets(app_root, &args.containers, args.all, &mut failures)? {
+        match runtime::stop(&container, args.signal, Duration::from_secs(args.time)).await {
+            Ok(()) => println!("{}", container.config.name),
+            Err(e) => failures.report(e),
+        }
     }
-    Ok(0)
+    Ok(failures.exit_code())
 }
 
 #[derive(Args)]
 pub struct KillArgs {
     /// Signal every running container.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "containers")]
     all: bool,
     #[arg(short, long, default_value = "SIGKILL", value_parser = parse_signal)]
     signal: i32,
@@ -230,15 +261,18 @@ pub struct KillArgs {
 }
 
 pub async fn kill(app_root: &Path, args: KillArgs) -> Result<i32> {
-    let mut containers = targets(app_root, &args.containers, args.all)?;
+    let mut failures = Failures::default();
+    let mut containers = targets(app_root, &args.containers, args.all, &mut failures)?;
     if args.all {
         containers.retain(|c| c.state().is_ok_and(|s| s.status == Status::Running));
     }
     for container in containers {
-        runtime::kill(&container, args.signal).await?;
-        println!("{}", container.config.name);
+        match runtime::kill(&container, args.signal).await {
+            Ok(()) => println!("{}", container.config.name),
+            Err(e) => failures.report(e),
+        }
     }
-    Ok(0)
+    Ok(failures.exit_code())
 }
 
 #[derive(Args)]
@@ -247,21 +281,24 @@ pub struct RemoveArgs {
     #[arg(short, long)]
     force: bool,
     /// Remove every container (running ones only with --force).
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "containers")]
     all: bool,
     containers: Vec<String>,
 }
 
 pub async fn remove(app_root: &Path, args: RemoveArgs) -> Result<i32> {
-    let mut containers = targets(app_root, &args.containers, args.all)?;
+    let mut failures = Failures::default();
+    let mut containers = targets(app_root, &args.containers, args.all, &mut failures)?;
     if args.all && !args.force {
         containers.retain(|c| c.state().is_ok_and(|s| s.status != Status::Running));
     }
     for container in containers {
-        runtime::remove(app_root, &container, args.force).await?;
-        println!("{}", container.config.name);
+        match runtime::remove(app_root, &container, args.force).await {
+            Ok(()) => println!("{}", container.config.name),
+            Err(e) => failures.report(e),
+        }
     }
-    Ok(0)
+    Ok(failures.exit_code())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -379,13 +416,16 @@ pub struct InspectArgs {
 }
 
 pub async fn inspect(app_root: &Path, args: InspectArgs) -> Result<i32> {
+    let mut failures = Failures::default();
     let mut all = Vec::new();
-    for container in targets(app_root, &args.containers, false)? {
-        let state = container.state()?;
-        all.push(inspect_json(&container, &state));
+    for container in targets(app_root, &args.containers, false, &mut failures)? {
+        match container.state() {
+            Ok(state) => all.push(inspect_json(&container, &state)),
+            Err(e) => failures.report(e),
+        }
     }
     println!("{}", serde_json::to_string_pretty(&all)?);
-    Ok(0)
+    Ok(failures.exit_code())
 }
 
 #[derive(Args)]
@@ -465,10 +505,14 @@ pub struct WaitArgs {
 }
 
 pub async fn wait(app_root: &Path, args: WaitArgs) -> Result<i32> {
-    for container in targets(app_root, &args.containers, false)? {
-        println!("{}", runtime::wait(&container).await?);
+    let mut failures = Failures::default();
+    for container in targets(app_root, &args.containers, false, &mut failures)? {
+        match runtime::wait(&container).await {
+            Ok(code) => println!("{code}"),
+            Err(e) => failures.report(e),
+        }
     }
-    Ok(0)
+    Ok(failures.exit_code())
 }
 
 #[derive(Args)]
@@ -485,7 +529,7 @@ pub struct StatsArgs {
 pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
     let all = args.containers.is_empty();
     loop {
-        let mut containers = targets(app_root, &args.containers, all)?;
+        let mut containers = targets(app_root, &args.containers, all, &mut Failures::default())?;
         containers.retain(|c| c.state().is_ok_and(|s| s.status == Status::Running));
         let mut rows = Vec::new();
         for container in &containers {

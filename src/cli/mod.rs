@@ -64,7 +64,13 @@ enum Command {
     Prune(container::PruneArgs),
     /// A container's supervisor (started by `run` and `start`).
     #[command(name = "__supervise", hide = true)]
-    Supervise { id: String, size: Option<String> },
+    Supervise {
+        id: String,
+        size: Option<String>,
+        /// Where to report that the container runs, or why it could not.
+        #[arg(long)]
+        report_fd: Option<i32>,
+    },
     /// Manage images.
     #[command(subcommand, alias = "i")]
     Image(image::ImageCommand),
@@ -113,12 +119,16 @@ pub fn main() -> i32 {
             Command::Cp(args) => container::copy(&app_root, args).await,
             Command::Export(args) => container::export(&app_root, args).await,
             Command::Prune(args) => container::prune(&app_root, args).await,
-            Command::Supervise { id, size } => {
+            Command::Supervise {
+                id,
+                size,
+                report_fd,
+            } => {
                 let size = size
                     .as_deref()
                     .and_then(|s| s.split_once('x'))
                     .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)));
-                Ok(crate::runtime::supervise(&app_root, &id, size).await)
+                Ok(crate::runtime::supervise(&app_root, &id, size, report_fd).await)
             }
             Command::Image(command) => image::run(&app_root, command).await,
             Command::Registry(command) => registry::run(&app_root, command).await,

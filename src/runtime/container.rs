@@ -127,7 +127,14 @@ impl Container {
     /// recording the end (SIGKILL, a crash): such a container is stopped.
     pub fn state(&self) -> Result<State, Error> {
         let path = self.dir.join("state.json");
-        let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Removed while we looked (`--rm`, another CLI): it is gone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoSuchContainer(self.config.name.clone()));
+            }
+            Err(e) => return Err(io(format!("read {}", path.display()))(e)),
+        };
         let mut state: State = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
         if state.status == Status::Running && !state.supervisor_pid.is_some_and(process_alive) {
@@ -235,12 +242,19 @@ impl Containers {
     }
 
     /// Deletes a container's directory. The config goes first, so a crash
-    /// halfway leaves a directory `list` ignores rather than a broken container.
+    /// halfway leaves a directory `list` ignores rather than a broken
+    /// container. One that someone else removed first is removed.
     pub fn remove(&self, container: &Container) -> Result<(), Error> {
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         let config = container.dir.join("config.json");
-        std::fs::remove_file(&config).map_err(io(format!("remove {}", config.display())))?;
-        std::fs::remove_dir_all(&container.dir)
-            .map_err(io(format!("remove {}", container.dir.display())))
+        match std::fs::remove_file(&config) {
+            Err(e) if !gone(&e) => return Err(io(format!("remove {}", config.display()))(e)),
+            _ => {}
+        }
+        match std::fs::remove_dir_all(&container.dir) {
+            Err(e) if !gone(&e) => Err(io(format!("remove {}", container.dir.display()))(e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -335,6 +349,18 @@ mod tests {
         assert_eq!(a.state().unwrap().status, Status::Created);
         containers.remove(&a).unwrap();
         assert_eq!(containers.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_container_removed_meanwhile_is_gone_not_a_file_error() {
+        let root = tempfile::tempdir().unwrap();
+        let containers = Containers::open(root.path()).unwrap();
+        let a = create(&containers, "abc", "web").unwrap();
+        let seen_before = a.clone();
+        containers.remove(&a).unwrap();
+        assert!(matches!(seen_before.state(), Err(Error::NoSuchContainer(n)) if n == "web"));
+        // A second removal (another CLI, `rm x x`) finds nothing to do.
+        containers.remove(&seen_before).unwrap();
     }
 
     #[test]

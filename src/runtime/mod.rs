@@ -56,6 +56,8 @@ pub enum Error {
     NotRunning(String),
     #[error("container {0} is already running")]
     AlreadyRunning(String),
+    #[error("the container could not start: {0}")]
+    NotStarted(String),
     #[error("corrupt container record {0}")]
     Corrupt(String),
     #[error("{context}: {source}")]
@@ -205,11 +207,15 @@ pub enum Attach {
 }
 
 /// Starts a created or stopped container. Detached, it returns once the
-/// container runs (0), or fails with why it could not start. Attached, it
-/// returns the container's exit code.
+/// container runs (0), or fails with why it could not start; a running
+/// container is left as it is (as in Docker). Attached, it returns the
+/// container's exit code.
 pub async fn start(app_root: &Path, container: &Container, attach: Attach) -> Result<i32, Error> {
     if container.state()?.status == Status::Running {
-        return Err(Error::AlreadyRunning(container.config.name.clone()));
+        return match attach {
+            Attach::No => Ok(0),
+            Attach::Yes { .. } => Err(Error::AlreadyRunning(container.config.name.clone())),
+        };
     }
     let terminal = match attach {
         Attach::Yes { .. } if container.config.spec.tty => {
@@ -218,15 +224,15 @@ pub async fn start(app_root: &Path, container: &Container, attach: Attach) -> Re
         _ => None,
     };
     let size = terminal.as_ref().and_then(|t| t.size());
-    let mut supervisor = supervisor::spawn(
+    let supervisor = supervisor::spawn(
         app_root,
         container,
         matches!(attach, Attach::Yes { .. }),
         size,
     )?;
     match attach {
-        Attach::No => supervisor::wait_started(container, &mut supervisor).await,
-        Attach::Yes { stdin } => attach::follow(container, supervisor, terminal, stdin).await,
+        Attach::No => supervisor::wait_started(container, supervisor).await,
+        Attach::Yes { stdin } => attach::follow(container, supervisor.child, terminal, stdin).await,
     }
 }
 
@@ -246,8 +252,16 @@ pub async fn kill(container: &Container, signal: i32) -> Result<(), Error> {
 }
 
 /// Stops a container: `signal`, then SIGKILL after `timeout`, then the VM
-/// itself if even that does not end it.
+/// itself if even that does not end it. One that is removed meanwhile
+/// (`--rm`) is stopped.
 pub async fn stop(container: &Container, signal: i32, timeout: Duration) -> Result<(), Error> {
+    match stop_running(container, signal, timeout).await {
+        Err(Error::NoSuchContainer(_)) => Ok(()),
+        other => other,
+    }
+}
+
+async fn stop_running(container: &Container, signal: i32, timeout: Duration) -> Result<(), Error> {
     if container.state()?.status != Status::Running {
         return Ok(());
     }
@@ -297,12 +311,20 @@ pub async fn wait_stopped(container: &Container, timeout: Duration) -> Result<bo
 }
 
 /// Deletes a container; a running one only with `force` (it is killed).
+/// One that is removed meanwhile (`--rm`, another CLI) is removed.
 pub async fn remove(app_root: &Path, container: &Container, force: bool) -> Result<(), Error> {
-    if container.state()?.status == Status::Running {
+    let status = match container.state() {
+        Err(Error::NoSuchContainer(_)) => return Ok(()),
+        other => other?.status,
+    };
+    if status == Status::Running {
         if !force {
             return Err(Error::Running(container.config.name.clone()));
         }
-        kill_supervisor(container).await?;
+        match kill_supervisor(container).await {
+            Err(Error::NoSuchContainer(_)) => return Ok(()),
+            other => other?,
+        }
     }
     Containers::open(app_root)?.remove(container)
 }
@@ -316,8 +338,23 @@ pub async fn exec(
     if container.state()?.status != Status::Running {
         return Err(Error::NotRunning(container.config.name.clone()));
     }
-    let agent = agent::connect_socket(&container.agent_socket()).await?;
-    attach::exec(agent, process, detach).await
+    let result = match agent::connect_socket(&container.agent_socket()).await {
+        Ok(agent) => attach::exec(agent, process, detach).await,
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        // The container ended between our look and the agent's answer; its
+        // supervisor records that within seconds (it powers the VM off first).
+        Err(Error::Agent(_))
+            if !matches!(
+                wait_stopped(container, Duration::from_secs(10)).await,
+                Ok(false)
+            ) =>
+        {
+            Err(Error::NotRunning(container.config.name.clone()))
+        }
+        other => other,
+    }
 }
 
 /// A process spec for an `exec` into a container.

@@ -7,6 +7,8 @@
 //! change atomically, and on every way out stops the VM. Its exit code is
 //! the workload's, which is how an attached `run` learns it.
 
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -41,14 +43,26 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The exit code for a container the runtime could not run (Docker's).
 pub(crate) const EXIT_RUNTIME_ERROR: i32 = 125;
 
+/// The descriptor a detached supervisor reports its start on.
+const REPORT_FD: i32 = 3;
+
+/// A started supervisor: the process, and for a detached one the read end
+/// of its start report.
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    report: Option<std::os::fd::OwnedFd>,
+}
+
 /// Starts a container's supervisor. Attached, it reports errors on our
-/// stderr; detached, in the container's supervisor.log.
+/// stderr; detached, in the container's supervisor.log, and whether the
+/// container started on a pipe [`wait_started`] reads: the container's
+/// files may be gone by then (`--rm`), the pipe cannot be.
 pub fn spawn(
     app_root: &Path,
     container: &Container,
     attached: bool,
     size: Option<(u32, u32)>,
-) -> Result<tokio::process::Child, Error> {
+) -> Result<Spawned, Error> {
     let exe = std::env::current_exe().map_err(io("find the running binary"))?;
     let mut command = tokio::process::Command::new(exe);
     command
@@ -59,67 +73,116 @@ pub fn spawn(
     if let Some((rows, cols)) = size {
         command.arg(format!("{rows}x{cols}"));
     }
-    let stderr = if attached {
-        Stdio::inherit()
+    let (stderr, report) = if attached {
+        (Stdio::inherit(), None)
     } else {
         let log = container.dir.join("supervisor.log");
-        std::fs::File::create(&log)
-            .map_err(io(format!("create {}", log.display())))?
-            .into()
+        let log = std::fs::File::create(&log).map_err(io(format!("create {}", log.display())))?;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io("create the start report pipe")(e.into()))?;
+        command.arg("--report-fd").arg(REPORT_FD.to_string());
+        (log.into(), Some((read, write)))
     };
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    // SAFETY: setsid is async-signal-safe. A session of its own keeps the
-    // supervisor (and the container) alive when the CLI or its terminal goes.
+    let report_write = report.as_ref().map(|(_, write)| write.as_raw_fd());
+    // SAFETY: setsid and dup2 are async-signal-safe. A session of its own
+    // keeps the supervisor (and the container) alive when the CLI or its
+    // terminal goes; dup2 leaves the copy open across exec.
     unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
+        command.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some(fd) = report_write
+                && libc::dup2(fd, REPORT_FD) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
-    command
+    let child = command
         .spawn()
-        .map_err(io("start the container's supervisor"))
+        .map_err(io("start the container's supervisor"))?;
+    // Our copy of the write end closes here, so the read end sees end of
+    // file if the supervisor dies without reporting.
+    Ok(Spawned {
+        child,
+        report: report.map(|(read, _)| read),
+    })
+}
+
+/// What a detached supervisor writes on its report descriptor: one line,
+/// `running` once the container's process runs and its agent socket
+/// serves, or `failed REASON`.
+struct Report(Option<std::fs::File>);
+
+impl Report {
+    fn from_fd(fd: Option<i32>) -> Report {
+        // SAFETY: the CLI that started us put this descriptor there for us alone.
+        let file = fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        // Not for the VM's helpers: only our own end of it may keep the CLI waiting.
+        if let Some(file) = &file {
+            let _ = nix::fcntl::fcntl(
+                file,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            );
+        }
+        Report(file)
+    }
+
+    /// Says one line, once; a CLI that stopped listening is no failure.
+    fn say(&mut self, line: &str) {
+        if let Some(mut file) = self.0.take() {
+            let _ = writeln!(file, "{}", line.replace('\n', " "));
+        }
+    }
 }
 
 /// Waits until a detached container runs, or reports why it could not start.
-pub async fn wait_started(
-    container: &Container,
-    supervisor: &mut tokio::process::Child,
-) -> Result<i32, Error> {
-    loop {
-        let state = container.state()?;
-        if state.status == Status::Running && container.agent_socket().exists() {
-            return Ok(0);
-        }
-        if let Ok(Some(_)) = supervisor.try_wait() {
-            let state = container.state()?;
-            if state.status == Status::Stopped && state.reason.is_none() {
-                return Ok(0); // it ran, and already ended
-            }
-            let log =
-                std::fs::read_to_string(container.dir.join("supervisor.log")).unwrap_or_default();
-            let reason = state
-                .reason
-                .or_else(|| log.lines().last().map(String::from))
-                .unwrap_or_default();
-            return Err(Error::Agent(format!(
-                "the container could not start: {reason}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+pub async fn wait_started(container: &Container, spawned: Spawned) -> Result<i32, Error> {
+    let Spawned { mut child, report } = spawned;
+    let report = report.expect("a detached supervisor has a report pipe");
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(
+        tokio::net::unix::pipe::Receiver::from_owned_fd(report)
+            .map_err(io("read the supervisor's report"))?,
+    );
+    tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line)
+        .await
+        .map_err(io("read the supervisor's report"))?;
+    let line = line.trim_end();
+    if line == "running" {
+        return Ok(0);
     }
+    if let Some(reason) = line.strip_prefix("failed ") {
+        return Err(Error::NotStarted(reason.to_string()));
+    }
+    // It died without a word (killed, crashed): its log may say why.
+    let status = child.wait().await.map_err(io("wait for the supervisor"))?;
+    let log = std::fs::read_to_string(container.dir.join("supervisor.log")).unwrap_or_default();
+    let reason = log
+        .lines()
+        .last()
+        .map(String::from)
+        .unwrap_or_else(|| format!("its supervisor exited with {status}"));
+    Err(Error::NotStarted(reason))
 }
 
 /// The supervisor's main: returns the process exit code.
-pub async fn supervise(app_root: &Path, id: &str, size: Option<(u32, u32)>) -> i32 {
+pub async fn supervise(
+    app_root: &Path,
+    id: &str,
+    size: Option<(u32, u32)>,
+    report_fd: Option<i32>,
+) -> i32 {
+    let mut report = Report::from_fd(report_fd);
     let container = match Containers::open(app_root).and_then(|c| c.find(id)) {
         Ok(container) => container,
         Err(e) => {
             eprintln!("Error: {e}");
+            report.say(&format!("failed {e}"));
             return EXIT_RUNTIME_ERROR;
         }
     };
@@ -131,9 +194,10 @@ pub async fn supervise(app_root: &Path, id: &str, size: Option<(u32, u32)>) -> i
     };
     if let Err(e) = container.save_state(&started) {
         eprintln!("Error: {e}");
+        report.say(&format!("failed {e}"));
         return EXIT_RUNTIME_ERROR;
     }
-    let (code, reason) = match run(&container, size).await {
+    let (code, reason) = match run(&container, size, &mut report).await {
         Ok(Ended::Exited(code)) => (code, None),
         Ok(Ended::NotStarted(code, message)) => {
             eprintln!("Error: {message}");
@@ -150,7 +214,7 @@ pub async fn supervise(app_root: &Path, id: &str, size: Option<(u32, u32)>) -> i
         supervisor_pid: None,
         finished: Some(now()),
         exit_code: Some(code),
-        reason,
+        reason: reason.clone(),
         ..started
     };
     if let Err(e) = container.save_state(&stopped) {
@@ -158,6 +222,10 @@ pub async fn supervise(app_root: &Path, id: &str, size: Option<(u32, u32)>) -> i
     }
     if container.config.spec.remove {
         let _ = Containers::open(app_root).and_then(|c| c.remove(&container));
+    }
+    // Last, so the CLI that waits returns to a settled record (or none).
+    if let Some(reason) = &reason {
+        report.say(&format!("failed {reason}"));
     }
     code
 }
@@ -168,7 +236,11 @@ enum Ended {
     NotStarted(i32, String),
 }
 
-async fn run(container: &Container, size: Option<(u32, u32)>) -> Result<Ended, Error> {
+async fn run(
+    container: &Container,
+    size: Option<(u32, u32)>,
+    report: &mut Report,
+) -> Result<Ended, Error> {
     let app_root = container.app_root();
     let spec = &container.config.spec;
     let kernel = vm::Kernel::find(app_root)?;
@@ -192,7 +264,7 @@ async fn run(container: &Container, size: Option<(u32, u32)>) -> Result<Ended, E
         console_log: container.boot_log(),
     };
     let mut vm = vm::boot(&config).await?;
-    let result = drive(&mut vm, container, &config, size).await;
+    let result = drive(&mut vm, container, &config, size, report).await;
     // Whatever happened, the VM goes: give the guest a moment to power off
     // (the agent was asked to), then pull the plug.
     if tokio::time::timeout(Duration::from_secs(5), vm.wait())
@@ -218,6 +290,7 @@ async fn drive(
     container: &Container,
     config: &VmConfig,
     size: Option<(u32, u32)>,
+    report: &mut Report,
 ) -> Result<Ended, Error> {
     // Listen right after boot: vminitd dials well over a second later, and
     // retries if it is early.
@@ -230,7 +303,7 @@ async fn drive(
         version = ping.version,
         "agent ready"
     );
-    let result = run_main_process(&mut agent, vm, container, size).await;
+    let result = run_main_process(&mut agent, vm, container, size, report).await;
     let _ = agent.shutdown(ShutdownRequest {}).await;
     match result {
         // A broken agent connection usually means the VM died: say so.
@@ -249,13 +322,16 @@ async fn run_main_process(
     vm: &vm::Vm,
     container: &Container,
     size: Option<(u32, u32)>,
+    report: &mut Report,
 ) -> Result<Ended, Error> {
     agent
         .mount(MountRequest {
             source: "/dev/vda".into(),
             target: ROOTFS.into(),
             fstype: "ext4".into(),
-            options: vec![],
+            // Explicit, as Apple's runtime mounts it: data reaches the disk
+            // before the metadata that points at it is committed.
+            options: vec!["data=ordered".into()],
             grow: container.config.spec.rootfs_bytes.is_some(),
         })
         .await?;
@@ -281,6 +357,7 @@ async fn run_main_process(
         };
     }
     let proxy = serve_agent_socket(container, vm.dialer())?;
+    report.say("running");
     let mut log = logs::Writer::open(&container.stdio_log()).map_err(io("open stdio.log"))?;
     while let Some(chunk) = output.message().await? {
         let stream = match agent_proto::output_chunk::Stream::try_from(chunk.stream) {
