@@ -8,5 +8,7 @@ pub(crate) mod atomic;
 pub mod cli;
 pub mod ext4;
 pub mod image;
+pub mod name;
+pub mod network;
 pub mod runtime;
 pub mod vm;

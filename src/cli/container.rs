@@ -77,6 +77,9 @@ pub struct CreateArgs {
     /// Registry scheme: https, http, or auto (http for loopback and private addresses).
     #[arg(long, default_value = "auto", value_parser = parse_scheme)]
     scheme: Scheme,
+    /// The network to attach to, or `none` for loopback only [default: default].
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
     /// The image, then the command and its arguments (default: the image's).
     /// Everything after the image belongs to the command, flags included.
     #[arg(
@@ -128,6 +131,7 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
         interactive: args.interactive,
         tty: args.tty,
         remove: args.rm,
+        network: args.network,
     };
     let pull = PullOptions {
         scheme: args.scheme,
@@ -302,7 +306,7 @@ pub async fn remove(app_root: &Path, args: RemoveArgs) -> Result<i32> {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     Table,
     Json,
 }
@@ -405,6 +409,11 @@ fn inspect_json(container: &Container, state: &runtime::State) -> serde_json::Va
         "reason": state.reason,
         "config": c.spec,
         "resources": { "cpus": c.spec.cpus, "memory_mib": c.spec.memory_mib },
+        "network": c.endpoint.as_ref().map(|e| serde_json::json!({
+            "name": e.network,
+            "address": e.address.to_string(),
+            "mac": crate::vm::MacAddress::derive(&c.id).to_string(),
+        })),
         "disk": c.disk.path,
     })
 }

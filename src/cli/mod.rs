@@ -3,6 +3,7 @@
 
 mod container;
 mod image;
+mod network;
 mod progress;
 mod registry;
 mod system;
@@ -74,6 +75,9 @@ enum Command {
     /// Manage images.
     #[command(subcommand, alias = "i")]
     Image(image::ImageCommand),
+    /// Create, list and remove networks.
+    #[command(subcommand, alias = "n")]
+    Network(network::NetworkCommand),
     /// Log in to and out of registries.
     #[command(subcommand, alias = "r")]
     Registry(registry::RegistryCommand),
@@ -131,6 +135,7 @@ pub fn main() -> i32 {
                 Ok(crate::runtime::supervise(&app_root, &id, size, report_fd).await)
             }
             Command::Image(command) => image::run(&app_root, command).await,
+            Command::Network(command) => network::run(&app_root, command).await,
             Command::Registry(command) => registry::run(&app_root, command).await,
             Command::System(command) => system::run(&app_root, command).await,
         }

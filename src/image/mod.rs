@@ -40,7 +40,7 @@ pub use in_use::images_in_use;
 pub use info::{ImageInfo, LayerInfo};
 pub use platform::Platform;
 pub use progress::{Event, Progress, ProgressSink};
-pub use properties::Properties;
+pub use properties::{NETWORK_DEFAULT, Properties};
 pub use reference::Reference;
 pub use registry::check_login;
 pub use snapshot::{LAYER_READ_BUFFER, SNAPSHOT_SIZE_BYTES};
@@ -78,8 +78,14 @@ pub enum Error {
     NotLoggedIn(String),
     #[error("{path} is unreadable: {reason}")]
     Settings { path: PathBuf, reason: String },
-    #[error("unknown property {0} (known: registry.domain)")]
+    #[error("unknown property {0} (known: registry.domain, network.default)")]
     UnknownProperty(String),
+    #[error("invalid value {value:?} for {key}: use {expected}")]
+    InvalidProperty {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error(
         "the registry denied access to image {reference}; it may not exist or may need a login"
     )]

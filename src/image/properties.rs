@@ -1,6 +1,8 @@
 //! User settings that change how images are named and fetched, kept in
 //! `<app root>/properties.json` (`container system property set KEY VALUE`).
-//! Only `registry.domain` exists so far: the registry of names without one.
+//! `registry.domain`: the registry of names without one.
+//! `network.default`: the network containers join when `run` names none
+//! (`none` for no network at all, as Docker's `"bridge": "none"`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,8 @@ use super::{Error, IoContext};
 use crate::atomic;
 
 pub const REGISTRY_DOMAIN: &str = "registry.domain";
-const KNOWN: [&str; 1] = [REGISTRY_DOMAIN];
+pub const NETWORK_DEFAULT: &str = "network.default";
+const KNOWN: [&str; 2] = [REGISTRY_DOMAIN, NETWORK_DEFAULT];
 
 pub struct Properties {
     file: PathBuf,
@@ -43,14 +46,8 @@ impl Properties {
     /// Sets a property after checking its value; `None` clears it.
     pub fn set(&self, key: &str, value: Option<&str>) -> Result<(), Error> {
         check_key(key)?;
-        if let Some(value) = value
-            && !is_valid_registry(value)
-        {
-            return Err(Error::InvalidReference {
-                input: value.to_string(),
-                reason: "registry.domain must be a host name or address with an optional port"
-                    .to_string(),
-            });
+        if let Some(value) = value {
+            check_value(key, value)?;
         }
         let dir = self.file.parent().expect("properties.json has a directory");
         std::fs::create_dir_all(dir).at(dir)?;
@@ -64,6 +61,24 @@ impl Properties {
         atomic::write_file(&self.file, &json, 0o644)?;
         Ok(())
     }
+}
+
+fn check_value(key: &str, value: &str) -> Result<(), Error> {
+    let (valid, what) = match key {
+        REGISTRY_DOMAIN => (
+            is_valid_registry(value),
+            "a host name or address with an optional port",
+        ),
+        _ => (crate::name::valid(value), "a network name, or none"),
+    };
+    if valid {
+        return Ok(());
+    }
+    Err(Error::InvalidProperty {
+        key: key.to_string(),
+        value: value.to_string(),
+        expected: what,
+    })
 }
 
 fn check_key(key: &str) -> Result<(), Error> {
@@ -91,6 +106,11 @@ mod tests {
             Some("127.0.0.1:5000")
         );
         assert!(properties.set(REGISTRY_DOMAIN, Some("not a host")).is_err());
+        properties.set(NETWORK_DEFAULT, Some("none")).unwrap();
+        assert!(matches!(
+            properties.set(NETWORK_DEFAULT, Some("a/b")),
+            Err(Error::InvalidProperty { .. })
+        ));
         assert!(matches!(
             properties.get("dns.domain"),
             Err(Error::UnknownProperty(_))

@@ -28,6 +28,9 @@ pub struct Config {
     pub image_user: String,
     /// The container's own copy-on-write root disk.
     pub disk: crate::vm::Disk,
+    /// Its network and address; None with `--network none`.
+    #[serde(default)]
+    pub endpoint: Option<crate::network::Endpoint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,13 +158,6 @@ impl Container {
 
 fn process_alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
-
-/// Docker's rule for names.
-pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// The containers under the app root.
@@ -313,19 +309,12 @@ mod tests {
                 format: crate::vm::DiskFormat::Raw,
                 read_only: false,
             },
+            endpoint: None,
         }
     }
 
     fn create(containers: &Containers, id: &str, name: &str) -> Result<Container, Error> {
         containers.reserve(id, name)?.commit(config(id, name))
-    }
-
-    #[test]
-    fn names() {
-        assert!(valid_name("web-1.a_b"));
-        assert!(!valid_name("-web"));
-        assert!(!valid_name(""));
-        assert!(!valid_name("a/b"));
     }
 
     #[test]

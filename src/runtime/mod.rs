@@ -26,6 +26,7 @@ pub use container::{Container, Containers, State, Status};
 pub use supervisor::{SUPERVISE_COMMAND, supervise};
 
 use crate::image::{self, ImageStore, PullOptions};
+use crate::network::{self, Networks};
 use crate::vm;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum Error {
     Atomic(#[from] crate::atomic::Error),
     #[error(transparent)]
     Vm(#[from] vm::Error),
+    #[error(transparent)]
+    Network(#[from] crate::network::Error),
     #[error("the guest agent: {0}")]
     Agent(String),
     #[error("the image has no command to run and none was given")]
@@ -124,6 +127,9 @@ pub struct RunSpec {
     pub tty: bool,
     /// Delete the container when it exits.
     pub remove: bool,
+    /// The network to attach to (`none`: loopback only); None: the default.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// Creates a container: resolves (or pulls) the image, builds its snapshot
@@ -134,7 +140,7 @@ pub async fn create(
     pull: &PullOptions,
 ) -> Result<Container, Error> {
     if let Some(name) = &spec.name
-        && !container::valid_name(name)
+        && !crate::name::valid(name)
     {
         return Err(Error::InvalidName(name.clone()));
     }
@@ -164,7 +170,18 @@ pub async fn create(
     let containers = Containers::open(app_root)?;
     let pending = containers.reserve(&id, &name)?;
     let disk = vm::clone_disk(&snapshot, pending.dir(), spec.rootfs_bytes).await?;
-    pending.commit(container::Config {
+    let networks = Networks::open(app_root)?;
+    let default = image::Properties::open(app_root).get(image::NETWORK_DEFAULT)?;
+    let network_name = spec
+        .network
+        .as_deref()
+        .or(default.as_deref())
+        .unwrap_or(network::DEFAULT);
+    let endpoint = match network_name {
+        network::NONE => None,
+        name => Some(networks.allocate(name, &id)?),
+    };
+    let committed = pending.commit(container::Config {
         id,
         name,
         image: reference.to_string(),
@@ -176,7 +193,12 @@ pub async fn create(
         image_workdir: image.config.working_dir.clone(),
         image_user: image.config.user.clone(),
         disk,
-    })
+        endpoint: endpoint.clone(),
+    });
+    if let (Err(_), Some(endpoint)) = (&committed, &endpoint) {
+        let _ = networks.release(endpoint);
+    }
+    committed
 }
 
 /// The command line, Docker's way: the image's Entrypoint then its Cmd; args
@@ -325,6 +347,26 @@ pub async fn remove(app_root: &Path, container: &Container, force: bool) -> Resu
             Err(Error::NoSuchContainer(_)) => return Ok(()),
             other => other?,
         }
+    }
+    // A killed supervisor could not take its network down; we do.
+    #[cfg(target_os = "linux")]
+    if let Some(endpoint) = &container.config.endpoint {
+        let networks = Networks::open(app_root)?;
+        if let Ok(network) = networks.get(&endpoint.network) {
+            let host = network::bridge::Host::new(networks.root(), &network);
+            let id = container.id().to_string();
+            tokio::task::spawn_blocking(move || host.unplug(&id))
+                .await
+                .map_err(|e| io("take the network down")(std::io::Error::other(e)))??;
+        }
+    }
+    forget(app_root, container)
+}
+
+/// Deletes a stopped container's record and gives its address back.
+pub(crate) fn forget(app_root: &Path, container: &Container) -> Result<(), Error> {
+    if let Some(endpoint) = &container.config.endpoint {
+        Networks::open(app_root)?.release(endpoint)?;
     }
     Containers::open(app_root)?.remove(container)
 }

@@ -15,14 +15,16 @@ use std::time::Duration;
 
 use agent_proto::create_process_request::Target;
 use agent_proto::{
-    AGENT_PORT, ContainerConfig, CreateProcessRequest, MountRequest, NewContainer, PingRequest,
-    ProcessSpec, READY_PORT, ShutdownRequest,
+    AGENT_PORT, ContainerConfig, CreateProcessRequest, IpAddrAddRequest, IpLinkSetRequest,
+    IpRouteAddRequest, MountRequest, NewContainer, PingRequest, ProcessSpec, READY_PORT,
+    ShutdownRequest,
 };
 use tokio::net::UnixListener;
 use tonic::Code;
 
 use super::container::{Container, Containers, State, Status, now};
 use super::{Error, agent, io, logs, process_ref};
+use crate::network::{self, Endpoint, Network, Networks};
 use crate::vm::{self, VirtualMachine, VmConfig};
 
 /// The hidden CLI command that runs a supervisor.
@@ -221,7 +223,7 @@ pub async fn supervise(
         eprintln!("Error: {e}");
     }
     if container.config.spec.remove {
-        let _ = Containers::open(app_root).and_then(|c| c.remove(&container));
+        let _ = super::forget(app_root, &container);
     }
     // Last, so the CLI that waits returns to a settled record (or none).
     if let Some(reason) = &reason {
@@ -245,28 +247,42 @@ async fn run(
     let spec = &container.config.spec;
     let kernel = vm::Kernel::find(app_root)?;
     let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
-    let initfs =
-        vm::initfs::ensure(&app_root.join("kernel"), &vminitd, &kernel).map_err(vm::Error::from)?;
     let run_dir = container.run_dir();
     std::fs::create_dir_all(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
+    let plugged = Plugged::plug(container)?;
     let config = VmConfig {
         kernel,
-        initfs,
+        vminitd,
+        cache_dir: app_root.join("kernel"),
         kernel_args: vec![],
         cpus: spec.cpus.unwrap_or(DEFAULT_CPUS),
         memory_mib: spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
         disks: vec![container.config.disk.clone()],
-        nics: vec![vm::Nic {
-            mac: vm::MacAddress::derive(container.id()),
-        }],
+        nics: plugged.iter().map(|p| p.nic.clone()).collect(),
         shares: vec![],
         run_dir,
         console_log: container.boot_log(),
     };
-    let mut vm = vm::boot(&config).await?;
-    let result = drive(&mut vm, container, &config, size, report).await;
-    // Whatever happened, the VM goes: give the guest a moment to power off
-    // (the agent was asked to), then pull the plug.
+    let result = match vm::boot(&config).await {
+        Ok(mut vm) => {
+            let result = drive(&mut vm, container, plugged.as_ref(), &config, size, report).await;
+            stop_vm(vm, &config).await;
+            result
+        }
+        Err(e) => Err(e.into()),
+    };
+    // The VM is gone and our copy of the tap closes here: the network can
+    // come down if this was its last container.
+    drop(config);
+    if let Some(plugged) = plugged {
+        plugged.unplug(container).await;
+    }
+    result
+}
+
+/// Whatever happened, the VM goes: give the guest a moment to power off
+/// (the agent was asked to), then pull the plug.
+async fn stop_vm(mut vm: vm::Vm, config: &VmConfig) {
     if tokio::time::timeout(Duration::from_secs(5), vm.wait())
         .await
         .is_err()
@@ -282,12 +298,116 @@ async fn run(
             tracing::debug!(target: "guest", "{line}");
         }
     }
-    result
 }
+
+/// The container's place on its network while it runs: on Linux a tap on
+/// the network's bridge, made ready before the VM boots.
+struct Plugged {
+    network: Network,
+    endpoint: Endpoint,
+    nic: vm::Nic,
+}
+
+impl Plugged {
+    #[cfg(target_os = "linux")]
+    fn plug(container: &Container) -> Result<Option<Plugged>, Error> {
+        let Some(endpoint) = container.config.endpoint.clone() else {
+            return Ok(None);
+        };
+        let networks = Networks::open(container.app_root())?;
+        let network = networks.get(&endpoint.network)?;
+        let host = network::bridge::Host::new(networks.root(), &network);
+        let tap = host.plug(container.id())?;
+        let nic = vm::Nic {
+            mac: vm::MacAddress::derive(container.id()),
+            attachment: vm::NicAttachment::Tap(std::sync::Arc::new(tap)),
+        };
+        Ok(Some(Plugged {
+            network,
+            endpoint,
+            nic,
+        }))
+    }
+
+    /// On macOS the NIC sits on the host's NAT, which gives the address.
+    #[cfg(not(target_os = "linux"))]
+    fn plug(container: &Container) -> Result<Option<Plugged>, Error> {
+        let Some(endpoint) = container.config.endpoint.clone() else {
+            return Ok(None);
+        };
+        let network = Networks::open(container.app_root())?.get(&endpoint.network)?;
+        let nic = vm::Nic {
+            mac: vm::MacAddress::derive(container.id()),
+            attachment: vm::NicAttachment::Nat,
+        };
+        Ok(Some(Plugged {
+            network,
+            endpoint,
+            nic,
+        }))
+    }
+
+    /// Takes the network's host side down if this was its last container.
+    async fn unplug(self, container: &Container) {
+        #[cfg(target_os = "linux")]
+        {
+            let Ok(networks) = Networks::open(container.app_root()) else {
+                return;
+            };
+            let host = network::bridge::Host::new(networks.root(), &self.network);
+            let id = container.id().to_string();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || host.unplug(&id)).await {
+                eprintln!("Error: take network {} down: {e}", self.network.name);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (self, container);
+    }
+
+    /// Brings the guest's interface up with the container's address, and
+    /// a default route through the gateway unless the network is internal.
+    async fn configure_guest(&self, agent: &mut agent::Client) -> Result<(), Error> {
+        const INTERFACE: &str = "eth0";
+        agent
+            .ip_link_set(IpLinkSetRequest {
+                interface: INTERFACE.into(),
+                up: true,
+                mtu: MTU,
+            })
+            .await?;
+        agent
+            .ip_addr_add(IpAddrAddRequest {
+                interface: INTERFACE.into(),
+                address: format!(
+                    "{}/{}",
+                    self.endpoint.address,
+                    self.network.subnet.prefix_len()
+                ),
+            })
+            .await?;
+        if !self.network.internal {
+            agent
+                .ip_route_add(IpRouteAddRequest {
+                    destination: "default".into(),
+                    gateway: self.network.gateway.to_string(),
+                    interface: INTERFACE.into(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The MTU of the guest's interface: the bridge's.
+#[cfg(target_os = "linux")]
+const MTU: u32 = network::bridge::MTU;
+#[cfg(not(target_os = "linux"))]
+const MTU: u32 = 1500;
 
 async fn drive(
     vm: &mut vm::Vm,
     container: &Container,
+    plugged: Option<&Plugged>,
     config: &VmConfig,
     size: Option<(u32, u32)>,
     report: &mut Report,
@@ -303,7 +423,7 @@ async fn drive(
         version = ping.version,
         "agent ready"
     );
-    let result = run_main_process(&mut agent, vm, container, size, report).await;
+    let result = run_main_process(&mut agent, vm, container, plugged, size, report).await;
     let _ = agent.shutdown(ShutdownRequest {}).await;
     match result {
         // A broken agent connection usually means the VM died: say so.
@@ -321,9 +441,13 @@ async fn run_main_process(
     agent: &mut agent::Client,
     vm: &vm::Vm,
     container: &Container,
+    plugged: Option<&Plugged>,
     size: Option<(u32, u32)>,
     report: &mut Report,
 ) -> Result<Ended, Error> {
+    if let Some(plugged) = plugged {
+        plugged.configure_guest(agent).await?;
+    }
     agent
         .mount(MountRequest {
             source: "/dev/vda".into(),
@@ -335,7 +459,7 @@ async fn run_main_process(
             grow: container.config.spec.rootfs_bytes.is_some(),
         })
         .await?;
-    let (process, config) = main_process(container, size);
+    let (process, config) = main_process(container, plugged, size);
     agent
         .create_process(CreateProcessRequest {
             id: INIT_PROCESS.into(),
@@ -377,7 +501,11 @@ async fn run_main_process(
 }
 
 /// The container's main process and its container-wide settings.
-fn main_process(container: &Container, size: Option<(u32, u32)>) -> (ProcessSpec, ContainerConfig) {
+fn main_process(
+    container: &Container,
+    plugged: Option<&Plugged>,
+    size: Option<(u32, u32)>,
+) -> (ProcessSpec, ContainerConfig) {
     let c = &container.config;
     let spec = &c.spec;
     let mut env = c.image_env.clone();
@@ -409,12 +537,25 @@ fn main_process(container: &Container, size: Option<(u32, u32)>) -> (ProcessSpec
         hostname: c.name.clone(),
         read_only_root: spec.read_only,
         init: spec.init,
-        hosts: vec![],
-        resolv_conf: String::new(),
+        // Its own name at its own address, as Docker writes it.
+        hosts: plugged
+            .map(|p| vec![format!("{}\t{}", p.endpoint.address, c.name)])
+            .unwrap_or_default(),
+        resolv_conf: plugged.map(|_| resolv_conf()).unwrap_or_default(),
         memory_limit_bytes: spec.memory_mib.unwrap_or(0) * 1024 * 1024,
         cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
     };
     (process, config)
+}
+
+/// The container's resolv.conf: the host's name servers it can reach.
+/// Empty (the image's own file stays) when the host has none such.
+fn resolv_conf() -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    network::host_nameservers(&host)
+        .iter()
+        .map(|server| format!("nameserver {server}\n"))
+        .collect()
 }
 
 /// The exit code for a process that could not start, as a shell (and

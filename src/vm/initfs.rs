@@ -15,9 +15,6 @@ use sha2::{Digest, Sha256};
 
 use super::Kernel;
 
-/// Drivers the guest needs; their dependencies are found in modules.dep.
-pub const REQUIRED_MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "vmw_vsock_virtio_transport"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kernel module {0} is not in modules.dep")]
@@ -51,8 +48,15 @@ pub fn vminitd_path() -> Result<PathBuf, Error> {
     }
 }
 
-/// Returns the cached initfs for this vminitd and kernel, building it first if needed.
-pub fn ensure(cache_dir: &Path, vminitd: &Path, kernel: &Kernel) -> Result<PathBuf, Error> {
+/// Returns the cached initfs for this vminitd, kernel and set of `modules`
+/// (the drivers the guest needs; their dependencies come from
+/// modules.dep), building it first if needed.
+pub fn ensure(
+    cache_dir: &Path,
+    vminitd: &Path,
+    kernel: &Kernel,
+    modules: &[&str],
+) -> Result<PathBuf, Error> {
     let meta = std::fs::metadata(vminitd).map_err(io(format!("read {}", vminitd.display())))?;
     let mut key = Sha256::new();
     key.update(format!(
@@ -63,7 +67,7 @@ pub fn ensure(cache_dir: &Path, vminitd: &Path, kernel: &Kernel) -> Result<PathB
         meta.mtime_nsec()
     ));
     key.update(format!(
-        "{}:{}:{REQUIRED_MODULES:?}",
+        "{}:{}:{modules:?}",
         kernel.image.display(),
         kernel.release
     ));
@@ -79,7 +83,7 @@ pub fn ensure(cache_dir: &Path, vminitd: &Path, kernel: &Kernel) -> Result<PathB
         Some(dir) => {
             let dep =
                 std::fs::read_to_string(dir.join("modules.dep")).map_err(io("read modules.dep"))?;
-            load_order(&parse_modules_dep(&dep), REQUIRED_MODULES)?
+            load_order(&parse_modules_dep(&dep), modules)?
                 .into_iter()
                 .map(|m| dir.join(m))
                 .collect()
@@ -212,7 +216,8 @@ mod tests {
 
     #[test]
     fn dependencies_load_first_and_once() {
-        let order = load_order(&parse_modules_dep(DEP), REQUIRED_MODULES).unwrap();
+        let wanted = ["virtio_mmio", "virtio_blk", "vmw_vsock_virtio_transport"];
+        let order = load_order(&parse_modules_dep(DEP), &wanted).unwrap();
         let names: Vec<String> = order.iter().map(|p| module_name(p)).collect();
         assert_eq!(
             names,

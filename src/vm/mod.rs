@@ -54,6 +54,11 @@ pub enum Error {
     },
     #[error("{0}")]
     Initfs(#[from] initfs::Error),
+    #[error("the {backend} backend cannot attach {device}")]
+    Unsupported {
+        backend: &'static str,
+        device: String,
+    },
 }
 
 impl Error {
@@ -88,11 +93,36 @@ pub struct Share {
     pub read_only: bool,
 }
 
-/// A network interface behind the host's NAT (macOS; the QEMU backend has no
-/// network yet).
+/// A network interface and what its other end is plugged into.
 #[derive(Debug, Clone)]
 pub struct Nic {
     pub mac: MacAddress,
+    pub attachment: NicAttachment,
+}
+
+#[derive(Debug, Clone)]
+pub enum NicAttachment {
+    /// The host's NAT, which also hands out the guest's address by DHCP
+    /// (Virtualization.framework's `VZNATNetworkDeviceAttachment`).
+    Nat,
+    /// A tap device the runtime opened and put on a network's bridge; the
+    /// VM owns the descriptor, and the tap goes away when the last copy of
+    /// it closes (Linux).
+    Tap(Arc<std::os::fd::OwnedFd>),
+}
+
+/// The guest kernel modules each kind of device needs (for a modular
+/// kernel; their dependencies come from modules.dep).
+impl Disk {
+    pub const GUEST_MODULES: &[&str] = &["virtio_blk"];
+}
+
+impl Nic {
+    pub const GUEST_MODULES: &[&str] = &["virtio_net"];
+}
+
+impl Share {
+    pub const GUEST_MODULES: &[&str] = &["virtiofs"];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +152,10 @@ impl std::fmt::Display for MacAddress {
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub kernel: Kernel,
-    pub initfs: PathBuf,
+    /// The guest's init; [`boot`] packs it, with the modules the devices
+    /// need, into an initfs cached in `cache_dir`.
+    pub vminitd: PathBuf,
+    pub cache_dir: PathBuf,
     /// Extra kernel command-line arguments, after the backend's own.
     pub kernel_args: Vec<String>,
     pub cpus: u32,
@@ -134,6 +167,25 @@ pub struct VmConfig {
     pub run_dir: PathBuf,
     /// Where the guest console (kernel and vminitd messages) is written.
     pub console_log: PathBuf,
+}
+
+impl VmConfig {
+    /// The modules the guest loads at boot: the transport and vsock every
+    /// VM has, then what its devices need.
+    pub fn guest_modules(&self) -> Vec<&'static str> {
+        let mut modules = vec!["virtio_mmio", "vmw_vsock_virtio_transport"];
+        let kinds = [
+            (!self.disks.is_empty(), Disk::GUEST_MODULES),
+            (!self.nics.is_empty(), Nic::GUEST_MODULES),
+            (!self.shares.is_empty(), Share::GUEST_MODULES),
+        ];
+        for (present, needed) in kinds {
+            if present {
+                modules.extend(needed);
+            }
+        }
+        modules
+    }
 }
 
 /// Opens a stream to a vsock port the guest listens on. Cloneable and
@@ -201,13 +253,19 @@ pub type Vm = vz::VzVm;
 
 /// Boots a VM with this platform's backend.
 pub async fn boot(config: &VmConfig) -> Result<Vm, Error> {
+    let initfs = initfs::ensure(
+        &config.cache_dir,
+        &config.vminitd,
+        &config.kernel,
+        &config.guest_modules(),
+    )?;
     #[cfg(target_os = "linux")]
     {
-        qemu::QemuVm::boot(config).await
+        qemu::QemuVm::boot(config, &initfs).await
     }
     #[cfg(target_os = "macos")]
     {
-        vz::VzVm::boot(config).await
+        vz::VzVm::boot(config, &initfs).await
     }
 }
 

@@ -1,10 +1,14 @@
 //! The Linux backend: QEMU's `microvm` machine with virtio-mmio devices, and
 //! vsock through `vhost-device-vsock` (our hosts have no /dev/vhost-vsock).
 //!
-//! Each VM owns two processes: QEMU and its vhost-user vsock device. Both
-//! get SIGKILL if the process that started them dies, and are killed when
-//! the [`QemuVm`] is dropped, so no VM outlives its owner.
+//! Each VM owns QEMU and the helper processes its devices need (the
+//! vhost-user vsock device; later virtiofsd per shared directory). All get
+//! SIGKILL if the process that started them dies, and are killed when the
+//! [`QemuVm`] is dropped, so no VM outlives its owner. Each kind of device
+//! knows its own QEMU arguments ([`QemuDevice`]); one this backend cannot
+//! attach is an error, never silently left out.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,11 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use super::{Dial, Disk, DiskFormat, Error, Listener, VirtualMachine, VmConfig};
+use super::{
+    Dial, Disk, DiskFormat, Error, Listener, Nic, NicAttachment, Share, VirtualMachine, VmConfig,
+};
 
 pub struct QemuVm {
     qemu: Child,
-    vsock: Child,
+    /// The devices' helper processes, stopped with the VM.
+    helpers: Vec<Child>,
     /// The host side of the guest's vsock: connect here and say `CONNECT <port>`.
     vsock_socket: PathBuf,
 }
@@ -101,7 +108,13 @@ fn spawn_error(program: &str, source: std::io::Error) -> Error {
 }
 
 /// Spawns a helper that dies with us: SIGKILL when our thread exits.
-fn spawn(program: &str, args: &[String], stderr: Stdio) -> Result<Child, Error> {
+/// `fds` are descriptors it inherits, at the numbers given.
+fn spawn(
+    program: &str,
+    args: &[String],
+    stderr: Stdio,
+    fds: Vec<(RawFd, RawFd)>,
+) -> Result<Child, Error> {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -109,11 +122,17 @@ fn spawn(program: &str, args: &[String], stderr: Stdio) -> Result<Child, Error> 
         .stdout(Stdio::null())
         .stderr(stderr)
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    // SAFETY: prctl and dup2 are async-signal-safe and touch no memory of ours.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // dup2 leaves the copy open across exec.
+            for &(fd, at) in &fds {
+                if libc::dup2(fd, at) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -123,27 +142,110 @@ fn spawn(program: &str, args: &[String], stderr: Stdio) -> Result<Child, Error> 
         .map_err(|source| spawn_error(program, source))
 }
 
-fn drive_args(index: usize, disk: &Disk) -> [String; 4] {
-    let format = match disk.format {
-        DiskFormat::Raw => "raw",
-        DiskFormat::Qcow2 => "qcow2",
-    };
-    let read_only = if disk.read_only { ",read-only=on" } else { "" };
-    [
-        "-drive".into(),
-        // cache=unsafe: the disk is scratch that dies with the container, so
-        // host flushes on every guest sync buy nothing.
-        format!(
-            "id=disk{index},file={},format={format},if=none,cache=unsafe,discard=unmap{read_only}",
-            disk.path.display()
-        ),
-        "-device".into(),
-        format!("virtio-blk-device,drive=disk{index}"),
-    ]
+/// How QEMU attaches one device: its command-line arguments and the
+/// descriptors QEMU must inherit for them.
+#[derive(Default)]
+struct Attachment {
+    args: Vec<String>,
+    /// (our descriptor, the number QEMU sees it as)
+    fds: Vec<(RawFd, RawFd)>,
+}
+
+/// A device as QEMU's microvm machine attaches it (virtio-mmio).
+trait QemuDevice {
+    /// `index` counts devices of this kind; `next_fd` is the first free
+    /// descriptor number in QEMU, for devices that pass one.
+    fn attach(&self, index: usize, next_fd: RawFd) -> Result<Attachment, Error>;
+}
+
+impl QemuDevice for Disk {
+    fn attach(&self, index: usize, _: RawFd) -> Result<Attachment, Error> {
+        let format = match self.format {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        };
+        let read_only = if self.read_only { ",read-only=on" } else { "" };
+        let args = vec![
+            "-drive".into(),
+            // cache=unsafe: the disk is scratch that dies with the container, so
+            // host flushes on every guest sync buy nothing.
+            format!(
+                "id=disk{index},file={},format={format},if=none,cache=unsafe,discard=unmap{read_only}",
+                self.path.display()
+            ),
+            "-device".into(),
+            format!("virtio-blk-device,drive=disk{index}"),
+        ];
+        Ok(Attachment { args, fds: vec![] })
+    }
+}
+
+impl QemuDevice for Nic {
+    fn attach(&self, index: usize, next_fd: RawFd) -> Result<Attachment, Error> {
+        let NicAttachment::Tap(tap) = &self.attachment else {
+            return Err(Error::Unsupported {
+                backend: "QEMU",
+                device: "a network interface on the host's NAT (use a network's bridge)".into(),
+            });
+        };
+        Ok(Attachment {
+            args: vec![
+                "-netdev".into(),
+                format!("tap,id=net{index},fd={next_fd}"),
+                "-device".into(),
+                format!("virtio-net-device,netdev=net{index},mac={}", self.mac),
+            ],
+            fds: vec![(tap.as_raw_fd(), next_fd)],
+        })
+    }
+}
+
+impl QemuDevice for Share {
+    fn attach(&self, _: usize, _: RawFd) -> Result<Attachment, Error> {
+        Err(Error::Unsupported {
+            backend: "QEMU",
+            device: format!("shared directory {} (not yet)", self.path.display()),
+        })
+    }
+}
+
+/// Every device's arguments and descriptors, in the order the guest
+/// numbers them: disks (`/dev/vda`, ...), then interfaces (`eth0`, ...).
+fn attach_all(config: &VmConfig) -> Result<Attachment, Error> {
+    let mut all = Attachment::default();
+    let devices = config
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i, d as &dyn QemuDevice))
+        .chain(
+            config
+                .nics
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i, n as &dyn QemuDevice)),
+        )
+        .chain(
+            config
+                .shares
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s as &dyn QemuDevice)),
+        );
+    for (index, device) in devices {
+        // 0-2 are stdio; our own descriptors are numbered from there.
+        let next_fd = 3 + all.fds.len() as RawFd;
+        let attached = device.attach(index, next_fd)?;
+        all.args.extend(attached.args);
+        all.fds.extend(attached.fds);
+    }
+    Ok(all)
 }
 
 impl QemuVm {
-    pub async fn boot(config: &VmConfig) -> Result<QemuVm, Error> {
+    pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<QemuVm, Error> {
+        // Before any process starts: a device we cannot attach fails the boot.
+        let devices = attach_all(config)?;
         let run = &config.run_dir;
         std::fs::create_dir_all(run).map_err(Error::io(format!("create {}", run.display())))?;
         let vhost_socket = run.join("vhost.sock");
@@ -159,7 +261,7 @@ impl QemuVm {
         let accel = accelerator();
         // Measured across the vhost-device-vsock start-up, which we wait for anyway.
         let tsc = TscSample::now();
-        let mut vsock = spawn("vhost-device-vsock", &vsock_args, Stdio::null())?;
+        let mut vsock = spawn("vhost-device-vsock", &vsock_args, Stdio::null(), vec![])?;
         // QEMU must find the vhost-user socket listening when it starts.
         let mut waited = Duration::ZERO;
         while !vhost_socket.exists() {
@@ -217,7 +319,7 @@ impl QemuVm {
             "-kernel".into(),
             config.kernel.image.display().to_string(),
             "-initrd".into(),
-            config.initfs.display().to_string(),
+            initfs.display().to_string(),
             "-append".into(),
             cmdline,
             "-chardev".into(),
@@ -229,13 +331,11 @@ impl QemuVm {
             "-device".into(),
             "vhost-user-vsock-device,chardev=vhost".into(),
         ];
-        for (index, disk) in config.disks.iter().enumerate() {
-            args.extend(drive_args(index, disk));
-        }
+        args.extend(devices.args);
         tracing::debug!(accel, "starting qemu-system-x86_64 {}", args.join(" "));
         let qemu_stderr =
             std::fs::File::create(run.join("qemu.log")).map_err(Error::io("create qemu.log"))?;
-        let qemu = match spawn("qemu-system-x86_64", &args, qemu_stderr.into()) {
+        let qemu = match spawn("qemu-system-x86_64", &args, qemu_stderr.into(), devices.fds) {
             Ok(qemu) => qemu,
             Err(e) => {
                 let _ = vsock.kill().await;
@@ -244,7 +344,7 @@ impl QemuVm {
         };
         Ok(QemuVm {
             qemu,
-            vsock,
+            helpers: vec![vsock],
             vsock_socket,
         })
     }
@@ -322,13 +422,21 @@ impl VirtualMachine for QemuVm {
     async fn wait(&mut self) -> Result<(), Error> {
         let status = self.qemu.wait().await.map_err(Error::io("wait for qemu"))?;
         tracing::debug!(%status, "qemu exited");
-        let _ = self.vsock.kill().await;
+        self.kill_helpers().await;
         Ok(())
     }
 
     async fn kill(&mut self) {
         let _ = self.qemu.kill().await;
-        let _ = self.vsock.kill().await;
+        self.kill_helpers().await;
+    }
+}
+
+impl QemuVm {
+    async fn kill_helpers(&mut self) {
+        for helper in &mut self.helpers {
+            let _ = helper.kill().await;
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use objc2_virtualization::{
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Dial, Disk, DiskFormat, Error, Listener, VirtualMachine, VmConfig};
+use super::{Dial, Disk, DiskFormat, Error, Listener, NicAttachment, VirtualMachine, VmConfig};
 
 /// The guest's console is a virtio console (`hvc0`), not a UART.
 const COMMAND_LINE: &[&str] = &["console=hvc0", "panic=-1", "quiet"];
@@ -134,7 +134,10 @@ fn disk(disk: &Disk) -> Result<Retained<VZVirtioBlockDeviceConfiguration>, Error
 }
 
 /// The framework's description of the VM, validated.
-fn configuration(config: &VmConfig) -> Result<Retained<VZVirtualMachineConfiguration>, Error> {
+fn configuration(
+    config: &VmConfig,
+    initfs: &Path,
+) -> Result<Retained<VZVirtualMachineConfiguration>, Error> {
     let mut command_line: Vec<&str> = COMMAND_LINE.to_vec();
     command_line.extend(config.kernel_args.iter().map(String::as_str));
     // SAFETY (all blocks below): plain setters and initialisers on objects
@@ -144,7 +147,7 @@ fn configuration(config: &VmConfig) -> Result<Retained<VZVirtualMachineConfigura
             VZLinuxBootLoader::alloc(),
             &*file_url(&config.kernel.image)?,
         );
-        loader.setInitialRamdiskURL(Some(&*file_url(&config.initfs)?));
+        loader.setInitialRamdiskURL(Some(&*file_url(initfs)?));
         loader.setCommandLine(&NSString::from_str(&command_line.join(" ")));
         loader
     };
@@ -157,6 +160,12 @@ fn configuration(config: &VmConfig) -> Result<Retained<VZVirtualMachineConfigura
 
     let mut nics = Vec::new();
     for nic in &config.nics {
+        if !matches!(nic.attachment, NicAttachment::Nat) {
+            return Err(Error::Unsupported {
+                backend: "Virtualization.framework",
+                device: "a network interface on a tap device (only the host's NAT)".into(),
+            });
+        }
         let mac = unsafe {
             VZMACAddress::initWithString(
                 VZMACAddress::alloc(),
@@ -365,8 +374,8 @@ async fn connect(
 }
 
 impl VzVm {
-    pub async fn boot(config: &VmConfig) -> Result<VzVm, Error> {
-        let vz_config = OnQueue(configuration(config)?);
+    pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<VzVm, Error> {
+        let vz_config = OnQueue(configuration(config, initfs)?);
         let queue = DispatchQueue::new("container.vm", DispatchQueueAttr::SERIAL);
         let (stop_reason, stopped) = watch::channel(None);
         let observer = OnQueue(StopObserver::new(stop_reason.clone()));

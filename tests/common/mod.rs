@@ -242,10 +242,15 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Containers get no network unless a test names one: tests send
+    /// traffic only inside network namespaces they make (see network.rs).
     pub fn new() -> Cli {
-        Cli {
+        let cli = Cli {
             app_root: tempfile::tempdir().expect("temp app root"),
-        }
+        };
+        let set = cli.run(&["system", "property", "set", "network.default", "none"]);
+        assert!(set.status.success(), "{}", text(&set).1);
+        cli
     }
 
     pub fn command(&self) -> Command {

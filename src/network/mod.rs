@@ -1,0 +1,449 @@
+//! Networks: named IPv4 subnets that containers attach to, as Docker and
+//! Apple's `container` users know them.
+//!
+//! A network is a record, `networks/<name>/network.json` (its subnet,
+//! gateway, whether it is internal), and the addresses handed out on it,
+//! one file per address in `networks/<name>/leases/` naming the container
+//! that holds it. Creating a lease file is atomic (`O_EXCL`), so many CLIs
+//! can create containers at once without sharing an address, and removing
+//! a container gives its address back. The `default` network exists
+//! without being created: its record is written on first use.
+//!
+//! What a network is on the host (a bridge, taps, NAT rules) is made when
+//! its first container starts and removed when its last one goes: see
+//! [`bridge`] (Linux). There is no daemon.
+
+#[cfg(target_os = "linux")]
+pub mod bridge;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+
+/// The network containers join when they name none.
+pub const DEFAULT: &str = "default";
+/// `--network none`: no interface but loopback.
+pub const NONE: &str = "none";
+/// The default network's subnet (Apple's `container` uses the same).
+const DEFAULT_SUBNET: &str = "192.168.64.0/24";
+/// Where subnets for networks created without `--subnet` come from: the
+/// first free /24 after the default's.
+const POOL_FIRST: u8 = 65;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such network: {0}")]
+    NoSuchNetwork(String),
+    #[error("network {0} already exists")]
+    Exists(String),
+    #[error(
+        "invalid network name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+    )]
+    InvalidName(String),
+    #[error("the {0} network is built in and cannot be created or removed")]
+    BuiltIn(String),
+    #[error("invalid subnet {0:?}: use an IPv4 CIDR such as 192.168.70.0/24 (prefix 8 to 29)")]
+    InvalidSubnet(String),
+    #[error("subnet {subnet} overlaps network {other}'s {other_subnet}")]
+    Overlap {
+        subnet: Ipv4Net,
+        other: String,
+        other_subnet: Ipv4Net,
+    },
+    #[error("no free subnet left for a new network: give one with --subnet")]
+    NoFreeSubnet,
+    #[error("network {network} has no free address left ({subnet})")]
+    Full { network: String, subnet: Ipv4Net },
+    #[error("network {network} is in use by containers: {containers}")]
+    InUse { network: String, containers: String },
+    #[error("corrupt network record {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Host(String),
+    #[error(transparent)]
+    Atomic(#[from] atomic::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// A network's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    /// The host's address on the network: containers' default route, and
+    /// how the host reaches them.
+    pub gateway: Ipv4Addr,
+    /// No way out: containers reach each other and the host, nothing else.
+    pub internal: bool,
+    pub created: u64,
+}
+
+/// Where a container is on a network: written into its record at create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub address: Ipv4Addr,
+}
+
+/// The networks under an app root.
+pub struct Networks {
+    root: PathBuf,
+}
+
+impl Networks {
+    pub fn open(app_root: &Path) -> Result<Networks, Error> {
+        let root = app_root.join("networks");
+        std::fs::create_dir_all(&root).map_err(io(format!("create {}", root.display())))?;
+        Ok(Networks { root })
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn record(&self, name: &str) -> PathBuf {
+        self.dir(name).join("network.json")
+    }
+
+    fn leases(&self, name: &str) -> PathBuf {
+        self.dir(name).join("leases")
+    }
+
+    /// A network by name; `default` is made on first use.
+    pub fn get(&self, name: &str) -> Result<Network, Error> {
+        match self.load(name)? {
+            Some(network) => Ok(network),
+            None if name == DEFAULT => {
+                let _lock = atomic::lock(&self.root.join(".lock"))?;
+                match self.load(name)? {
+                    Some(network) => Ok(network),
+                    None => self.write(DEFAULT, DEFAULT_SUBNET.parse().expect("valid"), false),
+                }
+            }
+            None => Err(Error::NoSuchNetwork(name.to_string())),
+        }
+    }
+
+    fn load(&self, name: &str) -> Result<Option<Network>, Error> {
+        if !crate::name::valid(name) {
+            return Ok(None);
+        }
+        let path = self.record(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(format!("read {}", path.display()))(e)),
+        }
+    }
+
+    /// Every network, `default` first; a broken record is reported beside
+    /// the others rather than hiding them.
+    pub fn list(&self) -> Result<(Vec<Network>, Vec<Error>), Error> {
+        let mut networks = vec![self.get(DEFAULT)?];
+        let mut broken = Vec::new();
+        let entries =
+            std::fs::read_dir(&self.root).map_err(io(format!("read {}", self.root.display())))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n != DEFAULT && crate::name::valid(n))
+            .collect();
+        names.sort();
+        for name in names {
+            match self.load(&name) {
+                Ok(Some(network)) => networks.push(network),
+                Ok(None) => {} // being created or removed
+                Err(e) => broken.push(e),
+            }
+        }
+        Ok((networks, broken))
+    }
+
+    /// Creates a network with `subnet`, or the first free /24 of the pool.
+    pub fn create(
+        &self,
+        name: &str,
+        subnet: Option<Ipv4Net>,
+        internal: bool,
+    ) -> Result<Network, Error> {
+        if name == DEFAULT || name == NONE {
+            return Err(Error::BuiltIn(name.to_string()));
+        }
+        if !crate::name::valid(name) {
+            return Err(Error::InvalidName(name.to_string()));
+        }
+        // Its subnet is taken too; made now, since list() under our lock
+        // must not need the lock to make it.
+        self.get(DEFAULT)?;
+        let _lock = atomic::lock(&self.root.join(".lock"))?;
+        if self.load(name)?.is_some() {
+            return Err(Error::Exists(name.to_string()));
+        }
+        let (existing, _) = self.list()?;
+        let subnet = match subnet {
+            Some(subnet) => {
+                check_subnet(subnet)?;
+                if let Some(other) = existing.iter().find(|n| overlaps(n.subnet, subnet)) {
+                    return Err(Error::Overlap {
+                        subnet,
+                        other: other.name.clone(),
+                        other_subnet: other.subnet,
+                    });
+                }
+                subnet
+            }
+            None => (POOL_FIRST..=254)
+                .map(|n| Ipv4Net::new(Ipv4Addr::new(192, 168, n, 0), 24).expect("valid"))
+                .find(|s| !existing.iter().any(|n| overlaps(n.subnet, *s)))
+                .ok_or(Error::NoFreeSubnet)?,
+        };
+        self.write(name, subnet, internal)
+    }
+
+    fn write(&self, name: &str, subnet: Ipv4Net, internal: bool) -> Result<Network, Error> {
+        let network = Network {
+            name: name.to_string(),
+            subnet,
+            gateway: subnet
+                .hosts()
+                .next()
+                .expect("prefix 29 or shorter has hosts"),
+            internal,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let leases = self.leases(name);
+        std::fs::create_dir_all(&leases).map_err(io(format!("create {}", leases.display())))?;
+        let bytes = serde_json::to_vec_pretty(&network).expect("network serializes");
+        atomic::write_file(&self.record(name), &bytes, 0o644)?;
+        Ok(network)
+    }
+
+    /// The containers holding addresses on a network.
+    pub fn users(&self, name: &str) -> Result<Vec<String>, Error> {
+        let dir = self.leases(name);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(io(format!("read {}", dir.display()))(e)),
+        };
+        let mut users: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .map(|id| id.trim().to_string())
+            .collect();
+        users.sort();
+        Ok(users)
+    }
+
+    /// Removes a network no container uses. Its host side (bridge, rules)
+    /// goes too, if a killed supervisor left it.
+    pub fn remove(&self, name: &str) -> Result<(), Error> {
+        if name == DEFAULT || name == NONE {
+            return Err(Error::BuiltIn(name.to_string()));
+        }
+        let _lock = atomic::lock(&self.root.join(".lock"))?;
+        let network = self
+            .load(name)?
+            .ok_or_else(|| Error::NoSuchNetwork(name.to_string()))?;
+        let users = self.users(name)?;
+        if !users.is_empty() {
+            let short: Vec<&str> = users.iter().map(|id| &id[..id.len().min(12)]).collect();
+            return Err(Error::InUse {
+                network: name.to_string(),
+                containers: short.join(", "),
+            });
+        }
+        #[cfg(target_os = "linux")]
+        bridge::Host::new(&self.root, &network).remove()?;
+        #[cfg(not(target_os = "linux"))]
+        let _ = network;
+        let record = self.record(name);
+        std::fs::remove_file(&record).map_err(io(format!("remove {}", record.display())))?;
+        let dir = self.dir(name);
+        std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))
+    }
+
+    /// Gives `container` the lowest free address on a network.
+    pub fn allocate(&self, name: &str, container: &str) -> Result<Endpoint, Error> {
+        let network = self.get(name)?;
+        let leases = self.leases(name);
+        std::fs::create_dir_all(&leases).map_err(io(format!("create {}", leases.display())))?;
+        for address in network.subnet.hosts().filter(|a| *a != network.gateway) {
+            let path = leases.join(address.to_string());
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    std::io::Write::write_all(&mut file, container.as_bytes())
+                        .map_err(io(format!("write {}", path.display())))?;
+                    return Ok(Endpoint {
+                        network: name.to_string(),
+                        address,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(format!("create {}", path.display()))(e)),
+            }
+        }
+        Err(Error::Full {
+            network: name.to_string(),
+            subnet: network.subnet,
+        })
+    }
+
+    /// Gives an address back; one already given back is fine.
+    pub fn release(&self, endpoint: &Endpoint) -> Result<(), Error> {
+        let path = self
+            .leases(&endpoint.network)
+            .join(endpoint.address.to_string());
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(format!("remove {}", path.display()))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The networks directory, where [`bridge`] keeps its locks.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn check_subnet(subnet: Ipv4Net) -> Result<(), Error> {
+    if !(8..=29).contains(&subnet.prefix_len()) || subnet.trunc() != subnet {
+        return Err(Error::InvalidSubnet(subnet.to_string()));
+    }
+    Ok(())
+}
+
+/// Parses `--subnet`: an IPv4 CIDR whose host bits are zero.
+pub fn parse_subnet(text: &str) -> Result<Ipv4Net, Error> {
+    let subnet: Ipv4Net = text
+        .parse()
+        .map_err(|_| Error::InvalidSubnet(text.to_string()))?;
+    check_subnet(subnet).map(|()| subnet)
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The name servers a container on a network asks: the host's own, minus
+/// loopback ones (a resolver on the host's 127.0.0.53 is not reachable
+/// from a VM), as Docker does.
+pub fn host_nameservers(resolv_conf: &str) -> Vec<String> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .map(str::trim)
+        .filter(|s| {
+            s.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_exists_created_networks_get_free_subnets_and_names_are_checked() {
+        let root = tempfile::tempdir().unwrap();
+        let networks = Networks::open(root.path()).unwrap();
+        let default = networks.get(DEFAULT).unwrap();
+        assert_eq!(default.subnet.to_string(), "192.168.64.0/24");
+        assert_eq!(default.gateway, Ipv4Addr::new(192, 168, 64, 1));
+        let a = networks.create("a", None, false).unwrap();
+        assert_eq!(a.subnet.to_string(), "192.168.65.0/24");
+        let b = networks
+            .create("b", Some(parse_subnet("10.9.0.0/16").unwrap()), true)
+            .unwrap();
+        assert!(b.internal);
+        assert!(matches!(
+            networks.create("a", None, false),
+            Err(Error::Exists(_))
+        ));
+        assert!(matches!(
+            networks.create("c", Some(parse_subnet("10.9.8.0/24").unwrap()), false),
+            Err(Error::Overlap { .. })
+        ));
+        assert!(matches!(
+            networks.create("none", None, false),
+            Err(Error::BuiltIn(_))
+        ));
+        assert!(matches!(
+            networks.create("-x", None, false),
+            Err(Error::InvalidName(_))
+        ));
+        assert!(parse_subnet("10.0.0.1/24").is_err());
+        assert!(parse_subnet("10.0.0.0/30").is_err());
+        let (all, broken) = networks.list().unwrap();
+        let names: Vec<&str> = all.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["default", "a", "b"]);
+        assert!(broken.is_empty());
+
+        // A broken record is listed as broken; the rest still are.
+        std::fs::write(root.path().join("networks/a/network.json"), b"{").unwrap();
+        let (all, broken) = networks.list().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(broken.len(), 1);
+    }
+
+    #[test]
+    fn addresses_are_handed_out_once_and_given_back() {
+        let root = tempfile::tempdir().unwrap();
+        let networks = Networks::open(root.path()).unwrap();
+        let subnet = parse_subnet("10.1.0.0/29").unwrap();
+        networks.create("small", Some(subnet), false).unwrap();
+        // .1 is the gateway: .2 to .6 are for containers.
+        let endpoints: Vec<Endpoint> = (0..5)
+            .map(|i| networks.allocate("small", &format!("c{i}")).unwrap())
+            .collect();
+        assert_eq!(endpoints[0].address, Ipv4Addr::new(10, 1, 0, 2));
+        assert_eq!(endpoints[4].address, Ipv4Addr::new(10, 1, 0, 6));
+        assert!(matches!(
+            networks.allocate("small", "c5"),
+            Err(Error::Full { .. })
+        ));
+        assert_eq!(networks.users("small").unwrap().len(), 5);
+        assert!(matches!(networks.remove("small"), Err(Error::InUse { .. })));
+        networks.release(&endpoints[1]).unwrap();
+        networks.release(&endpoints[1]).unwrap();
+        assert_eq!(
+            networks.allocate("small", "c6").unwrap().address,
+            Ipv4Addr::new(10, 1, 0, 3)
+        );
+    }
+
+    #[test]
+    fn nameservers_skip_loopback() {
+        let conf =
+            "# x\nnameserver 127.0.0.53\nnameserver 203.0.113.53\nnameserver ::1\nsearch lan\n";
+        assert_eq!(host_nameservers(conf), ["203.0.113.53"]);
+    }
+}

@@ -1,0 +1,237 @@
+//! Networks, black-box, with real bridges, taps, nftables and VMs. Every
+//! packet stays inside network namespaces this test makes and deletes:
+//! `test` holds the containers (the host side of their networks), and
+//! `world` plays the internet behind a veth link, on TEST-NET-3. Images
+//! are pulled in the root namespace first, from the 127.0.0.1 registry.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{Cli, Registry, text};
+
+/// A network namespace of the test's own, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let name = format!("{name}-{}", std::process::id());
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
+        Netns(name)
+    }
+
+    /// A shell command run inside the namespace.
+    fn sh(&self, script: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, "sh", "-c", script])
+            .output()
+            .unwrap()
+    }
+
+    /// `container ARGS...` inside the namespace.
+    fn container(&self, cli: &Cli, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_container")])
+            .args(args)
+            .env("CONTAINER_APP_ROOT", cli.app_root.path())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+fn sh(script: &str) {
+    let output = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(output.status.success(), "{script}: {}", text(&output).1);
+}
+
+fn ok(output: Output) -> String {
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "stderr: {stderr}");
+    stdout
+}
+
+#[test]
+fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    ok(cli.run(&["image", "pull", &image]));
+    let test = Netns::new("ctr-test");
+    let world = Netns::new("ctr-world");
+    // The world: a veth link from `test` (203.0.113.2, its default route)
+    // to `world` (203.0.113.1), where a web server says who called.
+    sh(&format!(
+        "ip link add vt-{pid} netns {test} type veth peer name vw-{pid} netns {world} && \
+         ip -n {test} addr add 203.0.113.2/24 dev vt-{pid} && ip -n {test} link set vt-{pid} up && \
+         ip -n {test} route add default via 203.0.113.1 && \
+         ip -n {world} addr add 203.0.113.1/24 dev vw-{pid} && ip -n {world} link set vw-{pid} up",
+        pid = std::process::id(),
+        test = test.0,
+        world = world.0,
+    ));
+    let www = tempfile::tempdir().unwrap();
+    std::fs::create_dir(www.path().join("cgi-bin")).unwrap();
+    let cgi = www.path().join("cgi-bin/who");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$REMOTE_ADDR\"\n",
+    )
+    .unwrap();
+    sh(&format!("chmod 755 {}", cgi.display()));
+    let mut server = Command::new("ip")
+        .args([
+            "netns", "exec", &world.0, "busybox", "httpd", "-f", "-p", "80", "-h",
+        ])
+        .arg(www.path())
+        .spawn()
+        .unwrap();
+
+    ok(cli.run(&["network", "create", "--subnet", "10.77.0.0/24", "front"]));
+    ok(cli.run(&["network", "create", "--subnet", "10.78.0.0/24", "back"]));
+    ok(cli.run(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.79.0.0/24",
+        "inner",
+    ]));
+    let web_script =
+        "mkdir -p /www && echo hello from web > /www/index.html && httpd -f -p 80 -h /www";
+    ok(test.container(
+        &cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "front",
+            &image,
+            "sh",
+            "-c",
+            web_script,
+        ],
+    ));
+    let web: serde_json::Value = serde_json::from_str(&ok(cli.run(&["inspect", "web"]))).unwrap();
+    assert_eq!(web[0]["network"]["name"], "front");
+    assert_eq!(web[0]["network"]["address"], "10.77.0.2");
+
+    // A second container on the network, by IP; its own name in /etc/hosts.
+    let output = test.container(
+        &cli,
+        &[
+            "run",
+            "--rm",
+            "--name",
+            "client",
+            "--network",
+            "front",
+            &image,
+            "sh",
+            "-c",
+            "grep client /etc/hosts; wget -qO- http://10.77.0.2/",
+        ],
+    );
+    assert_eq!(ok(output), "10.77.0.3\tclient\nhello from web\n");
+    // The host (the test's namespace) by IP.
+    assert_eq!(
+        ok(test.sh("wget -qO- -T 5 http://10.77.0.2/")),
+        "hello from web\n"
+    );
+    // The world, through NAT: the server sees the host's address.
+    let output = test.container(
+        &cli,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "back",
+            &image,
+            "timeout",
+            "10",
+            "wget",
+            "-qO-",
+            "http://203.0.113.1/cgi-bin/who",
+        ],
+    );
+    // busybox httpd listens on IPv6 too: [::ffff:203.0.113.2].
+    let seen = ok(output);
+    assert!(
+        seen.contains("203.0.113.2]") && !seen.contains("10.78."),
+        "{seen}"
+    );
+    // Another network cannot reach in; an internal one cannot get out;
+    // none has only loopback.
+    let output = test.container(
+        &cli,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "back",
+            &image,
+            "sh",
+            "-c",
+            "timeout 5 wget -qO- http://10.77.0.2/ || echo unreachable",
+        ],
+    );
+    assert_eq!(ok(output), "unreachable\n");
+    let output = test.container(
+        &cli,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "inner",
+            &image,
+            "sh",
+            "-c",
+            "ip route; timeout 5 wget -qO- http://203.0.113.1/cgi-bin/who || echo no way out",
+        ],
+    );
+    let stdout = ok(output);
+    assert!(!stdout.contains("default"), "{stdout}");
+    assert!(stdout.ends_with("no way out\n"), "{stdout}");
+    let output = test.container(
+        &cli,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &image,
+            "sh",
+            "-c",
+            "ls /sys/class/net",
+        ],
+    );
+    assert_eq!(ok(output), "lo\n");
+
+    // A network in use is not removed; after rm -f -a and network rm, no
+    // bridge, tap or table of ours is left.
+    let output = cli.run(&["network", "rm", "front"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).1.contains("in use"), "{}", text(&output).1);
+    assert!(ok(test.sh("ip -o link")).contains("ctrtap"));
+    ok(test.container(&cli, &["rm", "-f", "-a"]));
+    ok(test.container(&cli, &["network", "rm", "front", "back", "inner"]));
+    let links = ok(test.sh("ip -o link"));
+    assert!(
+        !links.contains("ctrbr") && !links.contains("ctrtap"),
+        "{links}"
+    );
+    assert_eq!(ok(test.sh("nft list tables")), "");
+    let _ = server.kill();
+    let _ = server.wait();
+}
