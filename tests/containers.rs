@@ -192,6 +192,37 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
         "{}",
         text(&missing).1
     );
+    // A destination ending in / must be an existing directory, both ways:
+    // one line, and no file named after the missing directory.
+    let into_missing = cli.run(&["cp", copy.to_str().unwrap(), "web:/nonexistent/"]);
+    assert_eq!(
+        text(&into_missing),
+        (
+            String::new(),
+            "Error: in the container: /nonexistent/: no such directory \
+             (a destination ending in / must be an existing directory)\n"
+                .to_string()
+        )
+    );
+    assert_eq!(into_missing.status.code(), Some(1));
+    assert_eq!(
+        cli.run(&["exec", "web", "ls", "/nonexistent"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let host_missing = host.path().join("nonexistent/");
+    let out_to_missing = cli.run(&["cp", "web:/etc/hostname", host_missing.to_str().unwrap()]);
+    assert_eq!(out_to_missing.status.code(), Some(1));
+    assert_eq!(
+        text(&out_to_missing).1,
+        format!(
+            "Error: write {}: no such directory \
+             (a destination ending in / must be an existing directory)\n",
+            host_missing.display()
+        )
+    );
+    assert!(!host.path().join("nonexistent").exists());
     let stats: serde_json::Value =
         serde_json::from_str(&stdout(&cli, &["stats", "--no-stream", "--format", "json"])).unwrap();
     assert!(stats[0]["memory_bytes"].as_u64().unwrap() > 0, "{stats}");

@@ -38,6 +38,9 @@ pub enum Error {
     Vm(#[from] vm::Error),
     #[error("the guest agent: {0}")]
     Agent(String),
+    /// One of vminitd's tools (`cp`, `export`) failed inside the container.
+    #[error("in the container: {0}")]
+    InContainer(String),
     #[error("the image has no command to run and none was given")]
     NoCommand,
     #[error("no such container: {0}")]
@@ -450,6 +453,10 @@ async fn read_out(
     to: CopyEnd,
 ) -> Result<(), Error> {
     let agent = running_agent(container).await?;
+    let context = match &to {
+        CopyEnd::Path(path) | CopyEnd::File(path) => format!("write {}", path.display()),
+        CopyEnd::Stdio => "write the copy".to_string(),
+    };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let sink = tokio::task::spawn_blocking(move || match to {
         CopyEnd::Stdio => {
@@ -470,8 +477,9 @@ async fn read_out(
         context: "copy".into(),
         source: std::io::Error::other(e),
     })?;
-    copied?;
-    written.map_err(io("write the copy"))
+    // A refused destination stops the reading first: that is the cause.
+    written.map_err(io(context))?;
+    copied
 }
 
 /// Copies `from` (a host path, or with None a tar on stdin) into a running
