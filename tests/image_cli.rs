@@ -311,9 +311,16 @@ fn push_then_pull_back() {
     // Again: everything is there already.
     let (_, stderr) = text(&cli.run(&["image", "push", "--progress", "plain", &target]));
     assert_eq!(stderr.matches(": Already exists").count(), 2, "{stderr}");
+    // --progress none: nothing but errors, for push and pull alike.
+    let silent = |cli: &Cli, command: &str| {
+        let output = cli.run(&["image", command, "--progress", "none", &target]);
+        assert!(output.status.success(), "{command}: {}", text(&output).1);
+        assert_eq!(text(&output), (String::new(), String::new()), "{command}");
+    };
+    silent(&cli, "push");
 
     let fresh = Cli::new();
-    ok(&fresh, &["image", "pull", &target]);
+    silent(&fresh, "pull");
     assert_eq!(
         inspect(&fresh, &target)["digest"],
         test_image().manifest_digest

@@ -56,9 +56,18 @@ pub struct TransferArgs {
     /// Registry scheme: https, http, or auto (http for loopback and private addresses).
     #[arg(long, default_value = "auto", value_parser = parse_scheme)]
     scheme: Scheme,
-    /// Progress display: auto (bars on a terminal), ansi, plain or none.
+    /// Progress display: auto (bars on a terminal), ansi, plain or none
+    /// (nothing but errors).
     #[arg(long, value_enum, default_value = "auto")]
     progress: progress::Mode,
+}
+
+impl TransferArgs {
+    /// `--progress none` asks for silence: what the transfer did goes unsaid
+    /// too, so scripts see output only when something failed.
+    fn quiet(&self) -> bool {
+        matches!(self.progress, progress::Mode::None)
+    }
 }
 
 #[derive(Args)]
@@ -125,7 +134,9 @@ pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
                 progress: progress::sink(args.transfer.progress, Direction::Upload),
             };
             let digest = images.push(&args.image, &target, &options).await?;
-            println!("{target}@{digest}");
+            if !args.transfer.quiet() {
+                println!("{target}@{digest}");
+            }
         }
         ImageCommand::List(args) => list(&images, &args)?,
         ImageCommand::Inspect { images: names } => {
@@ -199,8 +210,10 @@ async fn pull(images: &ImageStore, args: PullArgs) -> Result<()> {
         progress: progress::sink(args.transfer.progress, Direction::Download),
     };
     let image = images.pull(&reference, &options).await?;
-    eprintln!("Digest: {}", image.digest);
-    println!("{}", image.reference);
+    if !args.transfer.quiet() {
+        eprintln!("Digest: {}", image.digest);
+        println!("{}", image.reference);
+    }
     Ok(())
 }
 
