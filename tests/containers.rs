@@ -553,7 +553,7 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
             "--ulimit",
             "nofile=1000:2000",
             "--cap-add",
-            "NET_ADMIN",
+            "net_admin",
             "--storage-opt",
             "size=20G",
             &image,
@@ -565,6 +565,11 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     let created = inspect(&cli, "flags");
     assert_eq!(created["status"], "created");
     assert_eq!(created["config"]["labels"][0], "tier=web");
+    // Capability names are stored in one form, checked at create.
+    assert_eq!(
+        created["config"]["cap_add"],
+        serde_json::json!(["CAP_NET_ADMIN"])
+    );
 
     let mut attached = cli
         .command()
@@ -620,4 +625,9 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     let refused = cli.run(&["create", "--storage-opt", "size=1G", &image]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(text(&refused).1.contains("cannot shrink"));
+    // An unknown capability: one line, and no container left behind.
+    let refused = cli.run(&["create", "--cap-add", "chown", "--cap-drop", "fly", &image]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(text(&refused).1, "Error: unknown capability \"fly\"\n");
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), id);
 }

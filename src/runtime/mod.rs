@@ -61,6 +61,8 @@ pub enum Error {
     AlreadyRunning(String),
     #[error("corrupt container record {0}")]
     Corrupt(String),
+    #[error("unknown capability {0:?}")]
+    UnknownCapability(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -117,6 +119,7 @@ pub struct RunSpec {
     pub rootfs_bytes: Option<u64>,
     pub init: bool,
     pub read_only: bool,
+    /// Capabilities as `CAP_NAME` or `ALL` (`create` normalizes them).
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub ulimits: Vec<Ulimit>,
@@ -139,6 +142,9 @@ pub async fn create(
     {
         return Err(Error::InvalidName(name.clone()));
     }
+    let mut spec = spec.clone();
+    spec.cap_add = normalize_capabilities(&spec.cap_add)?;
+    spec.cap_drop = normalize_capabilities(&spec.cap_drop)?;
     let store = ImageStore::open(app_root)?;
     let reference = store.parse_reference(&spec.image)?;
     let image = match store.lookup(&reference)? {
@@ -155,7 +161,7 @@ pub async fn create(
                 source: std::io::Error::other(e),
             })??
     };
-    let command = command(&image.config, spec);
+    let command = command(&image.config, &spec);
     if command.is_empty() {
         return Err(Error::NoCommand);
     }
@@ -171,13 +177,25 @@ pub async fn create(
         image: reference.to_string(),
         image_digest: image.digest.clone(),
         created: container::now(),
-        spec: spec.clone(),
+        spec,
         command,
         image_env: image.config.env.clone(),
         image_workdir: image.config.working_dir.clone(),
         image_user: image.config.user.clone(),
         disk,
     })
+}
+
+/// Capability names in the one form records keep and `inspect` shows
+/// (`mknod` -> `CAP_MKNOD`, `ALL`), so an unknown one is refused at create
+/// rather than when the container starts.
+fn normalize_capabilities(names: &[String]) -> Result<Vec<String>, Error> {
+    names
+        .iter()
+        .map(|name| {
+            agent_proto::caps::normalize(name).ok_or_else(|| Error::UnknownCapability(name.clone()))
+        })
+        .collect()
 }
 
 /// The command line, Docker's way: the image's Entrypoint then its Cmd; args
@@ -563,5 +581,23 @@ impl std::io::Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_normalized_or_refused() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            normalize_capabilities(&names(&["mknod", "CAP_NET_ADMIN", "all"])).unwrap(),
+            ["CAP_MKNOD", "CAP_NET_ADMIN", "ALL"]
+        );
+        assert!(matches!(
+            normalize_capabilities(&names(&["chown", "fly"])),
+            Err(Error::UnknownCapability(name)) if name == "fly"
+        ));
     }
 }
