@@ -78,6 +78,31 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
         "/tmp\n"
     );
     assert_eq!(
+        stdout(&cli, &["exec", "--cwd", "/root", "web", "pwd"]),
+        "/root\n"
+    );
+    // Apple's --uid and --gid: together, alone, and beaten by -u.
+    for (flags, id) in [
+        (
+            &["--uid", "1000", "--gid", "4000"][..],
+            "uid=1000(app) gid=4000",
+        ),
+        (
+            &["--uid", "1000"],
+            "uid=1000(app) gid=1000(app) groups=50(staff)",
+        ),
+        (&["--gid", "4000"], "uid=0(root) gid=4000"),
+        (
+            &["-u", "app", "--uid", "5"],
+            "uid=1000(app) gid=1000(app) groups=50(staff)",
+        ),
+    ] {
+        let mut args = vec!["exec"];
+        args.extend(flags);
+        args.extend(["web", "id"]);
+        assert_eq!(stdout(&cli, &args), format!("{id}\n"), "{flags:?}");
+    }
+    assert_eq!(
         stdout(&cli, &["exec", "-e", "X=42", "web", "sh", "-c", "echo $X"]),
         "42\n"
     );
@@ -531,6 +556,7 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     std::fs::write(&env_file, "# settings\nFROMFILE=yes\n").unwrap();
     let cidfile = dir.path().join("cid");
     let script = "df -k / | awk 'NR == 2 { print $2 }'; \
+                  pwd; \
                   echo $FROMFILE; cat /sys/fs/cgroup/memory.max; ulimit -n; ulimit -Hn; \
                   grep CapEff /proc/self/status; trap 'echo got INT; exit 5' INT; echo ready; \
                   sleep 30 & wait";
@@ -556,6 +582,8 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
             "net_admin",
             "--storage-opt",
             "size=20G",
+            "--cwd",
+            "/srv",
             &image,
             "-c",
             script,
@@ -592,10 +620,10 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     let (df, seen) = seen.split_once('\n').unwrap();
     let kib: u64 = df.parse().unwrap();
     assert!((19_u64 << 20..20 << 20).contains(&kib), "df: {kib} KiB");
-    // NET_ADMIN (bit 12) on top of Docker's default set.
+    // --cwd, and NET_ADMIN (bit 12) on top of Docker's default set.
     assert_eq!(
         seen,
-        "yes\n314572800\n1000\n2000\nCapEff:\t00000000a80435fb\nready\n"
+        "/srv\nyes\n314572800\n1000\n2000\nCapEff:\t00000000a80435fb\nready\n"
     );
     // Ctrl-C on the attached CLI reaches the workload's trap.
     assert!(

@@ -24,11 +24,10 @@ pub struct CreateArgs {
     /// Read environment variables from a file, one KEY=VALUE per line.
     #[arg(long, value_name = "FILE")]
     env_file: Vec<PathBuf>,
-    /// User to run as: name, uid, name:group or uid:gid.
-    #[arg(short, long)]
-    user: Option<String>,
+    #[command(flatten)]
+    user: UserArgs,
     /// Working directory inside the container (created when missing).
-    #[arg(short, long = "workdir", value_name = "DIR")]
+    #[arg(short, long = "workdir", visible_alias = "cwd", value_name = "DIR")]
     workdir: Option<String>,
     /// Override the image's entrypoint.
     #[arg(long)]
@@ -87,6 +86,21 @@ pub struct CreateArgs {
     image_and_command: Vec<String>,
 }
 
+/// Who a process runs as: Docker's `-u` and Apple's `--uid`/`--gid`
+/// (`run`, `create` and `exec`).
+#[derive(Args)]
+pub struct UserArgs {
+    /// User to run as: name, uid, name:group or uid:gid (wins over --uid and --gid).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// User ID to run as (its group from the image's /etc/passwd, unless --gid).
+    #[arg(long)]
+    uid: Option<u32>,
+    /// Group ID to run as.
+    #[arg(long)]
+    gid: Option<u32>,
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Run in the background and print the container's ID.
@@ -113,7 +127,9 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
         args: image_and_command.collect(),
         entrypoint: args.entrypoint,
         env: env.into_iter().filter_map(resolve_env).collect(),
-        user: args.user.unwrap_or_default(),
+        user: args.user.user.unwrap_or_default(),
+        uid: args.user.uid,
+        gid: args.user.gid,
         workdir: args.workdir,
         name: args.name,
         cpus: args.cpus,
@@ -430,10 +446,11 @@ pub struct ExecArgs {
     detach: bool,
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    #[arg(short, long = "workdir", value_name = "DIR")]
+    /// Working directory (created when missing) [default: the container's].
+    #[arg(short, long = "workdir", visible_alias = "cwd", value_name = "DIR")]
     workdir: Option<String>,
-    #[arg(short, long)]
-    user: Option<String>,
+    #[command(flatten)]
+    user: UserArgs,
     container: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -445,10 +462,17 @@ pub async fn exec(app_root: &Path, args: ExecArgs) -> Result<i32> {
     let mut env = c.image_env.clone();
     env.extend(c.spec.env.iter().cloned());
     env.extend(args.env.into_iter().filter_map(resolve_env));
-    let user = args
-        .user
-        .or_else(|| (!c.spec.user.is_empty()).then(|| c.spec.user.clone()))
-        .unwrap_or_else(|| c.image_user.clone());
+    let container_user = if c.spec.user.is_empty() {
+        &c.image_user
+    } else {
+        &c.spec.user
+    };
+    let user = runtime::user_with_ids(
+        args.user.user.as_deref().unwrap_or_default(),
+        args.user.uid,
+        args.user.gid,
+        container_user,
+    );
     let workdir = args
         .workdir
         .or_else(|| c.spec.workdir.clone())

@@ -106,7 +106,15 @@ pub struct RunSpec {
     /// Added after the image's environment (later entries win).
     pub env: Vec<String>,
     /// Docker's `-u`: name, uid, name:group or uid:gid; empty: the image's.
+    /// `create` records the user the container runs as, from this, `uid`,
+    /// `gid` and the image's (see [`user_with_ids`]).
     pub user: String,
+    /// Apple's `--uid` and `--gid`; only read by `create`, which records
+    /// the user they make in `user`.
+    #[serde(skip)]
+    pub uid: Option<u32>,
+    #[serde(skip)]
+    pub gid: Option<u32>,
     pub workdir: Option<String>,
     pub name: Option<String>,
     /// CPUs and memory the container may use: its cgroup limits, and the
@@ -151,6 +159,7 @@ pub async fn create(
         Some(image) => image,
         None => store.pull(&reference, pull).await?,
     };
+    spec.user = user_with_ids(&spec.user, spec.uid, spec.gid, &image.config.user);
     // Building a snapshot writes gigabytes at worst: keep it off the async threads.
     let snapshot = {
         let image = image.clone();
@@ -196,6 +205,24 @@ fn normalize_capabilities(names: &[String]) -> Result<Vec<String>, Error> {
             agent_proto::caps::normalize(name).ok_or_else(|| Error::UnknownCapability(name.clone()))
         })
         .collect()
+}
+
+/// The user a process runs as, from `-u` and Apple's `--uid`/`--gid`, as
+/// Apple combines them: `-u` wins; `--uid` and `--gid` make `UID:GID`; a
+/// uid alone takes its group from the image's /etc/passwd; a gid alone
+/// keeps the `default` user (the image's, or for exec the container's) in
+/// that group; with none of them, the default user it is.
+pub fn user_with_ids(user: &str, uid: Option<u32>, gid: Option<u32>, default: &str) -> String {
+    match (uid, gid) {
+        _ if !user.is_empty() => user.to_string(),
+        (Some(uid), Some(gid)) => format!("{uid}:{gid}"),
+        (Some(uid), None) => uid.to_string(),
+        (None, Some(gid)) => {
+            let name = default.split(':').next().unwrap_or_default();
+            format!("{name}:{gid}")
+        }
+        (None, None) => default.to_string(),
+    }
 }
 
 /// The command line, Docker's way: the image's Entrypoint then its Cmd; args
@@ -587,6 +614,19 @@ impl std::io::Write for ChannelWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uid_and_gid_combine_with_user_as_apple_does() {
+        assert_eq!(user_with_ids("app", Some(5), Some(6), "root"), "app");
+        assert_eq!(
+            user_with_ids("", Some(1000), Some(4000), "app"),
+            "1000:4000"
+        );
+        assert_eq!(user_with_ids("", Some(1000), None, "app:app"), "1000");
+        assert_eq!(user_with_ids("", None, Some(4000), "app:staff"), "app:4000");
+        assert_eq!(user_with_ids("", None, Some(4000), ""), ":4000");
+        assert_eq!(user_with_ids("", None, None, "app"), "app");
+    }
 
     #[test]
     fn capabilities_are_normalized_or_refused() {
