@@ -556,7 +556,7 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     std::fs::write(&env_file, "# settings\nFROMFILE=yes\n").unwrap();
     let cidfile = dir.path().join("cid");
     let script = "df -k / | awk 'NR == 2 { print $2 }'; \
-                  pwd; \
+                  pwd; df -k /dev/shm | awk 'NR == 2 { print $2 }'; \
                   echo $FROMFILE; cat /sys/fs/cgroup/memory.max; ulimit -n; ulimit -Hn; \
                   grep CapEff /proc/self/status; trap 'echo got INT; exit 5' INT; echo ready; \
                   sleep 30 & wait";
@@ -582,6 +582,8 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
             "net_admin",
             "--storage-opt",
             "size=20G",
+            "--shm-size",
+            "100M",
             "--cwd",
             "/srv",
             &image,
@@ -620,10 +622,11 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     let (df, seen) = seen.split_once('\n').unwrap();
     let kib: u64 = df.parse().unwrap();
     assert!((19_u64 << 20..20 << 20).contains(&kib), "df: {kib} KiB");
-    // --cwd, and NET_ADMIN (bit 12) on top of Docker's default set.
+    // --cwd, a 100 MiB /dev/shm, and NET_ADMIN (bit 12) on top of
+    // Docker's default set.
     assert_eq!(
         seen,
-        "/srv\nyes\n314572800\n1000\n2000\nCapEff:\t00000000a80435fb\nready\n"
+        "/srv\n102400\nyes\n314572800\n1000\n2000\nCapEff:\t00000000a80435fb\nready\n"
     );
     // Ctrl-C on the attached CLI reaches the workload's trap.
     assert!(

@@ -58,6 +58,9 @@ pub struct CreateArgs {
     /// take disk space).
     #[arg(long, value_name = "size=SIZE", value_parser = parse_storage_opt)]
     storage_opt: Option<u64>,
+    /// Size of /dev/shm, with a K, M, G or T suffix (bytes without one) [default: 64M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_shm_size)]
+    shm_size: Option<u64>,
     /// Run a minimal init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     init: bool,
@@ -135,6 +138,7 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
         cpus: args.cpus,
         memory_mib: args.memory,
         rootfs_bytes: args.storage_opt,
+        shm_size_bytes: args.shm_size,
         init: args.init,
         read_only: args.read_only,
         cap_add: args.cap_add,
@@ -737,6 +741,14 @@ fn parse_storage_opt(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes)
 }
 
+/// Docker's `--shm-size`: bytes without a suffix, and more than none.
+fn parse_shm_size(s: &str) -> std::result::Result<u64, String> {
+    match parse_bytes(s, 1, "shm size")? {
+        0 => Err(format!("shm size {s:?} must be more than 0")),
+        bytes => Ok(bytes),
+    }
+}
+
 const MIB: u64 = 1 << 20;
 
 /// A size with an optional K, M, G or T suffix (binary, with or without a
@@ -800,6 +812,15 @@ mod tests {
         assert!(parse_memory_mib("100M").unwrap_err().contains("minimum"));
         assert!(parse_memory_mib("lots").is_err());
         assert!(parse_memory_mib("1X").is_err());
+    }
+
+    #[test]
+    fn shm_sizes() {
+        assert_eq!(parse_shm_size("128M"), Ok(128 << 20));
+        assert_eq!(parse_shm_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_shm_size("65536"), Ok(65536));
+        assert!(parse_shm_size("0").unwrap_err().contains("more than 0"));
+        assert!(parse_shm_size("-1M").is_err());
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct RunSpec {
     /// made this big and the guest grows the filesystem to fill it.
     #[serde(default)]
     pub rootfs_bytes: Option<u64>,
+    /// Size of the container's /dev/shm; None: Docker's 64 MiB.
+    #[serde(default)]
+    pub shm_size_bytes: Option<u64>,
     pub init: bool,
     pub read_only: bool,
     /// Capabilities as `CAP_NAME` or `ALL` (`create` normalizes them).

@@ -336,6 +336,7 @@ fn main_process(container: &Container, size: Option<(u32, u32)>) -> (ProcessSpec
         resolv_conf: String::new(),
         memory_limit_bytes: spec.memory_mib.unwrap_or(0) * 1024 * 1024,
         cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
+        shm_size_bytes: spec.shm_size_bytes.unwrap_or(0),
     };
     (process, config)
 }
