@@ -194,6 +194,55 @@ fn index_platform_selection() {
         &["image", "pull", "--platform", "linux/riscv64", &image],
     );
     assert!(err.contains("has no manifest for linux/riscv64"), "{err}");
+    // --platform takes precedence over --os and --arch, as in Apple's CLI.
+    let cli = Cli::new();
+    ok(
+        &cli,
+        &[
+            "image",
+            "pull",
+            "--platform",
+            platform,
+            "--arch",
+            "riscv64",
+            &image,
+        ],
+    );
+    assert_eq!(inspect(&cli, &image)["digest"], other_digest);
+    let host_arch = if other_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+
+    // run and create take the same flags: the platform asked for is used,
+    // and pulled when the stored image is another platform's. The pull is
+    // silent: the ID is all they print.
+    let create = |flags: &[&str]| {
+        let mut args = vec!["create"];
+        args.extend(flags);
+        args.extend([image.as_str(), "true"]);
+        let output = cli.run(&args);
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+        let id = stdout.trim().to_string();
+        let all: serde_json::Value = serde_json::from_str(&ok(&cli, &["inspect", &id])).unwrap();
+        all[0]["image_digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(create(&["--arch", other_arch]), other_digest);
+    assert_eq!(create(&[]), other_digest);
+    assert_eq!(
+        create(&[
+            "--platform",
+            &format!("linux/{host_arch}"),
+            "--os",
+            "windows"
+        ]),
+        host_digest
+    );
+    assert_eq!(inspect(&cli, &image)["digest"], host_digest);
+    assert_eq!(create(&["--arch", other_arch]), other_digest);
 }
 
 #[test]

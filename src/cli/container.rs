@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::image::print_table;
+use super::image::{PlatformArgs, print_table};
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
 use crate::runtime::{self, Attach, Container, Containers, RunSpec, Status, Ulimit};
 
@@ -79,6 +79,9 @@ pub struct CreateArgs {
     /// Registry scheme: https, http, or auto (http for loopback and private addresses).
     #[arg(long, default_value = "auto", value_parser = parse_scheme)]
     scheme: Scheme,
+    /// Which platform's image to use, and to pull when the stored one is another's.
+    #[command(flatten)]
+    platform: PlatformArgs,
     /// The image, then the command and its arguments (default: the image's).
     /// Everything after the image belongs to the command, flags included.
     #[arg(
@@ -151,6 +154,7 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
     };
     let pull = PullOptions {
         scheme: args.scheme,
+        platform: args.platform.platform()?,
         ..PullOptions::default()
     };
     let container = runtime::create(app_root, &spec, &pull).await?;

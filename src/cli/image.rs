@@ -70,17 +70,36 @@ impl TransferArgs {
     }
 }
 
+/// The platform flags of `image pull`, `run` and `create`.
 #[derive(Args)]
-pub struct PullArgs {
-    /// Platform to pull from a multi-platform image, OS/ARCH[/VARIANT] [default: the host's].
-    #[arg(long, conflicts_with_all = ["arch", "os"])]
+pub struct PlatformArgs {
+    /// The platform of a multi-platform image, OS/ARCH[/VARIANT]; takes
+    /// precedence over --os and --arch [default: the host's].
+    #[arg(long)]
     platform: Option<String>,
-    /// Architecture to pull (amd64, arm64, ...).
+    /// The architecture (amd64, arm64, ...) [default: the host's].
     #[arg(short, long)]
     arch: Option<String>,
-    /// Operating system to pull.
+    /// The operating system [default: linux].
     #[arg(long)]
     os: Option<String>,
+}
+
+impl PlatformArgs {
+    /// The platform asked for; None if none was.
+    pub fn platform(&self) -> Result<Option<Platform>> {
+        Ok(Platform::from_flags(
+            self.platform.as_deref(),
+            self.os.as_deref(),
+            self.arch.as_deref(),
+        )?)
+    }
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    platform: PlatformArgs,
     /// Layers downloaded at once.
     #[arg(long, default_value_t = crate::image::DEFAULT_CONCURRENT_DOWNLOADS as u16, value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_downloads: u16,
@@ -192,20 +211,10 @@ pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
 }
 
 async fn pull(images: &ImageStore, args: PullArgs) -> Result<()> {
-    let platform = match (&args.platform, &args.arch, &args.os) {
-        (Some(platform), ..) => Some(platform.parse::<Platform>()?),
-        (None, None, None) => None,
-        (None, arch, os) => {
-            let host = Platform::host();
-            let os = os.as_deref().unwrap_or(&host.os);
-            let arch = arch.as_deref().unwrap_or(&host.architecture);
-            Some(format!("{os}/{arch}").parse::<Platform>()?)
-        }
-    };
     let reference = images.parse_reference(&args.image)?;
     let options = PullOptions {
         scheme: args.transfer.scheme,
-        platform,
+        platform: args.platform.platform()?,
         max_concurrent_downloads: args.max_concurrent_downloads.into(),
         progress: progress::sink(args.transfer.progress, Direction::Download),
     };

@@ -180,6 +180,8 @@ pub struct Image {
     pub reference: String,
     /// Digest of the platform manifest.
     pub digest: String,
+    /// What its config says it is built for.
+    pub platform: Platform,
     pub config: RunConfig,
 }
 
@@ -258,6 +260,25 @@ impl ImageStore {
             .get(reference)?
             .map(|record| self.image(record.reference, record.digest))
             .transpose()
+    }
+
+    /// The image a reference names: the stored one, unless `options` asks
+    /// for a platform it is not built for; else pulled (as Docker and Apple
+    /// do for `run --platform`).
+    pub async fn get_or_pull(
+        &self,
+        reference: &Reference,
+        options: &PullOptions,
+    ) -> Result<Image, Error> {
+        if let Some(image) = self.lookup(reference)?
+            && options
+                .platform
+                .as_ref()
+                .is_none_or(|wanted| wanted.runs(&image.platform))
+        {
+            return Ok(image);
+        }
+        self.pull(reference, options).await
     }
 
     /// Pulls an image into the store.
@@ -346,6 +367,7 @@ impl ImageStore {
             reference,
             digest,
             config: config.run_config(),
+            platform: config.platform,
         })
     }
 

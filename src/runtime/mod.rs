@@ -141,8 +141,9 @@ pub struct RunSpec {
     pub remove: bool,
 }
 
-/// Creates a container: resolves (or pulls) the image, builds its snapshot
-/// once, and records the container with a copy-on-write root disk.
+/// Creates a container: resolves (or pulls, for `pull.platform` if given)
+/// the image, builds its snapshot once, and records the container with a
+/// copy-on-write root disk. Bad input is refused before anything is made.
 pub async fn create(
     app_root: &Path,
     spec: &RunSpec,
@@ -158,10 +159,7 @@ pub async fn create(
     spec.cap_drop = normalize_capabilities(&spec.cap_drop)?;
     let store = ImageStore::open(app_root)?;
     let reference = store.parse_reference(&spec.image)?;
-    let image = match store.lookup(&reference)? {
-        Some(image) => image,
-        None => store.pull(&reference, pull).await?,
-    };
+    let image = store.get_or_pull(&reference, pull).await?;
     spec.user = user_with_ids(&spec.user, spec.uid, spec.gid, &image.config.user);
     // Building a snapshot writes gigabytes at worst: keep it off the async threads.
     let snapshot = {
