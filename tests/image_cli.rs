@@ -209,11 +209,49 @@ fn index_platform_selection() {
         ],
     );
     assert_eq!(inspect(&cli, &image)["digest"], other_digest);
+
+    // image save --platform: the stored platform's manifest, or a refusal
+    // before anything is written.
+    let archive = cli.app_root.path().join("saved.tar");
+    let archive_arg = archive.to_str().unwrap();
+    ok(
+        &cli,
+        &[
+            "image",
+            "save",
+            "--platform",
+            platform,
+            "-o",
+            archive_arg,
+            &image,
+        ],
+    );
+    let index = tar_entry(&archive, "index.json");
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    assert_eq!(index["manifests"][0]["digest"], other_digest);
+    std::fs::remove_file(&archive).unwrap();
     let host_arch = if other_arch == "arm64" {
         "amd64"
     } else {
         "arm64"
     };
+    let err = fails(
+        &cli,
+        &[
+            "image",
+            "save",
+            "--arch",
+            host_arch,
+            "-o",
+            archive_arg,
+            &image,
+        ],
+    );
+    assert!(
+        err.contains(&format!("has no manifest for linux/{host_arch}")),
+        "{err}"
+    );
+    assert!(!archive.exists());
 
     // run and create take the same flags: the platform asked for is used,
     // and pulled when the stored image is another platform's. The pull is
@@ -243,6 +281,18 @@ fn index_platform_selection() {
     );
     assert_eq!(inspect(&cli, &image)["digest"], host_digest);
     assert_eq!(create(&["--arch", other_arch]), other_digest);
+}
+
+/// A JSON file of a tar archive.
+fn tar_entry(archive: &Path, name: &str) -> serde_json::Value {
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some(name) {
+            return serde_json::from_reader(entry).unwrap();
+        }
+    }
+    panic!("{name} is not in {}", archive.display());
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub enum ImageCommand {
     Save {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        platform: PlatformArgs,
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -70,7 +72,7 @@ impl TransferArgs {
     }
 }
 
-/// The platform flags of `image pull`, `run` and `create`.
+/// The platform flags of `image pull`, `image save`, `run` and `create`.
 #[derive(Args)]
 pub struct PlatformArgs {
     /// The platform of a multi-platform image, OS/ARCH[/VARIANT]; takes
@@ -189,8 +191,14 @@ pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
         }
         ImageCommand::Save {
             output,
+            platform,
             images: names,
-        } => tokio::task::block_in_place(|| save(&images, &names, output.as_deref()))?,
+        } => {
+            let platform = platform.platform()?;
+            tokio::task::block_in_place(|| {
+                save(&images, &names, platform.as_ref(), output.as_deref())
+            })?
+        }
         ImageCommand::Load { input } => {
             let loaded = tokio::task::block_in_place(|| -> Result<Vec<String>> {
                 Ok(match input {
@@ -312,17 +320,22 @@ pub fn human_size(bytes: u64) -> String {
     number + UNITS[unit]
 }
 
-fn save(images: &ImageStore, names: &[String], output: Option<&Path>) -> Result<()> {
+fn save(
+    images: &ImageStore,
+    names: &[String],
+    platform: Option<&Platform>,
+    output: Option<&Path>,
+) -> Result<()> {
     let Some(path) = output else {
         if std::io::stdout().is_terminal() {
             return Err(
                 "refusing to write an image archive to a terminal; use --output or a pipe".into(),
             );
         }
-        return Ok(images.save(names, BufWriter::new(std::io::stdout().lock()))?);
+        return Ok(images.save(names, platform, BufWriter::new(std::io::stdout().lock()))?);
     };
     let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let result = images.save(names, BufWriter::new(file));
+    let result = images.save(names, platform, BufWriter::new(file));
     if result.is_err() {
         let _ = std::fs::remove_file(path);
     }

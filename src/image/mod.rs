@@ -335,9 +335,15 @@ impl ImageStore {
         gc::disk_usage(self)
     }
 
-    /// Writes images as an OCI image layout tar.
-    pub fn save(&self, names: &[String], out: impl std::io::Write) -> Result<(), Error> {
-        archive::save(self, names, out)
+    /// Writes images as an OCI image layout tar; with `platform`, only if
+    /// each is built for it.
+    pub fn save(
+        &self,
+        names: &[String],
+        platform: Option<&Platform>,
+        out: impl std::io::Write,
+    ) -> Result<(), Error> {
+        archive::save(self, names, platform, out)
     }
 
     /// Reads an OCI image layout tar or a `docker save` tar; returns the
