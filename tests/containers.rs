@@ -161,7 +161,7 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
     std::fs::create_dir_all(host.path().join("tree/sub")).unwrap();
     std::fs::write(host.path().join("tree/sub/f"), "deep\n").unwrap();
     let tree = host.path().join("tree");
-    stdout(&cli, &["cp", tree.to_str().unwrap(), "web:/root/"]);
+    stdout(&cli, &["copy", tree.to_str().unwrap(), "web:/root/"]);
     assert_eq!(
         stdout(&cli, &["exec", "web", "cat", "/root/tree/sub/f"]),
         "deep\n"
