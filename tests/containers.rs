@@ -248,9 +248,25 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
         )
     );
     assert!(!host.path().join("nonexistent").exists());
+    // CPU %: a busy loop keeps one of the VM's CPUs near 100%.
+    stdout(
+        &cli,
+        &["exec", "-d", "web", "sh", "-c", "while :; do :; done"],
+    );
     let stats: serde_json::Value =
         serde_json::from_str(&stdout(&cli, &["stats", "--no-stream", "--format", "json"])).unwrap();
     assert!(stats[0]["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
+    let cpu = stats[0]["cpu_percent"].as_f64().unwrap();
+    assert!((20.0..=210.0).contains(&cpu), "{stats}");
+    let table = stdout(&cli, &["stats", "--no-stream", "web"]);
+    let mut lines = table.lines().map(|l| {
+        l.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(lines.next().unwrap()[2], "CPU %", "{table}");
+    assert!(lines.next().unwrap()[2].ends_with('%'), "{table}");
 
     // sh as PID 1 ignores SIGTERM: stop waits its timeout, then kills.
     let start = Instant::now();

@@ -1,6 +1,7 @@
 //! Container commands: run, create, start, stop, kill, rm, ls, inspect,
 //! logs, exec, wait, stats. Thin: parsing and printing; the runtime acts.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -505,7 +506,7 @@ pub async fn wait(app_root: &Path, args: WaitArgs) -> Result<i32> {
 
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Print once and exit.
+    /// Print once (CPU % over half a second) and exit.
     #[arg(long)]
     no_stream: bool,
     #[arg(long, value_enum, default_value = "table")]
@@ -514,22 +515,37 @@ pub struct StatsArgs {
     containers: Vec<String>,
 }
 
+/// How far apart the two readings are when no earlier one exists (the first
+/// screen, `--no-stream`): CPU % is a rate, so one reading cannot give it.
+const CPU_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
 pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
     let all = args.containers.is_empty();
+    let mut earlier: HashMap<String, runtime::Statistics> = HashMap::new();
     loop {
         let mut containers = targets(app_root, &args.containers, all)?;
         containers.retain(|c| c.state().is_ok_and(|s| s.status == Status::Running));
+        if containers.iter().any(|c| !earlier.contains_key(c.id())) {
+            for container in &containers {
+                let reading = runtime::statistics(container).await?;
+                earlier.insert(container.id().to_string(), reading);
+            }
+            tokio::time::sleep(CPU_SAMPLE_INTERVAL).await;
+        }
         let mut rows = Vec::new();
         for container in &containers {
-            rows.push((container, runtime::statistics(container).await?));
+            let now = runtime::statistics(container).await?;
+            let cpu_percent = now.cpu_percent(&earlier[container.id()]);
+            rows.push((container, now, cpu_percent));
         }
         match args.format {
             Format::Json => {
                 let json: Vec<_> = rows
                     .iter()
-                    .map(|(c, s)| {
+                    .map(|(c, s, cpu_percent)| {
+                        let s = &s.cgroup;
                         serde_json::json!({
-                            "id": c.id(), "name": c.config.name,
+                            "id": c.id(), "name": c.config.name, "cpu_percent": cpu_percent,
                             "cpu_usage_usec": s.cpu_usage_usec, "memory_bytes": s.memory_current_bytes,
                             "memory_limit_bytes": s.memory_max_bytes, "io_read_bytes": s.io_read_bytes,
                             "io_write_bytes": s.io_write_bytes, "pids": s.pids_current,
@@ -542,13 +558,14 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
                 let header = [
                     "CONTAINER ID",
                     "NAME",
-                    "CPU TIME",
+                    "CPU %",
                     "MEM USAGE / LIMIT",
                     "BLOCK I/O",
                     "PIDS",
                 ]
                 .map(String::from);
-                let lines = rows.iter().map(|(c, s)| {
+                let lines = rows.iter().map(|(c, s, cpu_percent)| {
+                    let s = &s.cgroup;
                     let limit = if s.memory_max_bytes == 0 {
                         "-".into()
                     } else {
@@ -557,7 +574,7 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
                     [
                         c.id()[..12].to_string(),
                         c.config.name.clone(),
-                        format!("{:.2}s", s.cpu_usage_usec as f64 / 1e6),
+                        format!("{cpu_percent:.2}%"),
                         format!(
                             "{} / {limit}",
                             super::image::human_size(s.memory_current_bytes)
@@ -576,6 +593,10 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
         if args.no_stream {
             return Ok(0);
         }
+        earlier = rows
+            .into_iter()
+            .map(|(c, s, _)| (c.id().to_string(), s))
+            .collect();
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

@@ -389,13 +389,42 @@ pub fn exec_process(
     }
 }
 
+/// A running container's resource use at one moment.
+pub struct Statistics {
+    /// What its cgroup says.
+    pub cgroup: agent_proto::StatisticsResponse,
+    /// When the reading arrived.
+    pub at: std::time::Instant,
+}
+
+impl Statistics {
+    /// CPU use between an `earlier` reading and this one, as Docker and
+    /// Apple show it: 100 is one CPU busy all the time, so a container can
+    /// show up to 100 times its CPUs.
+    pub fn cpu_percent(&self, earlier: &Statistics) -> f64 {
+        let wall = self.at.saturating_duration_since(earlier.at).as_micros();
+        if wall == 0 {
+            return 0.0;
+        }
+        let used = self
+            .cgroup
+            .cpu_usage_usec
+            .saturating_sub(earlier.cgroup.cpu_usage_usec);
+        used as f64 * 100.0 / wall as f64
+    }
+}
+
 /// Resource use of a running container, from its cgroup.
-pub async fn statistics(container: &Container) -> Result<agent_proto::StatisticsResponse, Error> {
+pub async fn statistics(container: &Container) -> Result<Statistics, Error> {
     let mut agent = agent::connect_socket(&container.agent_socket()).await?;
-    Ok(agent
+    let cgroup = agent
         .statistics(agent_proto::StatisticsRequest {})
         .await?
-        .into_inner())
+        .into_inner();
+    Ok(Statistics {
+        cgroup,
+        at: std::time::Instant::now(),
+    })
 }
 
 /// Exit code of the main process once it has ended (waiting for it).
@@ -627,6 +656,29 @@ mod tests {
         assert_eq!(user_with_ids("", None, Some(4000), "app:staff"), "app:4000");
         assert_eq!(user_with_ids("", None, Some(4000), ""), ":4000");
         assert_eq!(user_with_ids("", None, None, "app"), "app");
+    }
+
+    #[test]
+    fn cpu_percent_is_cpu_time_over_wall_time() {
+        let reading = |usec, at| Statistics {
+            cgroup: agent_proto::StatisticsResponse {
+                cpu_usage_usec: usec,
+                ..Default::default()
+            },
+            at,
+        };
+        let start = std::time::Instant::now();
+        let first = reading(1_000_000, start);
+        let half = reading(1_250_000, start + Duration::from_millis(500));
+        assert_eq!(half.cpu_percent(&first), 50.0);
+        let two_cpus = reading(2_000_000, start + Duration::from_millis(500));
+        assert_eq!(two_cpus.cpu_percent(&first), 200.0);
+        assert_eq!(first.cpu_percent(&first), 0.0);
+        // A counter that went back (a restarted container) is no use, not negative.
+        assert_eq!(
+            reading(0, start + Duration::from_secs(1)).cpu_percent(&first),
+            0.0
+        );
     }
 
     #[test]
