@@ -128,6 +128,15 @@ fn registry_domain_and_df() {
     );
     let df = ok(&cli, &["system", "df"]);
     assert!(df.lines().nth(1).unwrap().starts_with("Images  1"), "{df}");
+    let df: serde_json::Value =
+        serde_json::from_str(&ok(&cli, &["system", "df", "--format", "json"])).unwrap();
+    assert_eq!(
+        (df["images"].as_u64(), df["active"].as_u64()),
+        (Some(1), Some(0)),
+        "{df}"
+    );
+    assert!(df["content_bytes"].as_u64().unwrap() > 0, "{df}");
+    assert_eq!(df["reclaimable_bytes"], df["content_bytes"]);
     let err = fails(
         &cli,
         &["system", "property", "set", "registry.domain", "not a host"],
@@ -641,6 +650,16 @@ fn login_pull_logout(registry: &Registry) {
         listed.contains(&registry.addr())
             && listed.contains("tester")
             && !listed.contains("s3cret")
+    );
+    assert_eq!(
+        ok(&cli, &["registry", "list", "-q"]),
+        format!("{}\n", registry.addr())
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&cli, &["registry", "list", "--format", "json"])).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{ "registry": registry.addr(), "username": "tester" }])
     );
 
     ok(&cli, &["image", "pull", &image]);

@@ -24,8 +24,8 @@ pub struct Removed {
     pub bytes: u64,
 }
 
-/// What `system df` shows for images.
-#[derive(Debug, Default)]
+/// What `system df` shows for images (its JSON, field for field).
+#[derive(Debug, Default, serde::Serialize)]
 pub struct DiskUsage {
     pub images: usize,
     /// Images at least one container uses.
