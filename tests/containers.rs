@@ -78,6 +78,31 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
         "/tmp\n"
     );
     assert_eq!(
+        stdout(&cli, &["exec", "--cwd", "/root", "web", "pwd"]),
+        "/root\n"
+    );
+    // Apple's --uid and --gid: together, alone, and beaten by -u.
+    for (flags, id) in [
+        (
+            &["--uid", "1000", "--gid", "4000"][..],
+            "uid=1000(app) gid=4000",
+        ),
+        (
+            &["--uid", "1000"],
+            "uid=1000(app) gid=1000(app) groups=50(staff)",
+        ),
+        (&["--gid", "4000"], "uid=0(root) gid=4000"),
+        (
+            &["-u", "app", "--uid", "5"],
+            "uid=1000(app) gid=1000(app) groups=50(staff)",
+        ),
+    ] {
+        let mut args = vec!["exec"];
+        args.extend(flags);
+        args.extend(["web", "id"]);
+        assert_eq!(stdout(&cli, &args), format!("{id}\n"), "{flags:?}");
+    }
+    assert_eq!(
         stdout(&cli, &["exec", "-e", "X=42", "web", "sh", "-c", "echo $X"]),
         "42\n"
     );
@@ -136,7 +161,7 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
     std::fs::create_dir_all(host.path().join("tree/sub")).unwrap();
     std::fs::write(host.path().join("tree/sub/f"), "deep\n").unwrap();
     let tree = host.path().join("tree");
-    stdout(&cli, &["cp", tree.to_str().unwrap(), "web:/root/"]);
+    stdout(&cli, &["copy", tree.to_str().unwrap(), "web:/root/"]);
     assert_eq!(
         stdout(&cli, &["exec", "web", "cat", "/root/tree/sub/f"]),
         "deep\n"
@@ -192,9 +217,56 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
         "{}",
         text(&missing).1
     );
+    // A destination ending in / must be an existing directory, both ways:
+    // one line, and no file named after the missing directory.
+    let into_missing = cli.run(&["cp", copy.to_str().unwrap(), "web:/nonexistent/"]);
+    assert_eq!(
+        text(&into_missing),
+        (
+            String::new(),
+            "Error: in the container: /nonexistent/: no such directory \
+             (a destination ending in / must be an existing directory)\n"
+                .to_string()
+        )
+    );
+    assert_eq!(into_missing.status.code(), Some(1));
+    assert_eq!(
+        cli.run(&["exec", "web", "ls", "/nonexistent"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let host_missing = host.path().join("nonexistent/");
+    let out_to_missing = cli.run(&["cp", "web:/etc/hostname", host_missing.to_str().unwrap()]);
+    assert_eq!(out_to_missing.status.code(), Some(1));
+    assert_eq!(
+        text(&out_to_missing).1,
+        format!(
+            "Error: write {}: no such directory \
+             (a destination ending in / must be an existing directory)\n",
+            host_missing.display()
+        )
+    );
+    assert!(!host.path().join("nonexistent").exists());
+    // CPU %: a busy loop keeps one of the VM's CPUs near 100%.
+    stdout(
+        &cli,
+        &["exec", "-d", "web", "sh", "-c", "while :; do :; done"],
+    );
     let stats: serde_json::Value =
         serde_json::from_str(&stdout(&cli, &["stats", "--no-stream", "--format", "json"])).unwrap();
     assert!(stats[0]["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
+    let cpu = stats[0]["cpu_percent"].as_f64().unwrap();
+    assert!((20.0..=210.0).contains(&cpu), "{stats}");
+    let table = stdout(&cli, &["stats", "--no-stream", "web"]);
+    let mut lines = table.lines().map(|l| {
+        l.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(lines.next().unwrap()[2], "CPU %", "{table}");
+    assert!(lines.next().unwrap()[2].ends_with('%'), "{table}");
 
     // sh as PID 1 ignores SIGTERM: stop waits its timeout, then kills.
     let start = Instant::now();
@@ -500,6 +572,7 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     std::fs::write(&env_file, "# settings\nFROMFILE=yes\n").unwrap();
     let cidfile = dir.path().join("cid");
     let script = "df -k / | awk 'NR == 2 { print $2 }'; \
+                  pwd; df -k /dev/shm | awk 'NR == 2 { print $2 }'; \
                   echo $FROMFILE; cat /sys/fs/cgroup/memory.max; ulimit -n; ulimit -Hn; \
                   grep CapEff /proc/self/status; trap 'echo got INT; exit 5' INT; echo ready; \
                   sleep 30 & wait";
@@ -522,9 +595,13 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
             "--ulimit",
             "nofile=1000:2000",
             "--cap-add",
-            "NET_ADMIN",
+            "net_admin",
             "--storage-opt",
             "size=20G",
+            "--shm-size",
+            "100M",
+            "--cwd",
+            "/srv",
             &image,
             "-c",
             script,
@@ -534,6 +611,11 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     let created = inspect(&cli, "flags");
     assert_eq!(created["status"], "created");
     assert_eq!(created["config"]["labels"][0], "tier=web");
+    // Capability names are stored in one form, checked at create.
+    assert_eq!(
+        created["config"]["cap_add"],
+        serde_json::json!(["CAP_NET_ADMIN"])
+    );
 
     let mut attached = cli
         .command()
@@ -556,10 +638,11 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     let (df, seen) = seen.split_once('\n').unwrap();
     let kib: u64 = df.parse().unwrap();
     assert!((19_u64 << 20..20 << 20).contains(&kib), "df: {kib} KiB");
-    // NET_ADMIN (bit 12) on top of Docker's default set.
+    // --cwd, a 100 MiB /dev/shm, and NET_ADMIN (bit 12) on top of
+    // Docker's default set.
     assert_eq!(
         seen,
-        "yes\n314572800\n1000\n2000\nCapEff:\t00000000a80435fb\nready\n"
+        "/srv\n102400\nyes\n314572800\n1000\n2000\nCapEff:\t00000000a80435fb\nready\n"
     );
     // Ctrl-C on the attached CLI reaches the workload's trap.
     assert!(
@@ -589,6 +672,11 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     let refused = cli.run(&["create", "--storage-opt", "size=1G", &image]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(text(&refused).1.contains("cannot shrink"));
+    // An unknown capability: one line, and no container left behind.
+    let refused = cli.run(&["create", "--cap-add", "chown", "--cap-drop", "fly", &image]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(text(&refused).1, "Error: unknown capability \"fly\"\n");
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), id);
 }
 
 #[test]

@@ -128,6 +128,15 @@ fn registry_domain_and_df() {
     );
     let df = ok(&cli, &["system", "df"]);
     assert!(df.lines().nth(1).unwrap().starts_with("Images  1"), "{df}");
+    let df: serde_json::Value =
+        serde_json::from_str(&ok(&cli, &["system", "df", "--format", "json"])).unwrap();
+    assert_eq!(
+        (df["images"].as_u64(), df["active"].as_u64()),
+        (Some(1), Some(0)),
+        "{df}"
+    );
+    assert!(df["content_bytes"].as_u64().unwrap() > 0, "{df}");
+    assert_eq!(df["reclaimable_bytes"], df["content_bytes"]);
     let err = fails(
         &cli,
         &["system", "property", "set", "registry.domain", "not a host"],
@@ -194,6 +203,105 @@ fn index_platform_selection() {
         &["image", "pull", "--platform", "linux/riscv64", &image],
     );
     assert!(err.contains("has no manifest for linux/riscv64"), "{err}");
+    // --platform takes precedence over --os and --arch, as in Apple's CLI.
+    let cli = Cli::new();
+    ok(
+        &cli,
+        &[
+            "image",
+            "pull",
+            "--platform",
+            platform,
+            "--arch",
+            "riscv64",
+            &image,
+        ],
+    );
+    assert_eq!(inspect(&cli, &image)["digest"], other_digest);
+
+    // image save --platform: the stored platform's manifest, or a refusal
+    // before anything is written.
+    let archive = cli.app_root.path().join("saved.tar");
+    let archive_arg = archive.to_str().unwrap();
+    ok(
+        &cli,
+        &[
+            "image",
+            "save",
+            "--platform",
+            platform,
+            "-o",
+            archive_arg,
+            &image,
+        ],
+    );
+    let index = tar_entry(&archive, "index.json");
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    assert_eq!(index["manifests"][0]["digest"], other_digest);
+    std::fs::remove_file(&archive).unwrap();
+    let host_arch = if other_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let err = fails(
+        &cli,
+        &[
+            "image",
+            "save",
+            "--arch",
+            host_arch,
+            "-o",
+            archive_arg,
+            &image,
+        ],
+    );
+    assert!(
+        err.contains(&format!("has no manifest for linux/{host_arch}")),
+        "{err}"
+    );
+    assert!(!archive.exists());
+
+    // run and create take the same flags: the platform asked for is used,
+    // and pulled when the stored image is another platform's. The pull is
+    // silent: the ID is all they print.
+    let create = |flags: &[&str]| {
+        let mut args = vec!["create"];
+        args.extend(flags);
+        args.extend([image.as_str(), "true"]);
+        let output = cli.run(&args);
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+        let id = stdout.trim().to_string();
+        let all: serde_json::Value = serde_json::from_str(&ok(&cli, &["inspect", &id])).unwrap();
+        all[0]["image_digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(create(&["--arch", other_arch]), other_digest);
+    assert_eq!(create(&[]), other_digest);
+    assert_eq!(
+        create(&[
+            "--platform",
+            &format!("linux/{host_arch}"),
+            "--os",
+            "windows"
+        ]),
+        host_digest
+    );
+    assert_eq!(inspect(&cli, &image)["digest"], host_digest);
+    assert_eq!(create(&["--arch", other_arch]), other_digest);
+}
+
+/// A JSON file of a tar archive.
+fn tar_entry(archive: &Path, name: &str) -> serde_json::Value {
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some(name) {
+            return serde_json::from_reader(entry).unwrap();
+        }
+    }
+    panic!("{name} is not in {}", archive.display());
 }
 
 #[test]
@@ -311,9 +419,16 @@ fn push_then_pull_back() {
     // Again: everything is there already.
     let (_, stderr) = text(&cli.run(&["image", "push", "--progress", "plain", &target]));
     assert_eq!(stderr.matches(": Already exists").count(), 2, "{stderr}");
+    // --progress none: nothing but errors, for push and pull alike.
+    let silent = |cli: &Cli, command: &str| {
+        let output = cli.run(&["image", command, "--progress", "none", &target]);
+        assert!(output.status.success(), "{command}: {}", text(&output).1);
+        assert_eq!(text(&output), (String::new(), String::new()), "{command}");
+    };
+    silent(&cli, "push");
 
     let fresh = Cli::new();
-    ok(&fresh, &["image", "pull", &target]);
+    silent(&fresh, "pull");
     assert_eq!(
         inspect(&fresh, &target)["digest"],
         test_image().manifest_digest
@@ -358,6 +473,20 @@ fn rm_and_prune_keep_what_is_used() {
         format!(r#"{{"image_digest":"{busybox_digest}"}}"#),
     )
     .unwrap();
+    // Both references at once would leave the used image without a name.
+    let err = fails(&cli, &["image", "rm", "127.0.0.1:1/alias:1", &busybox]);
+    assert_eq!(
+        err,
+        format!(
+            "Error: image 127.0.0.1:1/alias:1 is used by container c1; remove the container or use --force"
+        )
+    );
+    // One of two tags goes although a container uses the image (as in
+    // Docker); the content stays. Then the last reference is protected.
+    assert_eq!(
+        ok(&cli, &["image", "rm", "127.0.0.1:1/alias:1"]),
+        "127.0.0.1:1/alias:1\n"
+    );
     let err = fails(&cli, &["image", "rm", &busybox]);
     assert_eq!(
         err,
@@ -365,12 +494,9 @@ fn rm_and_prune_keep_what_is_used() {
             "Error: image {busybox} is used by container c1; remove the container or use --force"
         )
     );
+    assert!(test_image_blobs().is_subset(&stored_blobs(root)));
 
-    // Removing one of two tags keeps the content; prune -a spares the used image.
-    assert_eq!(
-        ok(&cli, &["image", "rm", "-f", "127.0.0.1:1/alias:1"]),
-        "127.0.0.1:1/alias:1\n"
-    );
+    // prune -a spares the used image.
     let out = ok(&cli, &["image", "prune", "-a"]);
     assert!(out.starts_with(&format!("Deleted: {multi}\n")), "{out}");
     assert_eq!(ok(&cli, &["image", "ls", "-q"]), format!("{busybox}\n"));
@@ -524,6 +650,16 @@ fn login_pull_logout(registry: &Registry) {
         listed.contains(&registry.addr())
             && listed.contains("tester")
             && !listed.contains("s3cret")
+    );
+    assert_eq!(
+        ok(&cli, &["registry", "list", "-q"]),
+        format!("{}\n", registry.addr())
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&cli, &["registry", "list", "--format", "json"])).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{ "registry": registry.addr(), "username": "tester" }])
     );
 
     ok(&cli, &["image", "pull", &image]);

@@ -80,16 +80,9 @@ fn numeric_user_init_reaps_zombies_and_sigterm_exits_143() {
     // be reaped by the init, not left as a zombie. Then the workload (PID 2
     // under --init, so SIGTERM is not ignored) kills itself.
     let script = "id; (sleep 0.2 &); sleep 1.5; ps -o pid,stat,comm; kill -TERM $$";
+    // Apple's --uid and --gid name the user as -u 1000:4000 would.
     let output = cli.run(&[
-        "run",
-        "--rm",
-        "--init",
-        "-u",
-        "1000:4000",
-        &image,
-        "sh",
-        "-c",
-        script,
+        "run", "--rm", "--init", "--uid", "1000", "--gid", "4000", &image, "sh", "-c", script,
     ]);
     let (stdout, stderr) = text(&output);
     assert_eq!(

@@ -5,9 +5,13 @@
 //! A packed path becomes an archive whose top entry is named after the
 //! path's last component (`/etc/hosts` -> `hosts`, `/var/log` -> `log/...`).
 //! Unpacking at a destination that is an existing directory puts that entry
-//! inside it; otherwise the entry becomes the destination itself.
+//! inside it; otherwise the entry becomes the destination itself. As in
+//! Docker, a destination ending in `/` asserts a directory: if none exists,
+//! only a directory may become it; a file is refused rather than saved
+//! under the directory's name.
 
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 /// Writes a tar of `path` (a file, directory tree or symlink) to `out`.
@@ -76,8 +80,15 @@ pub fn unpack(input: impl Read, dest: &Path) -> std::io::Result<()> {
     let new_name = dest
         .file_name()
         .ok_or_else(|| std::io::Error::other("destination has no name"))?;
-    for entry in archive.entries()? {
+    let must_be_directory = dest.as_os_str().as_bytes().ends_with(b"/");
+    for (i, entry) in archive.entries()?.enumerate() {
         let mut entry = entry?;
+        if i == 0 && must_be_directory && !entry.header().entry_type().is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such directory (a destination ending in / must be an existing directory)",
+            ));
+        }
         let path = entry.path()?.into_owned();
         // The top entry is renamed to the destination's name.
         let mut components = path
@@ -167,6 +178,40 @@ mod tests {
         );
         let err = unpack(tar.as_slice(), &dst.path().join("missing/x")).unwrap_err();
         assert!(err.to_string().contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_trailing_slash_asserts_a_directory() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("tree")).unwrap();
+        std::fs::write(src.path().join("tree/f"), "in tree").unwrap();
+        std::fs::write(src.path().join("file"), "flat").unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let slash = |name: &str| dst.path().join(format!("{name}/"));
+
+        // A file to a missing directory: refused, and nothing is written.
+        let mut tar = Vec::new();
+        pack(&src.path().join("file"), &mut tar).unwrap();
+        let err = unpack(tar.as_slice(), &slash("missing")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(err.to_string().starts_with("no such directory"), "{err}");
+        assert_eq!(std::fs::read_dir(dst.path()).unwrap().count(), 0);
+        // Into one that exists: the file keeps its name.
+        std::fs::create_dir(dst.path().join("present")).unwrap();
+        unpack(tar.as_slice(), &slash("present")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dst.path().join("present/file")).unwrap(),
+            "flat"
+        );
+
+        // A directory becomes the missing one, as Docker does.
+        let mut tar = Vec::new();
+        pack(&src.path().join("tree"), &mut tar).unwrap();
+        unpack(tar.as_slice(), &slash("new")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dst.path().join("new/f")).unwrap(),
+            "in tree"
+        );
     }
 
     #[test]

@@ -12,4 +12,5 @@ pub const AGENT_PORT: u32 = 1024;
 /// vhost-user vsock device.
 pub const READY_PORT: u32 = 1025;
 
+pub mod caps;
 pub mod copy;

@@ -1,12 +1,13 @@
 //! Container commands: run, create, start, stop, kill, rm, ls, inspect,
 //! logs, exec, wait, stats. Thin: parsing and printing; the runtime acts.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::image::print_table;
+use super::image::{Format, PlatformArgs, print_table};
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
 use crate::runtime::{self, Attach, Container, Containers, RunSpec, Status, Ulimit};
 
@@ -24,11 +25,10 @@ pub struct CreateArgs {
     /// Read environment variables from a file, one KEY=VALUE per line.
     #[arg(long, value_name = "FILE")]
     env_file: Vec<PathBuf>,
-    /// User to run as: name, uid, name:group or uid:gid.
-    #[arg(short, long)]
-    user: Option<String>,
+    #[command(flatten)]
+    user: UserArgs,
     /// Working directory inside the container (created when missing).
-    #[arg(short, long = "workdir", value_name = "DIR")]
+    #[arg(short, long = "workdir", visible_alias = "cwd", value_name = "DIR")]
     workdir: Option<String>,
     /// Override the image's entrypoint.
     #[arg(long)]
@@ -59,6 +59,9 @@ pub struct CreateArgs {
     /// take disk space).
     #[arg(long, value_name = "size=SIZE", value_parser = parse_storage_opt)]
     storage_opt: Option<u64>,
+    /// Size of /dev/shm, with a K, M, G or T suffix (bytes without one) [default: 64M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_shm_size)]
+    shm_size: Option<u64>,
     /// Run a minimal init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     init: bool,
@@ -80,6 +83,9 @@ pub struct CreateArgs {
     /// The network to attach to, or `none` for loopback only [default: default].
     #[arg(long, value_name = "NAME")]
     network: Option<String>,
+    /// Which platform's image to use, and to pull when the stored one is another's.
+    #[command(flatten)]
+    platform: PlatformArgs,
     /// The image, then the command and its arguments (default: the image's).
     /// Everything after the image belongs to the command, flags included.
     #[arg(
@@ -88,6 +94,21 @@ pub struct CreateArgs {
         value_name = "IMAGE [COMMAND [ARG...]]"
     )]
     image_and_command: Vec<String>,
+}
+
+/// Who a process runs as: Docker's `-u` and Apple's `--uid`/`--gid`
+/// (`run`, `create` and `exec`).
+#[derive(Args)]
+pub struct UserArgs {
+    /// User to run as: name, uid, name:group or uid:gid (wins over --uid and --gid).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// User ID to run as (its group from the image's /etc/passwd, unless --gid).
+    #[arg(long)]
+    uid: Option<u32>,
+    /// Group ID to run as.
+    #[arg(long)]
+    gid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -116,12 +137,15 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
         args: image_and_command.collect(),
         entrypoint: args.entrypoint,
         env: env.into_iter().filter_map(resolve_env).collect(),
-        user: args.user.unwrap_or_default(),
+        user: args.user.user.unwrap_or_default(),
+        uid: args.user.uid,
+        gid: args.user.gid,
         workdir: args.workdir,
         name: args.name,
         cpus: args.cpus,
         memory_mib: args.memory,
         rootfs_bytes: args.storage_opt,
+        shm_size_bytes: args.shm_size,
         init: args.init,
         read_only: args.read_only,
         cap_add: args.cap_add,
@@ -135,6 +159,7 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
     };
     let pull = PullOptions {
         scheme: args.scheme,
+        platform: args.platform.platform()?,
         ..PullOptions::default()
     };
     let container = runtime::create(app_root, &spec, &pull).await?;
@@ -305,12 +330,6 @@ pub async fn remove(app_root: &Path, args: RemoveArgs) -> Result<i32> {
     Ok(failures.exit_code())
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub(super) enum Format {
-    Table,
-    Json,
-}
-
 #[derive(Args)]
 pub struct ListArgs {
     /// Show stopped containers too.
@@ -479,10 +498,11 @@ pub struct ExecArgs {
     detach: bool,
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    #[arg(short, long = "workdir", value_name = "DIR")]
+    /// Working directory (created when missing) [default: the container's].
+    #[arg(short, long = "workdir", visible_alias = "cwd", value_name = "DIR")]
     workdir: Option<String>,
-    #[arg(short, long)]
-    user: Option<String>,
+    #[command(flatten)]
+    user: UserArgs,
     container: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -494,10 +514,17 @@ pub async fn exec(app_root: &Path, args: ExecArgs) -> Result<i32> {
     let mut env = c.image_env.clone();
     env.extend(c.spec.env.iter().cloned());
     env.extend(args.env.into_iter().filter_map(resolve_env));
-    let user = args
-        .user
-        .or_else(|| (!c.spec.user.is_empty()).then(|| c.spec.user.clone()))
-        .unwrap_or_else(|| c.image_user.clone());
+    let container_user = if c.spec.user.is_empty() {
+        &c.image_user
+    } else {
+        &c.spec.user
+    };
+    let user = runtime::user_with_ids(
+        args.user.user.as_deref().unwrap_or_default(),
+        args.user.uid,
+        args.user.gid,
+        container_user,
+    );
     let workdir = args
         .workdir
         .or_else(|| c.spec.workdir.clone())
@@ -526,7 +553,7 @@ pub async fn wait(app_root: &Path, args: WaitArgs) -> Result<i32> {
 
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Print once and exit.
+    /// Print once (CPU % over half a second) and exit.
     #[arg(long)]
     no_stream: bool,
     #[arg(long, value_enum, default_value = "table")]
@@ -535,22 +562,37 @@ pub struct StatsArgs {
     containers: Vec<String>,
 }
 
+/// How far apart the two readings are when no earlier one exists (the first
+/// screen, `--no-stream`): CPU % is a rate, so one reading cannot give it.
+const CPU_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
 pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
     let all = args.containers.is_empty();
+    let mut earlier: HashMap<String, runtime::Statistics> = HashMap::new();
     loop {
         let mut containers = targets(app_root, &args.containers, all, &mut Failures::default())?;
         containers.retain(|c| c.state().is_ok_and(|s| s.status == Status::Running));
+        if containers.iter().any(|c| !earlier.contains_key(c.id())) {
+            for container in &containers {
+                let reading = runtime::statistics(container).await?;
+                earlier.insert(container.id().to_string(), reading);
+            }
+            tokio::time::sleep(CPU_SAMPLE_INTERVAL).await;
+        }
         let mut rows = Vec::new();
         for container in &containers {
-            rows.push((container, runtime::statistics(container).await?));
+            let now = runtime::statistics(container).await?;
+            let cpu_percent = now.cpu_percent(&earlier[container.id()]);
+            rows.push((container, now, cpu_percent));
         }
         match args.format {
             Format::Json => {
                 let json: Vec<_> = rows
                     .iter()
-                    .map(|(c, s)| {
+                    .map(|(c, s, cpu_percent)| {
+                        let s = &s.cgroup;
                         serde_json::json!({
-                            "id": c.id(), "name": c.config.name,
+                            "id": c.id(), "name": c.config.name, "cpu_percent": cpu_percent,
                             "cpu_usage_usec": s.cpu_usage_usec, "memory_bytes": s.memory_current_bytes,
                             "memory_limit_bytes": s.memory_max_bytes, "io_read_bytes": s.io_read_bytes,
                             "io_write_bytes": s.io_write_bytes, "pids": s.pids_current,
@@ -563,13 +605,14 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
                 let header = [
                     "CONTAINER ID",
                     "NAME",
-                    "CPU TIME",
+                    "CPU %",
                     "MEM USAGE / LIMIT",
                     "BLOCK I/O",
                     "PIDS",
                 ]
                 .map(String::from);
-                let lines = rows.iter().map(|(c, s)| {
+                let lines = rows.iter().map(|(c, s, cpu_percent)| {
+                    let s = &s.cgroup;
                     let limit = if s.memory_max_bytes == 0 {
                         "-".into()
                     } else {
@@ -578,7 +621,7 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
                     [
                         c.id()[..12].to_string(),
                         c.config.name.clone(),
-                        format!("{:.2}s", s.cpu_usage_usec as f64 / 1e6),
+                        format!("{cpu_percent:.2}%"),
                         format!(
                             "{} / {limit}",
                             super::image::human_size(s.memory_current_bytes)
@@ -597,6 +640,10 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
         if args.no_stream {
             return Ok(0);
         }
+        earlier = rows
+            .into_iter()
+            .map(|(c, s, _)| (c.id().to_string(), s))
+            .collect();
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
@@ -766,6 +813,14 @@ fn parse_storage_opt(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes)
 }
 
+/// Docker's `--shm-size`: bytes without a suffix, and more than none.
+fn parse_shm_size(s: &str) -> std::result::Result<u64, String> {
+    match parse_bytes(s, 1, "shm size")? {
+        0 => Err(format!("shm size {s:?} must be more than 0")),
+        bytes => Ok(bytes),
+    }
+}
+
 const MIB: u64 = 1 << 20;
 
 /// A size with an optional K, M, G or T suffix (binary, with or without a
@@ -829,6 +884,15 @@ mod tests {
         assert!(parse_memory_mib("100M").unwrap_err().contains("minimum"));
         assert!(parse_memory_mib("lots").is_err());
         assert!(parse_memory_mib("1X").is_err());
+    }
+
+    #[test]
+    fn shm_sizes() {
+        assert_eq!(parse_shm_size("128M"), Ok(128 << 20));
+        assert_eq!(parse_shm_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_shm_size("65536"), Ok(65536));
+        assert!(parse_shm_size("0").unwrap_err().contains("more than 0"));
+        assert!(parse_shm_size("-1M").is_err());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum ImageCommand {
     Save {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        platform: PlatformArgs,
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -56,22 +58,50 @@ pub struct TransferArgs {
     /// Registry scheme: https, http, or auto (http for loopback and private addresses).
     #[arg(long, default_value = "auto", value_parser = parse_scheme)]
     scheme: Scheme,
-    /// Progress display: auto (bars on a terminal), ansi, plain or none.
+    /// Progress display: auto (bars on a terminal), ansi, plain or none
+    /// (nothing but errors).
     #[arg(long, value_enum, default_value = "auto")]
     progress: progress::Mode,
 }
 
+impl TransferArgs {
+    /// `--progress none` asks for silence: what the transfer did goes unsaid
+    /// too, so scripts see output only when something failed.
+    fn quiet(&self) -> bool {
+        matches!(self.progress, progress::Mode::None)
+    }
+}
+
+/// The platform flags of `image pull`, `image save`, `run` and `create`.
 #[derive(Args)]
-pub struct PullArgs {
-    /// Platform to pull from a multi-platform image, OS/ARCH[/VARIANT] [default: the host's].
-    #[arg(long, conflicts_with_all = ["arch", "os"])]
+pub struct PlatformArgs {
+    /// The platform of a multi-platform image, OS/ARCH[/VARIANT]; takes
+    /// precedence over --os and --arch [default: the host's].
+    #[arg(long)]
     platform: Option<String>,
-    /// Architecture to pull (amd64, arm64, ...).
+    /// The architecture (amd64, arm64, ...) [default: the host's].
     #[arg(short, long)]
     arch: Option<String>,
-    /// Operating system to pull.
+    /// The operating system [default: linux].
     #[arg(long)]
     os: Option<String>,
+}
+
+impl PlatformArgs {
+    /// The platform asked for; None if none was.
+    pub fn platform(&self) -> Result<Option<Platform>> {
+        Ok(Platform::from_flags(
+            self.platform.as_deref(),
+            self.os.as_deref(),
+            self.arch.as_deref(),
+        )?)
+    }
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    platform: PlatformArgs,
     /// Layers downloaded at once.
     #[arg(long, default_value_t = crate::image::DEFAULT_CONCURRENT_DOWNLOADS as u16, value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_downloads: u16,
@@ -125,7 +155,9 @@ pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
                 progress: progress::sink(args.transfer.progress, Direction::Upload),
             };
             let digest = images.push(&args.image, &target, &options).await?;
-            println!("{target}@{digest}");
+            if !args.transfer.quiet() {
+                println!("{target}@{digest}");
+            }
         }
         ImageCommand::List(args) => list(&images, &args)?,
         ImageCommand::Inspect { images: names } => {
@@ -159,8 +191,14 @@ pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
         }
         ImageCommand::Save {
             output,
+            platform,
             images: names,
-        } => tokio::task::block_in_place(|| save(&images, &names, output.as_deref()))?,
+        } => {
+            let platform = platform.platform()?;
+            tokio::task::block_in_place(|| {
+                save(&images, &names, platform.as_ref(), output.as_deref())
+            })?
+        }
         ImageCommand::Load { input } => {
             let loaded = tokio::task::block_in_place(|| -> Result<Vec<String>> {
                 Ok(match input {
@@ -181,26 +219,18 @@ pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
 }
 
 async fn pull(images: &ImageStore, args: PullArgs) -> Result<()> {
-    let platform = match (&args.platform, &args.arch, &args.os) {
-        (Some(platform), ..) => Some(platform.parse::<Platform>()?),
-        (None, None, None) => None,
-        (None, arch, os) => {
-            let host = Platform::host();
-            let os = os.as_deref().unwrap_or(&host.os);
-            let arch = arch.as_deref().unwrap_or(&host.architecture);
-            Some(format!("{os}/{arch}").parse::<Platform>()?)
-        }
-    };
     let reference = images.parse_reference(&args.image)?;
     let options = PullOptions {
         scheme: args.transfer.scheme,
-        platform,
+        platform: args.platform.platform()?,
         max_concurrent_downloads: args.max_concurrent_downloads.into(),
         progress: progress::sink(args.transfer.progress, Direction::Download),
     };
     let image = images.pull(&reference, &options).await?;
-    eprintln!("Digest: {}", image.digest);
-    println!("{}", image.reference);
+    if !args.transfer.quiet() {
+        eprintln!("Digest: {}", image.digest);
+        println!("{}", image.reference);
+    }
     Ok(())
 }
 
@@ -290,17 +320,22 @@ pub fn human_size(bytes: u64) -> String {
     number + UNITS[unit]
 }
 
-fn save(images: &ImageStore, names: &[String], output: Option<&Path>) -> Result<()> {
+fn save(
+    images: &ImageStore,
+    names: &[String],
+    platform: Option<&Platform>,
+    output: Option<&Path>,
+) -> Result<()> {
     let Some(path) = output else {
         if std::io::stdout().is_terminal() {
             return Err(
                 "refusing to write an image archive to a terminal; use --output or a pipe".into(),
             );
         }
-        return Ok(images.save(names, BufWriter::new(std::io::stdout().lock()))?);
+        return Ok(images.save(names, platform, BufWriter::new(std::io::stdout().lock()))?);
     };
     let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let result = images.save(names, BufWriter::new(file));
+    let result = images.save(names, platform, BufWriter::new(file));
     if result.is_err() {
         let _ = std::fs::remove_file(path);
     }

@@ -58,7 +58,8 @@ enum Command {
     /// Show containers' resource use.
     Stats(container::StatsArgs),
     /// Copy files between a running container and the host.
-    Cp(container::CopyArgs),
+    #[command(alias = "cp")]
+    Copy(container::CopyArgs),
     /// Write a running container's filesystem as a tar.
     Export(container::ExportArgs),
     /// Remove every stopped container.
@@ -120,7 +121,7 @@ pub fn main() -> i32 {
             Command::Exec(args) => container::exec(&app_root, args).await,
             Command::Wait(args) => container::wait(&app_root, args).await,
             Command::Stats(args) => container::stats(&app_root, args).await,
-            Command::Cp(args) => container::copy(&app_root, args).await,
+            Command::Copy(args) => container::copy(&app_root, args).await,
             Command::Export(args) => container::export(&app_root, args).await,
             Command::Prune(args) => container::prune(&app_root, args).await,
             Command::Supervise {

@@ -5,8 +5,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 
-use super::container::Format;
-use super::image::print_table;
+use super::image::{Format, print_table};
 use crate::network::{self, Network, Networks};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

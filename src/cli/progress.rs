@@ -18,6 +18,7 @@ pub enum Mode {
     Ansi,
     /// One line per blob event.
     Plain,
+    /// Nothing but errors.
     None,
 }
 

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use nix::sys::termios::{self, LocalFlags, SetArg};
 
 use super::container::parse_scheme;
-use super::image::print_table;
+use super::image::{Format, print_table};
 use crate::image::{Credentials, Scheme, check_login};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -20,7 +20,16 @@ pub enum RegistryCommand {
     Logout { server: String },
     /// List the registries we hold credentials for.
     #[command(alias = "ls")]
-    List,
+    List(ListArgs),
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print registry names only.
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
 }
 
 #[derive(Args)]
@@ -66,10 +75,25 @@ pub async fn run(app_root: &Path, command: RegistryCommand) -> Result<i32> {
                 return Err(crate::image::Error::NotLoggedIn(server).into());
             }
         }
-        RegistryCommand::List => {
-            let header = ["REGISTRY", "USERNAME"].map(String::from);
-            let rows = credentials.list()?.into_iter().map(|(r, u)| [r, u]);
-            print_table(std::iter::once(header).chain(rows));
+        RegistryCommand::List(args) => {
+            let logins = credentials.list()?;
+            if args.quiet {
+                for (registry, _) in &logins {
+                    println!("{registry}");
+                }
+            } else if let Format::Json = args.format {
+                let json: Vec<_> = logins
+                    .iter()
+                    .map(|(registry, username)| {
+                        serde_json::json!({ "registry": registry, "username": username })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                let header = ["REGISTRY", "USERNAME"].map(String::from);
+                let rows = logins.into_iter().map(|(r, u)| [r, u]);
+                print_table(std::iter::once(header).chain(rows));
+            }
         }
     }
     Ok(0)

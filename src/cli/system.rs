@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::image::{human_size, print_table};
+use super::image::{Format, human_size, print_table};
 use crate::image::{ImageStore, Properties};
 use crate::vm::kernel;
 
@@ -15,7 +15,10 @@ pub enum SystemCommand {
     #[command(subcommand)]
     Property(PropertyCommand),
     /// Show the disk space images use and what pruning would free.
-    Df,
+    Df {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Manage the guest kernel.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -71,8 +74,12 @@ pub async fn run(
             properties.set(&key, Some(&value))?
         }
         SystemCommand::Property(PropertyCommand::Clear { key }) => properties.set(&key, None)?,
-        SystemCommand::Df => {
+        SystemCommand::Df { format } => {
             let usage = ImageStore::open(app_root)?.disk_usage()?;
+            if let Format::Json = format {
+                println!("{}", serde_json::to_string_pretty(&usage)?);
+                return Ok(0);
+            }
             let header = ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from);
             let images = [
                 "Images".to_string(),

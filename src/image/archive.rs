@@ -56,7 +56,16 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-pub fn save(images: &ImageStore, names: &[String], out: impl Write) -> Result<(), Error> {
+/// Writes the images `names` stand for. A reference holds one platform's
+/// manifest (the one pulled or loaded), and that is what is written, never
+/// its index; with `platform`, each image must be built for it, which is
+/// checked before anything is written.
+pub fn save(
+    images: &ImageStore,
+    names: &[String],
+    platform: Option<&Platform>,
+    out: impl Write,
+) -> Result<(), Error> {
     let _adding = images.adding_content()?;
     let all = images.records.list()?;
     let mut records: Vec<Record> = Vec::new();
@@ -64,6 +73,18 @@ pub fn save(images: &ImageStore, names: &[String], out: impl Write) -> Result<()
         for record in info::matching(images, name, &all)? {
             if !records.iter().any(|r| r.reference == record.reference) {
                 records.push(record);
+            }
+        }
+    }
+    if let Some(wanted) = platform {
+        for record in &records {
+            let image = images.image(record.reference.clone(), record.digest.clone())?;
+            if !wanted.runs(&image.platform) {
+                return Err(Error::NoMatchingPlatform {
+                    reference: record.reference.clone(),
+                    platform: wanted.clone(),
+                    available: image.platform.to_string(),
+                });
             }
         }
     }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 
 use super::in_use::images_in_use;
+use super::records::Record;
 use super::{Error, ImageStore, IoContext, info};
 use crate::atomic;
 
@@ -23,8 +24,8 @@ pub struct Removed {
     pub bytes: u64,
 }
 
-/// What `system df` shows for images.
-#[derive(Debug, Default)]
+/// What `system df` shows for images (its JSON, field for field).
+#[derive(Debug, Default, serde::Serialize)]
 pub struct DiskUsage {
     pub images: usize,
     /// Images at least one container uses.
@@ -36,24 +37,39 @@ pub struct DiskUsage {
     pub reclaimable_bytes: u64,
 }
 
+/// Removes the records `names` stand for. As in Docker, a container pins
+/// its image, not each name of it: a reference goes even while a container
+/// uses the image, as long as another reference to the image stays; only
+/// removing its last one needs `force`. Nothing is removed on an error.
 pub fn remove(images: &ImageStore, names: &[String], force: bool) -> Result<Removed, Error> {
     let _gc = atomic::lock(&images.gc_lock)?;
     let records = images.records.list()?;
     let in_use = images_in_use(&images.root);
-    let mut targets = Vec::new();
+    let mut targets: Vec<Record> = Vec::new();
     for name in names {
         for record in info::matching(images, name, &records)? {
-            if let (false, Some(container)) = (force, in_use.get(&record.digest)) {
-                return Err(Error::InUse {
-                    reference: record.reference,
-                    container: container.clone(),
-                });
-            }
-            if !targets.contains(&record.reference) {
-                targets.push(record.reference);
+            if !targets.iter().any(|t| t.reference == record.reference) {
+                targets.push(record);
             }
         }
     }
+    if !force {
+        for target in &targets {
+            let Some(container) = in_use.get(&target.digest) else {
+                continue;
+            };
+            let kept = records.iter().any(|r| {
+                r.digest == target.digest && !targets.iter().any(|t| t.reference == r.reference)
+            });
+            if !kept {
+                return Err(Error::InUse {
+                    reference: target.reference.clone(),
+                    container: container.clone(),
+                });
+            }
+        }
+    }
+    let targets: Vec<String> = targets.into_iter().map(|t| t.reference).collect();
     finish(images, &targets, &in_use)
 }
 

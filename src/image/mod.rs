@@ -186,6 +186,8 @@ pub struct Image {
     pub reference: String,
     /// Digest of the platform manifest.
     pub digest: String,
+    /// What its config says it is built for.
+    pub platform: Platform,
     pub config: RunConfig,
 }
 
@@ -266,6 +268,25 @@ impl ImageStore {
             .transpose()
     }
 
+    /// The image a reference names: the stored one, unless `options` asks
+    /// for a platform it is not built for; else pulled (as Docker and Apple
+    /// do for `run --platform`).
+    pub async fn get_or_pull(
+        &self,
+        reference: &Reference,
+        options: &PullOptions,
+    ) -> Result<Image, Error> {
+        if let Some(image) = self.lookup(reference)?
+            && options
+                .platform
+                .as_ref()
+                .is_none_or(|wanted| wanted.runs(&image.platform))
+        {
+            return Ok(image);
+        }
+        self.pull(reference, options).await
+    }
+
     /// Pulls an image into the store.
     pub async fn pull(&self, reference: &Reference, options: &PullOptions) -> Result<Image, Error> {
         pull::pull(self, reference, options).await
@@ -320,9 +341,15 @@ impl ImageStore {
         gc::disk_usage(self)
     }
 
-    /// Writes images as an OCI image layout tar.
-    pub fn save(&self, names: &[String], out: impl std::io::Write) -> Result<(), Error> {
-        archive::save(self, names, out)
+    /// Writes images as an OCI image layout tar; with `platform`, only if
+    /// each is built for it.
+    pub fn save(
+        &self,
+        names: &[String],
+        platform: Option<&Platform>,
+        out: impl std::io::Write,
+    ) -> Result<(), Error> {
+        archive::save(self, names, platform, out)
     }
 
     /// Reads an OCI image layout tar or a `docker save` tar; returns the
@@ -352,6 +379,7 @@ impl ImageStore {
             reference,
             digest,
             config: config.run_config(),
+            platform: config.platform,
         })
     }
 

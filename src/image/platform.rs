@@ -35,6 +35,26 @@ impl Platform {
         }
     }
 
+    /// The platform `--platform`, `--os` and `--arch` ask for; None when
+    /// none is given. As in Apple's `container`, `--platform` takes
+    /// precedence, and `--os` or `--arch` alone takes the other from the host.
+    pub fn from_flags(
+        platform: Option<&str>,
+        os: Option<&str>,
+        arch: Option<&str>,
+    ) -> Result<Option<Platform>, super::Error> {
+        if let Some(platform) = platform {
+            return platform.parse().map(Some);
+        }
+        if os.is_none() && arch.is_none() {
+            return Ok(None);
+        }
+        let host = Platform::host();
+        let os = os.unwrap_or(&host.os);
+        let arch = arch.unwrap_or(&host.architecture);
+        format!("{os}/{arch}").parse().map(Some)
+    }
+
     /// Whether an image built for `candidate` runs here.
     pub fn runs(&self, candidate: &Platform) -> bool {
         self.score(candidate).is_some()
@@ -208,6 +228,27 @@ mod tests {
         for bad in ["linux", "linux/", "a/b/c/d", "Linux/amd64"] {
             assert!(bad.parse::<Platform>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn platform_flags_combine_as_apple_does() {
+        let from = |p, o, a| Platform::from_flags(p, o, a).unwrap();
+        assert_eq!(from(None, None, None), None);
+        let host = Platform::host();
+        assert_eq!(
+            from(Some("linux/arm64/v8"), Some("windows"), Some("amd64")),
+            Some(platform("linux", "arm64", Some("v8")))
+        );
+        assert_eq!(
+            from(None, None, Some("arm64")),
+            Some(platform("linux", "arm64", None))
+        );
+        assert_eq!(
+            from(None, Some("freebsd"), None),
+            Some(platform("freebsd", &host.architecture, None))
+        );
+        assert!(Platform::from_flags(Some("linux"), None, None).is_err());
+        assert!(Platform::from_flags(None, None, Some("ARM")).is_err());
     }
 
     #[test]

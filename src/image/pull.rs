@@ -116,6 +116,7 @@ pub async fn pull(
         reference: reference.to_string(),
         digest: manifest_digest,
         config: config.run_config(),
+        platform: config.platform,
     })
 }
 

@@ -419,9 +419,11 @@ pub async fn builtin(
             }
         }
     }
+    // Unread output must not hold the tool up: the guest drains what nobody reads.
+    drop(stream);
     let exit = agent.wait_process(process_ref(&id)).await?.into_inner();
     if exit.exit_code != 0 {
-        return Err(Error::Agent(
+        return Err(Error::InContainer(
             String::from_utf8_lossy(&errors).trim().to_string(),
         ));
     }

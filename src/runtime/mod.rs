@@ -41,6 +41,9 @@ pub enum Error {
     Network(#[from] crate::network::Error),
     #[error("the guest agent: {0}")]
     Agent(String),
+    /// One of vminitd's tools (`cp`, `export`) failed inside the container.
+    #[error("in the container: {0}")]
+    InContainer(String),
     #[error("the image has no command to run and none was given")]
     NoCommand,
     #[error("no such container: {0}")]
@@ -63,6 +66,8 @@ pub enum Error {
     NotStarted(String),
     #[error("corrupt container record {0}")]
     Corrupt(String),
+    #[error("unknown capability {0:?}")]
+    UnknownCapability(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -106,7 +111,15 @@ pub struct RunSpec {
     /// Added after the image's environment (later entries win).
     pub env: Vec<String>,
     /// Docker's `-u`: name, uid, name:group or uid:gid; empty: the image's.
+    /// `create` records the user the container runs as, from this, `uid`,
+    /// `gid` and the image's (see [`user_with_ids`]).
     pub user: String,
+    /// Apple's `--uid` and `--gid`; only read by `create`, which records
+    /// the user they make in `user`.
+    #[serde(skip)]
+    pub uid: Option<u32>,
+    #[serde(skip)]
+    pub gid: Option<u32>,
     pub workdir: Option<String>,
     pub name: Option<String>,
     /// CPUs and memory the container may use: its cgroup limits, and the
@@ -117,8 +130,12 @@ pub struct RunSpec {
     /// made this big and the guest grows the filesystem to fill it.
     #[serde(default)]
     pub rootfs_bytes: Option<u64>,
+    /// Size of the container's /dev/shm; None: Docker's 64 MiB.
+    #[serde(default)]
+    pub shm_size_bytes: Option<u64>,
     pub init: bool,
     pub read_only: bool,
+    /// Capabilities as `CAP_NAME` or `ALL` (`create` normalizes them).
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub ulimits: Vec<Ulimit>,
@@ -132,8 +149,9 @@ pub struct RunSpec {
     pub network: Option<String>,
 }
 
-/// Creates a container: resolves (or pulls) the image, builds its snapshot
-/// once, and records the container with a copy-on-write root disk.
+/// Creates a container: resolves (or pulls, for `pull.platform` if given)
+/// the image, builds its snapshot once, and records the container with a
+/// copy-on-write root disk. Bad input is refused before anything is made.
 pub async fn create(
     app_root: &Path,
     spec: &RunSpec,
@@ -144,12 +162,13 @@ pub async fn create(
     {
         return Err(Error::InvalidName(name.clone()));
     }
+    let mut spec = spec.clone();
+    spec.cap_add = normalize_capabilities(&spec.cap_add)?;
+    spec.cap_drop = normalize_capabilities(&spec.cap_drop)?;
     let store = ImageStore::open(app_root)?;
     let reference = store.parse_reference(&spec.image)?;
-    let image = match store.lookup(&reference)? {
-        Some(image) => image,
-        None => store.pull(&reference, pull).await?,
-    };
+    let image = store.get_or_pull(&reference, pull).await?;
+    spec.user = user_with_ids(&spec.user, spec.uid, spec.gid, &image.config.user);
     // Building a snapshot writes gigabytes at worst: keep it off the async threads.
     let snapshot = {
         let image = image.clone();
@@ -160,7 +179,7 @@ pub async fn create(
                 source: std::io::Error::other(e),
             })??
     };
-    let command = command(&image.config, spec);
+    let command = command(&image.config, &spec);
     if command.is_empty() {
         return Err(Error::NoCommand);
     }
@@ -187,7 +206,7 @@ pub async fn create(
         image: reference.to_string(),
         image_digest: image.digest.clone(),
         created: container::now(),
-        spec: spec.clone(),
+        spec,
         command,
         image_env: image.config.env.clone(),
         image_workdir: image.config.working_dir.clone(),
@@ -199,6 +218,36 @@ pub async fn create(
         let _ = networks.release(endpoint);
     }
     committed
+}
+
+/// Capability names in the one form records keep and `inspect` shows
+/// (`mknod` -> `CAP_MKNOD`, `ALL`), so an unknown one is refused at create
+/// rather than when the container starts.
+fn normalize_capabilities(names: &[String]) -> Result<Vec<String>, Error> {
+    names
+        .iter()
+        .map(|name| {
+            agent_proto::caps::normalize(name).ok_or_else(|| Error::UnknownCapability(name.clone()))
+        })
+        .collect()
+}
+
+/// The user a process runs as, from `-u` and Apple's `--uid`/`--gid`, as
+/// Apple combines them: `-u` wins; `--uid` and `--gid` make `UID:GID`; a
+/// uid alone takes its group from the image's /etc/passwd; a gid alone
+/// keeps the `default` user (the image's, or for exec the container's) in
+/// that group; with none of them, the default user it is.
+pub fn user_with_ids(user: &str, uid: Option<u32>, gid: Option<u32>, default: &str) -> String {
+    match (uid, gid) {
+        _ if !user.is_empty() => user.to_string(),
+        (Some(uid), Some(gid)) => format!("{uid}:{gid}"),
+        (Some(uid), None) => uid.to_string(),
+        (None, Some(gid)) => {
+            let name = default.split(':').next().unwrap_or_default();
+            format!("{name}:{gid}")
+        }
+        (None, None) => default.to_string(),
+    }
 }
 
 /// The command line, Docker's way: the image's Entrypoint then its Cmd; args
@@ -419,13 +468,42 @@ pub fn exec_process(
     }
 }
 
+/// A running container's resource use at one moment.
+pub struct Statistics {
+    /// What its cgroup says.
+    pub cgroup: agent_proto::StatisticsResponse,
+    /// When the reading arrived.
+    pub at: std::time::Instant,
+}
+
+impl Statistics {
+    /// CPU use between an `earlier` reading and this one, as Docker and
+    /// Apple show it: 100 is one CPU busy all the time, so a container can
+    /// show up to 100 times its CPUs.
+    pub fn cpu_percent(&self, earlier: &Statistics) -> f64 {
+        let wall = self.at.saturating_duration_since(earlier.at).as_micros();
+        if wall == 0 {
+            return 0.0;
+        }
+        let used = self
+            .cgroup
+            .cpu_usage_usec
+            .saturating_sub(earlier.cgroup.cpu_usage_usec);
+        used as f64 * 100.0 / wall as f64
+    }
+}
+
 /// Resource use of a running container, from its cgroup.
-pub async fn statistics(container: &Container) -> Result<agent_proto::StatisticsResponse, Error> {
+pub async fn statistics(container: &Container) -> Result<Statistics, Error> {
     let mut agent = agent::connect_socket(&container.agent_socket()).await?;
-    Ok(agent
+    let cgroup = agent
         .statistics(agent_proto::StatisticsRequest {})
         .await?
-        .into_inner())
+        .into_inner();
+    Ok(Statistics {
+        cgroup,
+        at: std::time::Instant::now(),
+    })
 }
 
 /// Exit code of the main process once it has ended (waiting for it).
@@ -529,6 +607,10 @@ async fn read_out(
     to: CopyEnd,
 ) -> Result<(), Error> {
     let agent = running_agent(container).await?;
+    let context = match &to {
+        CopyEnd::Path(path) | CopyEnd::File(path) => format!("write {}", path.display()),
+        CopyEnd::Stdio => "write the copy".to_string(),
+    };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let sink = tokio::task::spawn_blocking(move || match to {
         CopyEnd::Stdio => {
@@ -549,8 +631,9 @@ async fn read_out(
         context: "copy".into(),
         source: std::io::Error::other(e),
     })?;
-    copied?;
-    written.map_err(io("write the copy"))
+    // A refused destination stops the reading first: that is the cause.
+    written.map_err(io(context))?;
+    copied
 }
 
 /// Copies `from` (a host path, or with None a tar on stdin) into a running
@@ -634,5 +717,59 @@ impl std::io::Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_and_gid_combine_with_user_as_apple_does() {
+        assert_eq!(user_with_ids("app", Some(5), Some(6), "root"), "app");
+        assert_eq!(
+            user_with_ids("", Some(1000), Some(4000), "app"),
+            "1000:4000"
+        );
+        assert_eq!(user_with_ids("", Some(1000), None, "app:app"), "1000");
+        assert_eq!(user_with_ids("", None, Some(4000), "app:staff"), "app:4000");
+        assert_eq!(user_with_ids("", None, Some(4000), ""), ":4000");
+        assert_eq!(user_with_ids("", None, None, "app"), "app");
+    }
+
+    #[test]
+    fn cpu_percent_is_cpu_time_over_wall_time() {
+        let reading = |usec, at| Statistics {
+            cgroup: agent_proto::StatisticsResponse {
+                cpu_usage_usec: usec,
+                ..Default::default()
+            },
+            at,
+        };
+        let start = std::time::Instant::now();
+        let first = reading(1_000_000, start);
+        let half = reading(1_250_000, start + Duration::from_millis(500));
+        assert_eq!(half.cpu_percent(&first), 50.0);
+        let two_cpus = reading(2_000_000, start + Duration::from_millis(500));
+        assert_eq!(two_cpus.cpu_percent(&first), 200.0);
+        assert_eq!(first.cpu_percent(&first), 0.0);
+        // A counter that went back (a restarted container) is no use, not negative.
+        assert_eq!(
+            reading(0, start + Duration::from_secs(1)).cpu_percent(&first),
+            0.0
+        );
+    }
+
+    #[test]
+    fn capabilities_are_normalized_or_refused() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            normalize_capabilities(&names(&["mknod", "CAP_NET_ADMIN", "all"])).unwrap(),
+            ["CAP_MKNOD", "CAP_NET_ADMIN", "ALL"]
+        );
+        assert!(matches!(
+            normalize_capabilities(&names(&["chown", "fly"])),
+            Err(Error::UnknownCapability(name)) if name == "fly"
+        ));
     }
 }

@@ -544,6 +544,7 @@ fn main_process(
         resolv_conf: plugged.map(|_| resolv_conf()).unwrap_or_default(),
         memory_limit_bytes: spec.memory_mib.unwrap_or(0) * 1024 * 1024,
         cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
+        shm_size_bytes: spec.shm_size_bytes.unwrap_or(0),
     };
     (process, config)
 }

@@ -27,20 +27,17 @@ const DEFAULT: &[Capability] = &[
 #[error("unknown capability {0:?}")]
 pub struct UnknownCapability(String);
 
-/// Names as Docker takes them: `NET_ADMIN`, `CAP_NET_ADMIN`, any case, or `ALL`.
+/// Names as Docker takes them: `NET_ADMIN`, `CAP_NET_ADMIN`, any case, or
+/// `ALL` (None). The host has normalized them already; older records may not be.
 fn parse(name: &str) -> Result<Option<Capability>, UnknownCapability> {
-    let upper = name.to_ascii_uppercase();
-    if upper == "ALL" {
-        return Ok(None);
+    let unknown = || UnknownCapability(name.to_string());
+    match agent_proto::caps::normalize(name)
+        .ok_or_else(unknown)?
+        .as_str()
+    {
+        "ALL" => Ok(None),
+        full => Capability::from_str(full).map(Some).map_err(|_| unknown()),
     }
-    let full = if upper.starts_with("CAP_") {
-        upper
-    } else {
-        format!("CAP_{upper}")
-    };
-    Capability::from_str(&full)
-        .map(Some)
-        .map_err(|_| UnknownCapability(name.to_string()))
 }
 
 /// The default set plus `add` minus `drop`; `ALL` in either means every
@@ -102,6 +99,15 @@ mod tests {
         let set = resolve(&names(&["ALL"]), &names(&["SYS_ADMIN"])).unwrap();
         assert!(set.contains(&Capability::CAP_SYS_MODULE));
         assert!(!set.contains(&Capability::CAP_SYS_ADMIN));
+    }
+
+    #[test]
+    fn the_shared_names_are_the_kernel_bits() {
+        for (bit, name) in agent_proto::caps::NAMES.iter().enumerate() {
+            assert_eq!(parse(name), Ok(Capability::from_str(name).ok()), "{name}");
+            assert_eq!(Capability::from_str(name).unwrap().index() as usize, bit);
+        }
+        assert_eq!(caps::all().len(), agent_proto::caps::NAMES.len());
     }
 
     #[test]

@@ -164,7 +164,7 @@ fn enter_new_container(root: &str, config: &ContainerConfig) -> Result<(), Failu
             .map_err(|e| fail(format!("set hostname: {e}")))?;
     }
     write_etc_files(root, config)?;
-    mounts::apply(&mounts::root(root)).map_err(fail)?;
+    mounts::apply(&mounts::root(root, config.shm_size_bytes)).map_err(fail)?;
     mounts::enter(root, config.read_only_root).map_err(fail)
 }
 

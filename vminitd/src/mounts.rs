@@ -19,7 +19,7 @@ pub enum Step {
         target: String,
         fstype: &'static str,
         flags: MsFlags,
-        data: &'static str,
+        data: String,
     },
     Bind {
         source: String,
@@ -92,9 +92,18 @@ const READ_ONLY: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// What to mount under `root` before pivoting into it. /proc is not here: it
-/// must be mounted from inside the container's PID namespace (see [`proc`]).
-pub fn root(root: &str) -> Vec<Step> {
+/// Docker's size for /dev/shm when `--shm-size` is not given.
+const DEFAULT_SHM_BYTES: u64 = 64 << 20;
+
+/// What to mount under `root` before pivoting into it, with a /dev/shm of
+/// `shm_size_bytes` (0: Docker's 64 MiB). /proc is not here: it must be
+/// mounted from inside the container's PID namespace (see [`proc`]).
+pub fn root(root: &str, shm_size_bytes: u64) -> Vec<Step> {
+    let shm_bytes = if shm_size_bytes == 0 {
+        DEFAULT_SHM_BYTES
+    } else {
+        shm_size_bytes
+    };
     let at = |p: &str| format!("{root}{p}");
     let mut steps = vec![
         // pivot_root needs the new root to be a mount point.
@@ -108,7 +117,7 @@ pub fn root(root: &str) -> Vec<Step> {
             target: at("/dev"),
             fstype: "tmpfs",
             flags: MsFlags::MS_NOSUID.union(MsFlags::MS_STRICTATIME),
-            data: "mode=755,size=65536k",
+            data: "mode=755,size=65536k".into(),
         },
     ];
     for (name, major, minor) in DEVICES {
@@ -135,28 +144,28 @@ pub fn root(root: &str) -> Vec<Step> {
             target: at("/dev/shm"),
             fstype: "tmpfs",
             flags: NOSUID_NODEV_NOEXEC,
-            data: "mode=1777,size=65536k",
+            data: format!("mode=1777,size={shm_bytes}"),
         },
         Step::Mount {
             source: "mqueue",
             target: at("/dev/mqueue"),
             fstype: "mqueue",
             flags: NOSUID_NODEV_NOEXEC,
-            data: "",
+            data: String::new(),
         },
         Step::Mount {
             source: "sysfs",
             target: at("/sys"),
             fstype: "sysfs",
             flags: NOSUID_NODEV_NOEXEC.union(MsFlags::MS_RDONLY),
-            data: "",
+            data: String::new(),
         },
         Step::Mount {
             source: "cgroup",
             target: at("/sys/fs/cgroup"),
             fstype: "cgroup2",
             flags: NOSUID_NODEV_NOEXEC.union(MsFlags::MS_RDONLY),
-            data: "",
+            data: String::new(),
         },
     ]);
     steps.extend(
@@ -175,7 +184,7 @@ pub fn proc() -> Vec<Step> {
         target: "/proc".into(),
         fstype: "proc",
         flags: NOSUID_NODEV_NOEXEC,
-        data: "",
+        data: String::new(),
     }];
     steps.extend(
         MASKED
@@ -211,7 +220,7 @@ fn apply_one(step: &Step) -> Result<(), String> {
             data,
         } => {
             make_dir(target)?;
-            let data = (!data.is_empty()).then_some(*data);
+            let data = (!data.is_empty()).then_some(data.as_str());
             mount(Some(*source), target.as_str(), Some(*fstype), *flags, data)
                 .map_err(|e| e.to_string())
         }
@@ -325,7 +334,7 @@ mod tests {
 
     #[test]
     fn root_plan_mounts_dev_before_its_nodes_and_stays_under_root() {
-        let steps = root("/r");
+        let steps = root("/r", 0);
         assert_eq!(
             steps[0],
             Step::Bind {
@@ -359,6 +368,18 @@ mod tests {
                 .iter()
                 .any(|s| matches!(s, Step::Mount { fstype: "proc", .. }))
         );
+    }
+
+    #[test]
+    fn shm_is_docker_s_64m_unless_sized() {
+        let shm = |size| {
+            root("/r", size).into_iter().find_map(|s| match s {
+                Step::Mount { target, data, .. } if target == "/r/dev/shm" => Some(data),
+                _ => None,
+            })
+        };
+        assert_eq!(shm(0).as_deref(), Some("mode=1777,size=67108864"));
+        assert_eq!(shm(1 << 30).as_deref(), Some("mode=1777,size=1073741824"));
     }
 
     #[test]
