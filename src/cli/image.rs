@@ -117,13 +117,15 @@ pub struct PushArgs {
     image: String,
 }
 
+/// How a `list` command prints: a table, JSON, or names only. One struct
+/// for every command group's `list`.
 #[derive(Args)]
 pub struct ListArgs {
-    /// Print references only.
+    /// Print names only (references for images, IDs for containers).
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
     #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    pub format: Format,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

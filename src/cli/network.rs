@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 
-use super::image::{Format, print_table};
+use super::image::{Format, ListArgs, print_table};
 use crate::network::{self, Network, Networks};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -41,15 +41,6 @@ pub struct CreateArgs {
     #[arg(long)]
     internal: bool,
     name: String,
-}
-
-#[derive(Args)]
-pub struct ListArgs {
-    /// Print names only.
-    #[arg(short, long)]
-    quiet: bool,
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
 }
 
 fn parse_subnet(s: &str) -> std::result::Result<ipnet::Ipv4Net, String> {

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use nix::sys::termios::{self, LocalFlags, SetArg};
 
 use super::container::parse_scheme;
-use super::image::{Format, print_table};
+use super::image::{Format, ListArgs, print_table};
 use crate::image::{Credentials, Scheme, check_login};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -21,15 +21,6 @@ pub enum RegistryCommand {
     /// List the registries we hold credentials for.
     #[command(alias = "ls")]
     List(ListArgs),
-}
-
-#[derive(Args)]
-pub struct ListArgs {
-    /// Print registry names only.
-    #[arg(short, long)]
-    quiet: bool,
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
 }
 
 #[derive(Args)]
