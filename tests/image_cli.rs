@@ -141,7 +141,10 @@ fn registry_domain_and_df() {
         &cli,
         &["system", "property", "set", "registry.domain", "not a host"],
     );
-    assert!(err.starts_with("Error: invalid image reference"), "{err}");
+    assert_eq!(
+        err,
+        "Error: invalid value \"not a host\" for registry.domain: use a host name or address with an optional port"
+    );
     ok(&cli, &["system", "property", "clear", "registry.domain"]);
     assert_eq!(
         ok(&cli, &["system", "property", "get", "registry.domain"]),
