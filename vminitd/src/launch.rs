@@ -54,6 +54,9 @@ pub struct Launch {
 /// Exit codes a shell uses when it cannot run a command.
 pub const EXIT_NOT_FOUND: i32 = 127;
 pub const EXIT_CANNOT_RUN: i32 = 126;
+/// The launcher's code when the container to exec into is gone (its first
+/// process exited while we joined it): vminitd reports "not running".
+pub const EXIT_CONTAINER_GONE: i32 = 3;
 
 pub(crate) struct Failure {
     code: i32,
@@ -209,15 +212,21 @@ fn join_container(pid: i32) -> Result<(), Failure> {
     let mut files = Vec::new();
     for (name, flag) in kinds {
         let path = format!("/proc/{pid}/ns/{name}");
-        let file = File::open(&path)
-            .map_err(|e| fail(format!("the container is not running ({path}: {e})")))?;
+        let file = File::open(&path).map_err(|e| gone(format!("{path}: {e}")))?;
         files.push((file, flag, name));
     }
     for (file, flag, name) in files {
-        setns(&file, flag)
-            .map_err(|e| fail(format!("join the container's {name} namespace: {e}")))?;
+        setns(&file, flag).map_err(|e| gone(format!("join its {name} namespace: {e}")))?;
     }
     Ok(())
+}
+
+/// A container that cannot be joined has ended (or is ending).
+fn gone(detail: String) -> Failure {
+    Failure {
+        code: EXIT_CONTAINER_GONE,
+        message: format!("the container is not running ({detail})"),
+    }
 }
 
 /// Everything the child needs, prepared before the fork so the child only

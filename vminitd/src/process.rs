@@ -288,6 +288,9 @@ impl Table {
                 *process.pid.lock().unwrap() = pid;
             } else if let Some(rest) = line.strip_prefix("error ") {
                 let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                if code.parse() == Ok(launch::EXIT_CONTAINER_GONE) {
+                    return Err(Error::NotRunning(id.to_string()));
+                }
                 return Err(Error::Start {
                     code: code.parse().unwrap_or(1),
                     message: message.to_string(),
