@@ -72,8 +72,17 @@ impl Host {
         }
         let name = tap_name(id);
         let tap = open_tap(&name)?;
-        let master = ["link", "set", &name, "master", &self.bridge, "mtu"];
-        ip(&[&master[..], &[&MTU.to_string(), "up"]].concat())?;
+        let mtu = MTU.to_string();
+        ip(&[
+            "link",
+            "set",
+            &name,
+            "master",
+            &self.bridge,
+            "mtu",
+            &mtu,
+            "up",
+        ])?;
         Ok(tap)
     }
 

@@ -309,36 +309,24 @@ struct Plugged {
 }
 
 impl Plugged {
-    #[cfg(target_os = "linux")]
+    /// On Linux a tap on the network's bridge; on macOS the host's NAT,
+    /// which gives the address.
     fn plug(container: &Container) -> Result<Option<Plugged>, Error> {
         let Some(endpoint) = container.config.endpoint.clone() else {
             return Ok(None);
         };
         let networks = Networks::open(container.app_root())?;
         let network = networks.get(&endpoint.network)?;
-        let host = network::bridge::Host::new(networks.root(), &network);
-        let tap = host.plug(container.id())?;
+        #[cfg(target_os = "linux")]
+        let attachment = {
+            let host = network::bridge::Host::new(networks.root(), &network);
+            vm::NicAttachment::Tap(std::sync::Arc::new(host.plug(container.id())?))
+        };
+        #[cfg(not(target_os = "linux"))]
+        let attachment = vm::NicAttachment::Nat;
         let nic = vm::Nic {
             mac: vm::MacAddress::derive(container.id()),
-            attachment: vm::NicAttachment::Tap(std::sync::Arc::new(tap)),
-        };
-        Ok(Some(Plugged {
-            network,
-            endpoint,
-            nic,
-        }))
-    }
-
-    /// On macOS the NIC sits on the host's NAT, which gives the address.
-    #[cfg(not(target_os = "linux"))]
-    fn plug(container: &Container) -> Result<Option<Plugged>, Error> {
-        let Some(endpoint) = container.config.endpoint.clone() else {
-            return Ok(None);
-        };
-        let network = Networks::open(container.app_root())?.get(&endpoint.network)?;
-        let nic = vm::Nic {
-            mac: vm::MacAddress::derive(container.id()),
-            attachment: vm::NicAttachment::Nat,
+            attachment,
         };
         Ok(Some(Plugged {
             network,
