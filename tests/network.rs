@@ -1,8 +1,11 @@
 //! Networks, black-box, with real bridges, taps, nftables and VMs. Every
 //! packet stays inside network namespaces this test makes and deletes:
 //! `test` holds the containers (the host side of their networks), and
-//! `world` plays the internet behind a veth link, on TEST-NET-3. Images
-//! are pulled in the root namespace first, from the 127.0.0.1 registry.
+//! `world` plays the internet behind a veth link, on TEST-NET-3, with a web
+//! server and a DNS server (dnsmasq) of its own, which `test` names in its
+//! resolv.conf (`ip netns exec` puts /etc/netns/NAME/resolv.conf there).
+//! Images are pulled in the root namespace first, from the 127.0.0.1
+//! registry.
 
 mod common;
 
@@ -46,6 +49,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.0])
             .status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
     }
 }
 
@@ -95,6 +99,22 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
         .arg(www.path())
         .spawn()
         .unwrap();
+    // The world's DNS server knows one name; the host's resolv.conf names it.
+    let mut dns = Command::new("ip")
+        .args(["netns", "exec", &world.0, "dnsmasq", "--keep-in-foreground"])
+        .args(["--no-resolv", "--no-hosts", "--listen-address=203.0.113.1"])
+        .args([
+            "--bind-interfaces",
+            "--address=/www.example.test/203.0.113.1",
+        ])
+        .spawn()
+        .unwrap();
+    std::fs::create_dir_all(format!("/etc/netns/{}", test.0)).unwrap();
+    std::fs::write(
+        format!("/etc/netns/{}/resolv.conf", test.0),
+        "nameserver 203.0.113.1\n",
+    )
+    .unwrap();
 
     ok(cli.run(&["network", "create", "--subnet", "10.77.0.0/24", "front"]));
     ok(cli.run(&["network", "create", "--subnet", "10.78.0.0/24", "back"]));
@@ -117,6 +137,8 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
             "web",
             "--network",
             "front",
+            "-p",
+            "127.0.0.1:18080:80",
             &image,
             "sh",
             "-c",
@@ -126,8 +148,15 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
     let web: serde_json::Value = serde_json::from_str(&ok(cli.run(&["inspect", "web"]))).unwrap();
     assert_eq!(web[0]["network"]["name"], "front");
     assert_eq!(web[0]["network"]["address"], "10.77.0.2");
+    assert_eq!(web[0]["network"]["ports"][0], "127.0.0.1:18080->80/tcp");
+    let ls = ok(cli.run(&["ls"]));
+    assert!(
+        ls.contains("10.77.0.2  127.0.0.1:18080->80/tcp  web"),
+        "{ls}"
+    );
 
-    // A second container on the network, by IP; its own name in /etc/hosts.
+    // A second container on the network, by name and by IP; its own name
+    // and --add-host's in /etc/hosts; the network's DNS server in resolv.conf.
     let output = test.container(
         &cli,
         &[
@@ -137,19 +166,51 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
             "client",
             "--network",
             "front",
+            "--add-host",
+            "db:10.1.2.3",
             &image,
             "sh",
             "-c",
-            "grep client /etc/hosts; wget -qO- http://10.77.0.2/",
+            "cat /etc/resolv.conf; grep -e client -e db /etc/hosts; \
+             timeout 10 wget -qO- http://web/; timeout 10 wget -qO- http://10.77.0.2/",
         ],
     );
-    assert_eq!(ok(output), "10.77.0.3\tclient\nhello from web\n");
-    // The host (the test's namespace) by IP.
+    assert_eq!(
+        ok(output),
+        "nameserver 10.77.0.1\n10.77.0.3\tclient\n10.1.2.3\tdb\nhello from web\nhello from web\n"
+    );
+    // The host (the test's namespace) by IP, and through the published port.
     assert_eq!(
         ok(test.sh("wget -qO- -T 5 http://10.77.0.2/")),
         "hello from web\n"
     );
-    // The world, through NAT: the server sees the host's address.
+    assert_eq!(
+        ok(test.sh("curl -sS -m 5 http://127.0.0.1:18080/")),
+        "hello from web\n"
+    );
+    // A taken port fails the start, naming it, before a VM boots.
+    let output = test.container(
+        &cli,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "front",
+            "-p",
+            "127.0.0.1:18080:80",
+            &image,
+            "true",
+        ],
+    );
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("port 127.0.0.1:18080 is already in use"),
+        "{stderr}"
+    );
+    // The world, through NAT, by a name only the world's DNS server knows
+    // (the network's DNS server passes it on): the server sees the host's
+    // address.
     let output = test.container(
         &cli,
         &[
@@ -162,7 +223,7 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
             "10",
             "wget",
             "-qO-",
-            "http://203.0.113.1/cgi-bin/who",
+            "http://www.example.test/cgi-bin/who",
         ],
     );
     // busybox httpd listens on IPv6 too: [::ffff:203.0.113.2].
@@ -194,13 +255,21 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
             "--rm",
             "--network",
             "inner",
+            "--dns",
+            "203.0.113.1",
+            "--dns-search",
+            "example.test",
             &image,
             "sh",
             "-c",
-            "ip route; timeout 5 wget -qO- http://203.0.113.1/cgi-bin/who || echo no way out",
+            "cat /etc/resolv.conf; ip route; timeout 5 wget -qO- http://203.0.113.1/cgi-bin/who || echo no way out",
         ],
     );
     let stdout = ok(output);
+    assert!(
+        stdout.starts_with("nameserver 203.0.113.1\nsearch example.test\n"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("default"), "{stdout}");
     assert!(stdout.ends_with("no way out\n"), "{stdout}");
     let output = test.container(
@@ -232,6 +301,8 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
         "{links}"
     );
     assert_eq!(ok(test.sh("nft list tables")), "");
-    let _ = server.kill();
-    let _ = server.wait();
+    for mut child in [server, dns] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

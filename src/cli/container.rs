@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::image::{Format, PlatformArgs, print_table};
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
+use crate::network;
 use crate::runtime::{self, Attach, Container, Containers, RunSpec, Status, Ulimit};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -83,6 +84,12 @@ pub struct CreateArgs {
     /// The network to attach to, or `none` for loopback only [default: default].
     #[arg(long, value_name = "NAME")]
     network: Option<String>,
+    /// Publish a container port on the host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp],
+    /// ports or ranges (8000-8010:8000-8010); HOST_IP defaults to 0.0.0.0.
+    #[arg(short, long, value_name = "PORTS", value_parser = parse_publish)]
+    publish: Vec<Vec<network::ports::Port>>,
+    #[command(flatten)]
+    dns: DnsArgs,
     /// Which platform's image to use, and to pull when the stored one is another's.
     #[command(flatten)]
     platform: PlatformArgs,
@@ -94,6 +101,37 @@ pub struct CreateArgs {
         value_name = "IMAGE [COMMAND [ARG...]]"
     )]
     image_and_command: Vec<String>,
+}
+
+/// What the container is told about names (Apple's and Docker's flags).
+#[derive(Args)]
+pub struct DnsArgs {
+    /// A name server for the container's resolv.conf, instead of the network's.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
+    /// A search domain for the container's resolv.conf.
+    #[arg(long, value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// An option for the container's resolv.conf (e.g. ndots:2).
+    #[arg(long, value_name = "OPTION")]
+    dns_option: Vec<String>,
+    /// The default domain of the container's resolv.conf.
+    #[arg(long, value_name = "DOMAIN")]
+    dns_domain: Option<String>,
+    /// Leave the image's resolv.conf as it is.
+    #[arg(long, conflicts_with_all = ["dns", "dns_search", "dns_option", "dns_domain"])]
+    no_dns: bool,
+    /// Add a line to /etc/hosts: NAME:IP, or NAME:host-gateway for the host.
+    #[arg(long, value_name = "NAME:IP", value_parser = parse_add_host)]
+    add_host: Vec<network::dns::ExtraHost>,
+}
+
+fn parse_publish(s: &str) -> std::result::Result<Vec<network::ports::Port>, String> {
+    network::ports::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_add_host(s: &str) -> std::result::Result<network::dns::ExtraHost, String> {
+    network::dns::parse_extra_host(s).map_err(|e| e.to_string())
 }
 
 /// Who a process runs as: Docker's `-u` and Apple's `--uid`/`--gid`
@@ -156,6 +194,15 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
         tty: args.tty,
         remove: args.rm,
         network: args.network,
+        publish: args.publish.into_iter().flatten().collect(),
+        dns: network::dns::DnsConfig {
+            servers: args.dns.dns,
+            search: args.dns.dns_search,
+            options: args.dns.dns_option,
+            domain: args.dns.dns_domain,
+            disabled: args.dns.no_dns,
+            hosts: args.dns.add_host,
+        },
     };
     let pull = PullOptions {
         scheme: args.scheme,
@@ -367,6 +414,8 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
         "COMMAND",
         "CREATED",
         "STATUS",
+        "IP",
+        "PORTS",
         "NAME",
     ]
     .map(String::from);
@@ -381,6 +430,11 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
             format!("\"{command}\""),
             ago(c.config.created),
             status_text(s),
+            c.config
+                .endpoint
+                .as_ref()
+                .map_or(String::new(), |e| e.address.to_string()),
+            network::ports::summary(&c.config.spec.publish),
             c.config.name.clone(),
         ]
     });
@@ -432,6 +486,7 @@ fn inspect_json(container: &Container, state: &runtime::State) -> serde_json::Va
             "name": e.network,
             "address": e.address.to_string(),
             "mac": crate::vm::MacAddress::derive(&c.id).to_string(),
+            "ports": c.spec.publish.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })),
         "disk": c.disk.path,
     })

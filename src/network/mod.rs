@@ -15,6 +15,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod bridge;
+pub mod dns;
+pub mod ports;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,14 @@ pub enum Error {
     InUse { network: String, containers: String },
     #[error("corrupt network record {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("invalid port {spec:?}: {reason}")]
+    InvalidPort { spec: String, reason: String },
+    #[error("invalid --add-host {spec:?}: {reason}")]
+    InvalidHost { spec: String, reason: String },
+    #[error("{0} needs a network, and --network none gives the container none")]
+    NoNetwork(&'static str),
+    #[error("port {0} is already in use on the host")]
+    PortTaken(String),
     #[error("{0}")]
     Host(String),
     #[error(transparent)]
@@ -98,7 +108,16 @@ pub struct Endpoint {
     pub address: Ipv4Addr,
 }
 
+/// What a lease file holds: who has the address, by ID and by name (the
+/// name is what other containers look it up by).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Lease {
+    pub container: String,
+    pub name: String,
+}
+
 /// The networks under an app root.
+#[derive(Clone)]
 pub struct Networks {
     root: PathBuf,
 }
@@ -238,21 +257,50 @@ impl Networks {
         Ok(network)
     }
 
-    /// The containers holding addresses on a network.
-    pub fn users(&self, name: &str) -> Result<Vec<String>, Error> {
+    /// The addresses handed out on a network and who holds them, in
+    /// address order. A lease being written (still empty) or broken is
+    /// skipped: it must not hide the others.
+    pub fn leases_of(&self, name: &str) -> Result<Vec<(Ipv4Addr, Lease)>, Error> {
         let dir = self.leases(name);
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
             Err(e) => return Err(io(format!("read {}", dir.display()))(e)),
         };
-        let mut users: Vec<String> = entries
+        let mut leases: Vec<(Ipv4Addr, Lease)> = entries
             .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .map(|id| id.trim().to_string())
+            .filter_map(|e| {
+                let address = e.file_name().to_str()?.parse().ok()?;
+                let lease = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                Some((address, lease))
+            })
+            .collect();
+        leases.sort();
+        Ok(leases)
+    }
+
+    /// The containers holding addresses on a network.
+    pub fn users(&self, name: &str) -> Result<Vec<String>, Error> {
+        let mut users: Vec<String> = self
+            .leases_of(name)?
+            .into_iter()
+            .map(|(_, lease)| lease.container)
             .collect();
         users.sort();
         Ok(users)
+    }
+
+    /// The address of the container called `host` (its name or its short
+    /// ID, as Docker resolves them) on a network.
+    pub fn lookup(&self, network: &str, host: &str) -> Option<Ipv4Addr> {
+        let host = host.to_ascii_lowercase();
+        self.leases_of(network)
+            .ok()?
+            .into_iter()
+            .find_map(|(address, lease)| {
+                let short = &lease.container[..lease.container.len().min(12)];
+                (lease.name.to_ascii_lowercase() == host || short == host).then_some(address)
+            })
     }
 
     /// Removes a network no container uses. Its host side (bridge, rules)
@@ -283,8 +331,8 @@ impl Networks {
         std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))
     }
 
-    /// Gives `container` the lowest free address on a network.
-    pub fn allocate(&self, name: &str, container: &str) -> Result<Endpoint, Error> {
+    /// Gives a container (`lease`) the lowest free address on a network.
+    pub fn allocate(&self, name: &str, lease: &Lease) -> Result<Endpoint, Error> {
         let network = self.get(name)?;
         let leases = self.leases(name);
         std::fs::create_dir_all(&leases).map_err(io(format!("create {}", leases.display())))?;
@@ -296,7 +344,8 @@ impl Networks {
                 .open(&path)
             {
                 Ok(mut file) => {
-                    std::io::Write::write_all(&mut file, container.as_bytes())
+                    let bytes = serde_json::to_vec(lease).expect("a lease serializes");
+                    std::io::Write::write_all(&mut file, &bytes)
                         .map_err(io(format!("write {}", path.display())))?;
                     return Ok(Endpoint {
                         network: name.to_string(),
@@ -351,19 +400,14 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// The name servers a container on a network asks: the host's own, minus
-/// loopback ones (a resolver on the host's 127.0.0.53 is not reachable
-/// from a VM), as Docker does.
-pub fn host_nameservers(resolv_conf: &str) -> Vec<String> {
+/// The name servers in a resolv.conf: where a network's DNS server sends
+/// the names it does not know. Loopback ones included: that server runs on
+/// the host.
+pub fn nameservers(resolv_conf: &str) -> Vec<std::net::IpAddr> {
     resolv_conf
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .map(str::trim)
-        .filter(|s| {
-            s.parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| !ip.is_loopback())
-        })
-        .map(String::from)
+        .filter_map(|s| s.trim().parse().ok())
         .collect()
 }
 
@@ -414,6 +458,13 @@ mod tests {
         assert_eq!(broken.len(), 1);
     }
 
+    fn lease(id: &str) -> Lease {
+        Lease {
+            container: format!("{id}xxxxxxxxxxxxxxxx"),
+            name: format!("name-{id}"),
+        }
+    }
+
     #[test]
     fn addresses_are_handed_out_once_and_given_back() {
         let root = tempfile::tempdir().unwrap();
@@ -422,12 +473,16 @@ mod tests {
         networks.create("small", Some(subnet), false).unwrap();
         // .1 is the gateway: .2 to .6 are for containers.
         let endpoints: Vec<Endpoint> = (0..5)
-            .map(|i| networks.allocate("small", &format!("c{i}")).unwrap())
+            .map(|i| {
+                networks
+                    .allocate("small", &lease(&format!("c{i}")))
+                    .unwrap()
+            })
             .collect();
         assert_eq!(endpoints[0].address, Ipv4Addr::new(10, 1, 0, 2));
         assert_eq!(endpoints[4].address, Ipv4Addr::new(10, 1, 0, 6));
         assert!(matches!(
-            networks.allocate("small", "c5"),
+            networks.allocate("small", &lease("c5")),
             Err(Error::Full { .. })
         ));
         assert_eq!(networks.users("small").unwrap().len(), 5);
@@ -435,15 +490,31 @@ mod tests {
         networks.release(&endpoints[1]).unwrap();
         networks.release(&endpoints[1]).unwrap();
         assert_eq!(
-            networks.allocate("small", "c6").unwrap().address,
+            networks.allocate("small", &lease("c6")).unwrap().address,
             Ipv4Addr::new(10, 1, 0, 3)
+        );
+        // By name (any case) or short ID; a broken lease hides no other.
+        assert_eq!(
+            networks.lookup("small", "NAME-c6"),
+            Some(Ipv4Addr::new(10, 1, 0, 3))
+        );
+        assert_eq!(
+            networks.lookup("small", "c0xxxxxxxxxx"),
+            Some(Ipv4Addr::new(10, 1, 0, 2))
+        );
+        assert_eq!(networks.lookup("small", "c1"), None);
+        std::fs::write(root.path().join("networks/small/leases/10.1.0.4"), b"{").unwrap();
+        assert_eq!(networks.users("small").unwrap().len(), 4);
+        assert_eq!(
+            networks.lookup("small", "name-c4"),
+            Some(Ipv4Addr::new(10, 1, 0, 6))
         );
     }
 
     #[test]
-    fn nameservers_skip_loopback() {
-        let conf =
-            "# x\nnameserver 127.0.0.53\nnameserver 203.0.113.53\nnameserver ::1\nsearch lan\n";
-        assert_eq!(host_nameservers(conf), ["203.0.113.53"]);
+    fn nameservers_are_read_from_resolv_conf() {
+        let conf = "# x\nnameserver 127.0.0.53\nnameserver 203.0.113.53\nnameserver ::1\nnameserver x\nsearch lan\n";
+        let servers: Vec<String> = nameservers(conf).iter().map(|s| s.to_string()).collect();
+        assert_eq!(servers, ["127.0.0.53", "203.0.113.53", "::1"]);
     }
 }

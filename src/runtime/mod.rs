@@ -147,6 +147,12 @@ pub struct RunSpec {
     /// The network to attach to (`none`: loopback only); None: the default.
     #[serde(default)]
     pub network: Option<String>,
+    /// `-p`: host ports relayed to the container's.
+    #[serde(default)]
+    pub publish: Vec<network::ports::Port>,
+    /// Its resolv.conf and extra /etc/hosts entries.
+    #[serde(default)]
+    pub dns: network::dns::DnsConfig,
 }
 
 /// Creates a container: resolves (or pulls, for `pull.platform` if given)
@@ -162,6 +168,22 @@ pub async fn create(
     {
         return Err(Error::InvalidName(name.clone()));
     }
+    let networks = Networks::open(app_root)?;
+    let network_name = match &spec.network {
+        Some(name) => name.clone(),
+        None => image::Properties::open(app_root)
+            .get(image::NETWORK_DEFAULT)?
+            .unwrap_or_else(|| network::DEFAULT.to_string()),
+    };
+    if network_name == network::NONE {
+        if !spec.publish.is_empty() {
+            return Err(network::Error::NoNetwork("publishing a port (-p)").into());
+        }
+        spec.dns.hosts_lines(None)?;
+    } else {
+        networks.get(&network_name)?;
+    }
+    network::ports::check_unique(&spec.publish)?;
     let mut spec = spec.clone();
     spec.cap_add = normalize_capabilities(&spec.cap_add)?;
     spec.cap_drop = normalize_capabilities(&spec.cap_drop)?;
@@ -189,16 +211,15 @@ pub async fn create(
     let containers = Containers::open(app_root)?;
     let pending = containers.reserve(&id, &name)?;
     let disk = vm::clone_disk(&snapshot, pending.dir(), spec.rootfs_bytes).await?;
-    let networks = Networks::open(app_root)?;
-    let default = image::Properties::open(app_root).get(image::NETWORK_DEFAULT)?;
-    let network_name = spec
-        .network
-        .as_deref()
-        .or(default.as_deref())
-        .unwrap_or(network::DEFAULT);
-    let endpoint = match network_name {
+    let endpoint = match network_name.as_str() {
         network::NONE => None,
-        name => Some(networks.allocate(name, &id)?),
+        on => Some(networks.allocate(
+            on,
+            &network::Lease {
+                container: id.clone(),
+                name: name.clone(),
+            },
+        )?),
     };
     let committed = pending.commit(container::Config {
         id,

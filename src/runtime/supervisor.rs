@@ -301,29 +301,57 @@ async fn stop_vm(mut vm: vm::Vm, config: &VmConfig) {
 }
 
 /// The container's place on its network while it runs: on Linux a tap on
-/// the network's bridge, made ready before the VM boots.
+/// the network's bridge, made ready before the VM boots, with the
+/// network's DNS server and the container's published ports served.
 struct Plugged {
     network: Network,
     endpoint: Endpoint,
     nic: vm::Nic,
+    /// The DNS server and port relays: they stop with the container.
+    services: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Plugged {
     /// On Linux a tap on the network's bridge; on macOS the host's NAT,
-    /// which gives the address.
+    /// which gives the address. Published ports are bound first: a taken
+    /// one fails the start before anything is made.
     fn plug(container: &Container) -> Result<Option<Plugged>, Error> {
         let Some(endpoint) = container.config.endpoint.clone() else {
             return Ok(None);
         };
         let networks = Networks::open(container.app_root())?;
         let network = networks.get(&endpoint.network)?;
+        let published = network::ports::Published::bind(&container.config.spec.publish)?;
+        let mut services = Vec::new();
         #[cfg(target_os = "linux")]
         let attachment = {
             let host = network::bridge::Host::new(networks.root(), &network);
-            vm::NicAttachment::Tap(std::sync::Arc::new(host.plug(container.id())?))
+            let tap = host.plug(container.id())?;
+            let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let dns =
+                network::dns::Server::bind(&networks, &network, &network::nameservers(&host_conf))
+                    .and_then(network::dns::Server::serve);
+            match dns {
+                Ok(dns) => services.push(dns),
+                Err(e) => {
+                    drop(tap);
+                    let _ = host.unplug(container.id());
+                    return Err(e.into());
+                }
+            }
+            vm::NicAttachment::Tap(std::sync::Arc::new(tap))
         };
+        // The guest's address behind the host's NAT is not known here yet.
         #[cfg(not(target_os = "linux"))]
-        let attachment = vm::NicAttachment::Nat;
+        let attachment = if container.config.spec.publish.is_empty() {
+            vm::NicAttachment::Nat
+        } else {
+            return Err(network::Error::Host(
+                "publishing ports (-p) is not supported on macOS yet".into(),
+            )
+            .into());
+        };
+        services.push(published.serve(endpoint.address.into())?);
         let nic = vm::Nic {
             mac: vm::MacAddress::derive(container.id()),
             attachment,
@@ -332,11 +360,16 @@ impl Plugged {
             network,
             endpoint,
             nic,
+            services,
         }))
     }
 
-    /// Takes the network's host side down if this was its last container.
+    /// Stops its services, and takes the network's host side down if this
+    /// was its last container.
     async fn unplug(self, container: &Container) {
+        for service in &self.services {
+            service.abort();
+        }
         #[cfg(target_os = "linux")]
         {
             let Ok(networks) = Networks::open(container.app_root()) else {
@@ -447,7 +480,7 @@ async fn run_main_process(
             grow: container.config.spec.rootfs_bytes.is_some(),
         })
         .await?;
-    let (process, config) = main_process(container, plugged, size);
+    let (process, config) = main_process(container, plugged, size)?;
     agent
         .create_process(CreateProcessRequest {
             id: INIT_PROCESS.into(),
@@ -493,7 +526,7 @@ fn main_process(
     container: &Container,
     plugged: Option<&Plugged>,
     size: Option<(u32, u32)>,
-) -> (ProcessSpec, ContainerConfig) {
+) -> Result<(ProcessSpec, ContainerConfig), Error> {
     let c = &container.config;
     let spec = &c.spec;
     let mut env = c.image_env.clone();
@@ -521,30 +554,25 @@ fn main_process(
         cols,
         builtin: agent_proto::Builtin::None as i32,
     };
+    let gateway = plugged.map(|p| p.network.gateway);
+    // Its own name at its own address, as Docker writes it, then --add-host's.
+    let mut hosts: Vec<String> = plugged
+        .map(|p| format!("{}\t{}", p.endpoint.address, c.name))
+        .into_iter()
+        .collect();
+    hosts.extend(spec.dns.hosts_lines(gateway)?);
     let config = ContainerConfig {
         hostname: c.name.clone(),
         read_only_root: spec.read_only,
         init: spec.init,
-        // Its own name at its own address, as Docker writes it.
-        hosts: plugged
-            .map(|p| vec![format!("{}\t{}", p.endpoint.address, c.name)])
-            .unwrap_or_default(),
-        resolv_conf: plugged.map(|_| resolv_conf()).unwrap_or_default(),
+        hosts,
+        // The network's DNS server answers on its gateway.
+        resolv_conf: spec.dns.resolv_conf(gateway).unwrap_or_default(),
         memory_limit_bytes: spec.memory_mib.unwrap_or(0) * 1024 * 1024,
         cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
         shm_size_bytes: spec.shm_size_bytes.unwrap_or(0),
     };
-    (process, config)
-}
-
-/// The container's resolv.conf: the host's name servers it can reach.
-/// Empty (the image's own file stays) when the host has none such.
-fn resolv_conf() -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    network::host_nameservers(&host)
-        .iter()
-        .map(|server| format!("nameserver {server}\n"))
-        .collect()
+    Ok((process, config))
 }
 
 /// The exit code for a process that could not start, as a shell (and
