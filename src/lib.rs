@@ -10,5 +10,6 @@ pub mod ext4;
 pub mod image;
 pub mod name;
 pub mod network;
+pub mod properties;
 pub mod runtime;
 pub mod vm;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::image::{Format, human_size, print_table};
-use crate::image::{ImageStore, Properties};
+use crate::image::ImageStore;
+use crate::properties::Properties;
 use crate::vm::kernel;
 
 #[derive(Subcommand)]

@@ -20,7 +20,6 @@ mod info;
 mod manifest;
 mod platform;
 mod progress;
-mod properties;
 mod pull;
 mod push;
 mod records;
@@ -40,13 +39,13 @@ pub use in_use::images_in_use;
 pub use info::{ImageInfo, LayerInfo};
 pub use platform::Platform;
 pub use progress::{Event, Progress, ProgressSink};
-pub use properties::{NETWORK_DEFAULT, Properties};
 pub use reference::Reference;
 pub use registry::check_login;
 pub use snapshot::{LAYER_READ_BUFFER, SNAPSHOT_SIZE_BYTES};
 
 use manifest::{Document, ImageConfig};
 use records::{Record, Records};
+pub(crate) use reference::is_valid_registry;
 use store::ContentStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,14 +77,8 @@ pub enum Error {
     NotLoggedIn(String),
     #[error("{path} is unreadable: {reason}")]
     Settings { path: PathBuf, reason: String },
-    #[error("unknown property {0} (known: registry.domain, network.default)")]
-    UnknownProperty(String),
-    #[error("invalid value {value:?} for {key}: use {expected}")]
-    InvalidProperty {
-        key: String,
-        value: String,
-        expected: &'static str,
-    },
+    #[error(transparent)]
+    Properties(#[from] crate::properties::Error),
     #[error(
         "the registry denied access to image {reference}; it may not exist or may need a login"
     )]
@@ -256,7 +249,8 @@ impl ImageStore {
     /// Parses a reference as the user typed it, with the configured default
     /// registry (`registry.domain`) for names without one.
     pub fn parse_reference(&self, input: &str) -> Result<Reference, Error> {
-        let domain = Properties::open(&self.root).get(properties::REGISTRY_DOMAIN)?;
+        let domain = crate::properties::Properties::open(&self.root)
+            .get(crate::properties::REGISTRY_DOMAIN)?;
         Reference::parse_with_domain(input, domain.as_deref())
     }
 

@@ -7,7 +7,9 @@
 //! that holds it. Creating a lease file is atomic (`O_EXCL`), so many CLIs
 //! can create containers at once without sharing an address, and removing
 //! a container gives its address back. The `default` network exists
-//! without being created: its record is written on first use.
+//! without being created: its record is written on first use, with the
+//! `network.subnet` property's subnet if set, and written again with it
+//! when that property changed and no container is on the network.
 //!
 //! What a network is on the host (a bridge, taps, NAT rules) is made when
 //! its first container starts and removed when its last one goes: see
@@ -76,6 +78,8 @@ pub enum Error {
     Host(String),
     #[error(transparent)]
     Atomic(#[from] atomic::Error),
+    #[error(transparent)]
+    Properties(#[from] crate::properties::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -120,13 +124,28 @@ pub struct Lease {
 #[derive(Clone)]
 pub struct Networks {
     root: PathBuf,
+    app_root: PathBuf,
 }
 
 impl Networks {
     pub fn open(app_root: &Path) -> Result<Networks, Error> {
         let root = app_root.join("networks");
         std::fs::create_dir_all(&root).map_err(io(format!("create {}", root.display())))?;
-        Ok(Networks { root })
+        Ok(Networks {
+            root,
+            app_root: app_root.to_path_buf(),
+        })
+    }
+
+    /// The default network's subnet: the `network.subnet` property's, else
+    /// Apple's.
+    fn default_subnet(&self) -> Result<Ipv4Net, Error> {
+        let property = crate::properties::Properties::open(&self.app_root)
+            .get(crate::properties::NETWORK_SUBNET)?;
+        // The property was checked when set.
+        Ok(property
+            .and_then(|s| parse_subnet(&s).ok())
+            .unwrap_or_else(|| DEFAULT_SUBNET.parse().expect("valid")))
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -141,19 +160,64 @@ impl Networks {
         self.dir(name).join("leases")
     }
 
-    /// A network by name; `default` is made on first use.
+    /// A network by name; `default` is made on first use, and made again
+    /// when `network.subnet` changed and nothing is on it.
     pub fn get(&self, name: &str) -> Result<Network, Error> {
-        match self.load(name)? {
-            Some(network) => Ok(network),
-            None if name == DEFAULT => {
-                let _lock = atomic::lock(&self.root.join(".lock"))?;
-                match self.load(name)? {
-                    Some(network) => Ok(network),
-                    None => self.write(DEFAULT, DEFAULT_SUBNET.parse().expect("valid"), false),
-                }
-            }
-            None => Err(Error::NoSuchNetwork(name.to_string())),
+        if name != DEFAULT {
+            return self
+                .load(name)?
+                .ok_or_else(|| Error::NoSuchNetwork(name.to_string()));
         }
+        let subnet = self.default_subnet()?;
+        if let Some(network) = self.load(name)?
+            && network.subnet == subnet
+        {
+            return Ok(network);
+        }
+        let _lock = atomic::lock(&self.root.join(".lock"))?;
+        match self.load(name)? {
+            Some(network) if network.subnet == subnet || !self.users(name)?.is_empty() => {
+                Ok(network)
+            }
+            Some(network) => {
+                self.check_free(subnet)?;
+                self.take_down(&network)?;
+                self.write(DEFAULT, subnet, false)
+            }
+            None => {
+                self.check_free(subnet)?;
+                self.write(DEFAULT, subnet, false)
+            }
+        }
+    }
+
+    /// Refuses a subnet for the default network that another one has.
+    fn check_free(&self, subnet: Ipv4Net) -> Result<(), Error> {
+        for name in self.names()? {
+            if let Ok(Some(other)) = self.load(&name)
+                && overlaps(other.subnet, subnet)
+            {
+                return Err(Error::Overlap {
+                    subnet,
+                    other: other.name,
+                    other_subnet: other.subnet,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the created networks (all but `default`), sorted.
+    fn names(&self) -> Result<Vec<String>, Error> {
+        let entries =
+            std::fs::read_dir(&self.root).map_err(io(format!("read {}", self.root.display())))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n != DEFAULT && crate::name::valid(n))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     fn load(&self, name: &str) -> Result<Option<Network>, Error> {
@@ -178,15 +242,7 @@ impl Networks {
     pub fn list(&self) -> Result<(Vec<Network>, Vec<Error>), Error> {
         let mut networks = vec![self.get(DEFAULT)?];
         let mut broken = Vec::new();
-        let entries =
-            std::fs::read_dir(&self.root).map_err(io(format!("read {}", self.root.display())))?;
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n != DEFAULT && crate::name::valid(n))
-            .collect();
-        names.sort();
-        for name in names {
+        for name in self.names()? {
             match self.load(&name) {
                 Ok(Some(network)) => networks.push(network),
                 Ok(None) => {} // being created or removed
@@ -321,14 +377,21 @@ impl Networks {
                 containers: short.join(", "),
             });
         }
-        #[cfg(target_os = "linux")]
-        bridge::Host::new(&self.root, &network).remove()?;
-        #[cfg(not(target_os = "linux"))]
-        let _ = network;
+        self.take_down(&network)?;
         let record = self.record(name);
         std::fs::remove_file(&record).map_err(io(format!("remove {}", record.display())))?;
         let dir = self.dir(name);
         std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))
+    }
+
+    /// Removes a network's host side (bridge, rules), if a killed
+    /// supervisor left it.
+    fn take_down(&self, network: &Network) -> Result<(), Error> {
+        #[cfg(target_os = "linux")]
+        bridge::Host::new(&self.root, network).remove()?;
+        #[cfg(not(target_os = "linux"))]
+        let _ = network;
+        Ok(())
     }
 
     /// Gives a container (`lease`) the lowest free address on a network.
@@ -450,6 +513,36 @@ mod tests {
         let names: Vec<&str> = all.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["default", "a", "b"]);
         assert!(broken.is_empty());
+
+        // network.subnet moves the default network while nothing is on it,
+        // and never onto another network's subnet.
+        let properties = crate::properties::Properties::open(root.path());
+        properties
+            .set(crate::properties::NETWORK_SUBNET, Some("10.30.0.0/24"))
+            .unwrap();
+        let default = networks.get(DEFAULT).unwrap();
+        assert_eq!(default.gateway, Ipv4Addr::new(10, 30, 0, 1));
+        let lease = Lease {
+            container: "c".repeat(64),
+            name: "c".into(),
+        };
+        let endpoint = networks.allocate(DEFAULT, &lease).unwrap();
+        properties
+            .set(crate::properties::NETWORK_SUBNET, Some("10.31.0.0/24"))
+            .unwrap();
+        assert_eq!(networks.get(DEFAULT).unwrap().subnet, default.subnet);
+        networks.release(&endpoint).unwrap();
+        assert_eq!(
+            networks.get(DEFAULT).unwrap().subnet.to_string(),
+            "10.31.0.0/24"
+        );
+        properties
+            .set(crate::properties::NETWORK_SUBNET, Some("10.9.0.0/24"))
+            .unwrap();
+        assert!(matches!(networks.get(DEFAULT), Err(Error::Overlap { .. })));
+        properties
+            .set(crate::properties::NETWORK_SUBNET, None)
+            .unwrap();
 
         // A broken record is listed as broken; the rest still are.
         std::fs::write(root.path().join("networks/a/network.json"), b"{").unwrap();

@@ -39,6 +39,8 @@ pub enum Error {
     Vm(#[from] vm::Error),
     #[error(transparent)]
     Network(#[from] crate::network::Error),
+    #[error(transparent)]
+    Properties(#[from] crate::properties::Error),
     #[error("the guest agent: {0}")]
     Agent(String),
     /// One of vminitd's tools (`cp`, `export`) failed inside the container.
@@ -171,8 +173,8 @@ pub async fn create(
     let networks = Networks::open(app_root)?;
     let network_name = match &spec.network {
         Some(name) => name.clone(),
-        None => image::Properties::open(app_root)
-            .get(image::NETWORK_DEFAULT)?
+        None => crate::properties::Properties::open(app_root)
+            .get(crate::properties::NETWORK_DEFAULT)?
             .unwrap_or_else(|| network::DEFAULT.to_string()),
     };
     if network_name == network::NONE {

@@ -1,19 +1,46 @@
-//! User settings that change how images are named and fetched, kept in
-//! `<app root>/properties.json` (`container system property set KEY VALUE`).
-//! `registry.domain`: the registry of names without one.
-//! `network.default`: the network containers join when `run` names none
-//! (`none` for no network at all, as Docker's `"bridge": "none"`).
+//! User settings, kept in `<app root>/properties.json` (`container system
+//! property set KEY VALUE`), checked when set so that readers can trust them:
+//! - `registry.domain`: the registry of image names without one;
+//! - `network.default`: the network containers join when `run` names none
+//!   (`none` for no network at all, as Docker's `"bridge": "none"`);
+//! - `network.subnet`: the default network's subnet (Apple's property of the
+//!   same name), taken when that network is next unused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::reference::is_valid_registry;
-use super::{Error, IoContext};
 use crate::atomic;
 
 pub const REGISTRY_DOMAIN: &str = "registry.domain";
 pub const NETWORK_DEFAULT: &str = "network.default";
-const KNOWN: [&str; 2] = [REGISTRY_DOMAIN, NETWORK_DEFAULT];
+pub const NETWORK_SUBNET: &str = "network.subnet";
+const KNOWN: [&str; 3] = [REGISTRY_DOMAIN, NETWORK_DEFAULT, NETWORK_SUBNET];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown property {0} (known: {known})", known = KNOWN.join(", "))]
+    Unknown(String),
+    #[error("invalid value {value:?} for {key}: use {expected}")]
+    Invalid {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{path} is unreadable: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Atomic(#[from] atomic::Error),
+}
+
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { path, source }
+}
 
 pub struct Properties {
     file: PathBuf,
@@ -29,12 +56,12 @@ impl Properties {
     /// Every property that is set.
     pub fn list(&self) -> Result<BTreeMap<String, String>, Error> {
         match std::fs::read(&self.file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Settings {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
                 path: self.file.clone(),
                 reason: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(e).at(&self.file),
+            Err(e) => Err(at(&self.file)(e)),
         }
     }
 
@@ -50,7 +77,7 @@ impl Properties {
             check_value(key, value)?;
         }
         let dir = self.file.parent().expect("properties.json has a directory");
-        std::fs::create_dir_all(dir).at(dir)?;
+        std::fs::create_dir_all(dir).map_err(at(dir))?;
         let _lock = atomic::lock(&dir.join("properties.lock"))?;
         let mut all = self.list()?;
         match value {
@@ -66,15 +93,19 @@ impl Properties {
 fn check_value(key: &str, value: &str) -> Result<(), Error> {
     let (valid, what) = match key {
         REGISTRY_DOMAIN => (
-            is_valid_registry(value),
+            crate::image::is_valid_registry(value),
             "a host name or address with an optional port",
+        ),
+        NETWORK_SUBNET => (
+            crate::network::parse_subnet(value).is_ok(),
+            "an IPv4 CIDR such as 192.168.70.0/24 (prefix 8 to 29)",
         ),
         _ => (crate::name::valid(value), "a network name, or none"),
     };
     if valid {
         return Ok(());
     }
-    Err(Error::InvalidProperty {
+    Err(Error::Invalid {
         key: key.to_string(),
         value: value.to_string(),
         expected: what,
@@ -85,7 +116,7 @@ fn check_key(key: &str) -> Result<(), Error> {
     if KNOWN.contains(&key) {
         Ok(())
     } else {
-        Err(Error::UnknownProperty(key.to_string()))
+        Err(Error::Unknown(key.to_string()))
     }
 }
 
@@ -109,12 +140,20 @@ mod tests {
         properties.set(NETWORK_DEFAULT, Some("none")).unwrap();
         assert!(matches!(
             properties.set(NETWORK_DEFAULT, Some("a/b")),
-            Err(Error::InvalidProperty { .. })
+            Err(Error::Invalid { .. })
         ));
+        properties
+            .set(NETWORK_SUBNET, Some("10.20.0.0/16"))
+            .unwrap();
         assert!(matches!(
-            properties.get("dns.domain"),
-            Err(Error::UnknownProperty(_))
+            properties.set(NETWORK_SUBNET, Some("10.20.0.1/16")),
+            Err(Error::Invalid { .. })
         ));
+        let unknown = properties.get("dns.domain").unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "unknown property dns.domain (known: registry.domain, network.default, network.subnet)"
+        );
         properties.set(REGISTRY_DOMAIN, None).unwrap();
         assert_eq!(properties.get(REGISTRY_DOMAIN).unwrap(), None);
     }
