@@ -64,57 +64,87 @@ fn ok(output: Output) -> String {
     stdout
 }
 
+/// The test's namespaces: `test` (203.0.113.2, its default route through a
+/// veth link) and `world` (203.0.113.1), where a web server says who called
+/// and a DNS server knows one name, www.example.test.
+struct World {
+    test: Netns,
+    _world: Netns,
+    servers: Vec<std::process::Child>,
+    _www: tempfile::TempDir,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        let test = Netns::new(&format!("ctr-{tag}"));
+        let world = Netns::new(&format!("ctr-{tag}-w"));
+        sh(&format!(
+            "ip link add vt-{tag}-{pid} netns {test} type veth peer name vw-{tag}-{pid} netns {world} && \
+             ip -n {test} addr add 203.0.113.2/24 dev vt-{tag}-{pid} && ip -n {test} link set vt-{tag}-{pid} up && \
+             ip -n {test} route add default via 203.0.113.1 && \
+             ip -n {world} addr add 203.0.113.1/24 dev vw-{tag}-{pid} && ip -n {world} link set vw-{tag}-{pid} up",
+            pid = std::process::id(),
+            test = test.0,
+            world = world.0,
+        ));
+        let www = tempfile::tempdir().unwrap();
+        std::fs::create_dir(www.path().join("cgi-bin")).unwrap();
+        let cgi = www.path().join("cgi-bin/who");
+        std::fs::write(
+            &cgi,
+            "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$REMOTE_ADDR\"\n",
+        )
+        .unwrap();
+        sh(&format!("chmod 755 {}", cgi.display()));
+        let server = Command::new("ip")
+            .args([
+                "netns", "exec", &world.0, "busybox", "httpd", "-f", "-p", "80", "-h",
+            ])
+            .arg(www.path())
+            .spawn()
+            .unwrap();
+        // The host's resolv.conf (the test namespace's) names the world's DNS server.
+        let dns = Command::new("ip")
+            .args(["netns", "exec", &world.0, "dnsmasq", "--keep-in-foreground"])
+            .args(["--no-resolv", "--no-hosts", "--listen-address=203.0.113.1"])
+            .args([
+                "--bind-interfaces",
+                "--address=/www.example.test/203.0.113.1",
+            ])
+            .spawn()
+            .unwrap();
+        std::fs::create_dir_all(format!("/etc/netns/{}", test.0)).unwrap();
+        std::fs::write(
+            format!("/etc/netns/{}/resolv.conf", test.0),
+            "nameserver 203.0.113.1\n",
+        )
+        .unwrap();
+        World {
+            test,
+            _world: world,
+            servers: vec![server, dns],
+            _www: www,
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for child in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[test]
 fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated() {
     let registry = Registry::start();
     let image = registry.busybox();
     let cli = Cli::new();
     ok(cli.run(&["image", "pull", &image]));
-    let test = Netns::new("ctr-test");
-    let world = Netns::new("ctr-world");
-    // The world: a veth link from `test` (203.0.113.2, its default route)
-    // to `world` (203.0.113.1), where a web server says who called.
-    sh(&format!(
-        "ip link add vt-{pid} netns {test} type veth peer name vw-{pid} netns {world} && \
-         ip -n {test} addr add 203.0.113.2/24 dev vt-{pid} && ip -n {test} link set vt-{pid} up && \
-         ip -n {test} route add default via 203.0.113.1 && \
-         ip -n {world} addr add 203.0.113.1/24 dev vw-{pid} && ip -n {world} link set vw-{pid} up",
-        pid = std::process::id(),
-        test = test.0,
-        world = world.0,
-    ));
-    let www = tempfile::tempdir().unwrap();
-    std::fs::create_dir(www.path().join("cgi-bin")).unwrap();
-    let cgi = www.path().join("cgi-bin/who");
-    std::fs::write(
-        &cgi,
-        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$REMOTE_ADDR\"\n",
-    )
-    .unwrap();
-    sh(&format!("chmod 755 {}", cgi.display()));
-    let mut server = Command::new("ip")
-        .args([
-            "netns", "exec", &world.0, "busybox", "httpd", "-f", "-p", "80", "-h",
-        ])
-        .arg(www.path())
-        .spawn()
-        .unwrap();
-    // The world's DNS server knows one name; the host's resolv.conf names it.
-    let mut dns = Command::new("ip")
-        .args(["netns", "exec", &world.0, "dnsmasq", "--keep-in-foreground"])
-        .args(["--no-resolv", "--no-hosts", "--listen-address=203.0.113.1"])
-        .args([
-            "--bind-interfaces",
-            "--address=/www.example.test/203.0.113.1",
-        ])
-        .spawn()
-        .unwrap();
-    std::fs::create_dir_all(format!("/etc/netns/{}", test.0)).unwrap();
-    std::fs::write(
-        format!("/etc/netns/{}/resolv.conf", test.0),
-        "nameserver 203.0.113.1\n",
-    )
-    .unwrap();
+    let world = World::new("net");
+    let test = &world.test;
 
     ok(cli.run(&["network", "create", "--subnet", "10.77.0.0/24", "front"]));
     ok(cli.run(&["network", "create", "--subnet", "10.78.0.0/24", "back"]));
@@ -301,8 +331,126 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
         "{links}"
     );
     assert_eq!(ok(test.sh("nft list tables")), "");
-    for mut child in [server, dns] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+}
+
+/// `container ARGS...` as user nobody with its own app root, inside `netns`
+/// if given (the test itself runs as root). In the kvm group, if there is
+/// one, as a user who may use KVM would be.
+fn as_nobody(app_root: &std::path::Path, netns: Option<&Netns>, args: &[&str]) -> Output {
+    let kvm = Command::new("getent")
+        .args(["group", "kvm"])
+        .output()
+        .unwrap();
+    let groups = match String::from_utf8_lossy(&kvm.stdout).split(':').nth(2) {
+        Some(gid) if !gid.is_empty() => format!("--groups={gid}"),
+        _ => "--clear-groups".to_string(),
+    };
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", &netns.0, "setpriv"]);
+            command
+        }
+        None => Command::new("setpriv"),
+    };
+    command
+        .args(["--reuid=65534", "--regid=65534", &groups])
+        .args([
+            "env",
+            "-i",
+            "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        ])
+        .arg(format!("HOME={}", app_root.display()))
+        .arg(format!("CONTAINER_APP_ROOT={}", app_root.display()))
+        .arg(env!("CARGO_BIN_EXE_container"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Without root there are no bridges or taps: a container gets QEMU's
+/// user-mode stack, with egress (names through the host's resolvers) and
+/// published ports; a named network is refused with one line.
+#[test]
+fn without_root_containers_get_user_mode_networking() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let world = World::new("user");
+    let test = &world.test;
+    let root = tempfile::tempdir().unwrap();
+    sh(&format!("chown 65534:65534 {}", root.path().display()));
+    let nobody = |netns, args: &[&str]| as_nobody(root.path(), netns, args);
+    ok(nobody(None, &["image", "pull", &image]));
+
+    ok(nobody(None, &["network", "create", "peers"]));
+    let output = nobody(
+        Some(test),
+        &["run", "--rm", "--network", "peers", &image, "true"],
+    );
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("Error: network peers: ") && stderr.contains("needs root"),
+        "{stderr}"
+    );
+
+    let web_script =
+        "mkdir -p /www && echo hello from web > /www/index.html && httpd -f -p 80 -h /www";
+    ok(nobody(
+        Some(test),
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "127.0.0.1:18090:80",
+            &image,
+            "sh",
+            "-c",
+            web_script,
+        ],
+    ));
+    let web: serde_json::Value =
+        serde_json::from_str(&ok(nobody(None, &["inspect", "web"]))).unwrap();
+    assert_eq!(web[0]["network"]["mode"], "user");
+    assert_eq!(web[0]["network"]["address"], "10.0.2.15");
+    // httpd may still be starting when run -d returns.
+    assert_eq!(
+        ok(test.sh(
+            "for i in $(seq 50); do curl -sf -m 2 http://127.0.0.1:18090/ && exit 0; sleep 0.2; done; exit 1"
+        )),
+        "hello from web\n"
+    );
+    let output = nobody(
+        Some(test),
+        &["run", "-d", "-p", "127.0.0.1:18090:80", &image, "true"],
+    );
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("port 127.0.0.1:18090 is already in use"),
+        "{stderr}"
+    );
+
+    // The world by a name only its DNS server knows, which QEMU's DNS
+    // forwarder asks through the host's resolv.conf.
+    let output = nobody(
+        Some(test),
+        &[
+            "run",
+            "--rm",
+            &image,
+            "sh",
+            "-c",
+            "cat /etc/resolv.conf; timeout 10 wget -qO- http://www.example.test/cgi-bin/who",
+        ],
+    );
+    let stdout = ok(output);
+    assert!(
+        stdout.starts_with("nameserver 10.0.2.3\n") && stdout.contains("203.0.113.2]"),
+        "{stdout}"
+    );
+    ok(nobody(Some(test), &["rm", "-f", "-a"]));
+    assert_eq!(ok(nobody(None, &["ls", "-a", "-q"])), "");
 }

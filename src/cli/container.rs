@@ -485,6 +485,7 @@ fn inspect_json(container: &Container, state: &runtime::State) -> serde_json::Va
         "network": c.endpoint.as_ref().map(|e| serde_json::json!({
             "name": e.network,
             "address": e.address.to_string(),
+            "mode": e.mode,
             "mac": crate::vm::MacAddress::derive(&c.id).to_string(),
             "ports": c.spec.publish.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })),

@@ -58,6 +58,10 @@ pub enum Error {
         other: String,
         other_subnet: Ipv4Net,
     },
+    #[error(
+        "network {0}: containers reach each other through a bridge, which needs root; without root a container gets user-mode networking on the default network only (or --network none)"
+    )]
+    NeedsRoot(String),
     #[error("no free subnet left for a new network: give one with --subnet")]
     NoFreeSubnet,
     #[error("network {network} has no free address left ({subnet})")]
@@ -110,6 +114,33 @@ pub struct Network {
 pub struct Endpoint {
     pub network: String,
     pub address: Ipv4Addr,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// How a container is on its network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// An address of its own on the network's bridge (Linux as root), or
+    /// the host's NAT (macOS).
+    #[default]
+    Bridge,
+    /// QEMU's user-mode stack (Linux without root): egress and published
+    /// ports through QEMU's own NAT, no peers.
+    User,
+}
+
+/// QEMU's user-mode network as QEMU lays it out by default; every
+/// container on it has the same address, reachable only through QEMU.
+pub mod user_mode {
+    use std::net::Ipv4Addr;
+
+    pub const PREFIX: u8 = 24;
+    pub const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+    pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+    /// QEMU's DNS forwarder, which asks the host's resolvers.
+    pub const DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 }
 
 /// What a lease file holds: who has the address, by ID and by name (the
@@ -394,8 +425,22 @@ impl Networks {
         Ok(())
     }
 
+    /// Puts a container (`lease`) on a network: the lowest free address on
+    /// it; or, on Linux without root (no bridges, no taps), QEMU's
+    /// user-mode stack, which only the default network can be.
+    pub fn attach(&self, name: &str, lease: &Lease) -> Result<Endpoint, Error> {
+        match mode_for(name)? {
+            Mode::User => Ok(Endpoint {
+                network: DEFAULT.to_string(),
+                address: user_mode::GUEST,
+                mode: Mode::User,
+            }),
+            Mode::Bridge => self.allocate(name, lease),
+        }
+    }
+
     /// Gives a container (`lease`) the lowest free address on a network.
-    pub fn allocate(&self, name: &str, lease: &Lease) -> Result<Endpoint, Error> {
+    fn allocate(&self, name: &str, lease: &Lease) -> Result<Endpoint, Error> {
         let network = self.get(name)?;
         let leases = self.leases(name);
         std::fs::create_dir_all(&leases).map_err(io(format!("create {}", leases.display())))?;
@@ -413,6 +458,7 @@ impl Networks {
                     return Ok(Endpoint {
                         network: name.to_string(),
                         address,
+                        mode: Mode::Bridge,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -427,6 +473,9 @@ impl Networks {
 
     /// Gives an address back; one already given back is fine.
     pub fn release(&self, endpoint: &Endpoint) -> Result<(), Error> {
+        if endpoint.mode == Mode::User {
+            return Ok(());
+        }
         let path = self
             .leases(&endpoint.network)
             .join(endpoint.address.to_string());
@@ -442,6 +491,18 @@ impl Networks {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// How a container can be on network `name` here: Linux without root has
+/// no bridges and taps, so only the default network, in user mode.
+pub fn mode_for(name: &str) -> Result<Mode, Error> {
+    if cfg!(target_os = "linux") && !nix::unistd::geteuid().is_root() {
+        return match name {
+            DEFAULT => Ok(Mode::User),
+            _ => Err(Error::NeedsRoot(name.to_string())),
+        };
+    }
+    Ok(Mode::Bridge)
 }
 
 fn check_subnet(subnet: Ipv4Net) -> Result<(), Error> {

@@ -184,6 +184,7 @@ pub async fn create(
         spec.dns.hosts_lines(None)?;
     } else {
         networks.get(&network_name)?;
+        network::mode_for(&network_name)?;
     }
     network::ports::check_unique(&spec.publish)?;
     let mut spec = spec.clone();
@@ -215,7 +216,7 @@ pub async fn create(
     let disk = vm::clone_disk(&snapshot, pending.dir(), spec.rootfs_bytes).await?;
     let endpoint = match network_name.as_str() {
         network::NONE => None,
-        on => Some(networks.allocate(
+        on => Some(networks.attach(
             on,
             &network::Lease {
                 container: id.clone(),
@@ -422,7 +423,9 @@ pub async fn remove(app_root: &Path, container: &Container, force: bool) -> Resu
     }
     // A killed supervisor could not take its network down; we do.
     #[cfg(target_os = "linux")]
-    if let Some(endpoint) = &container.config.endpoint {
+    if let Some(endpoint) = &container.config.endpoint
+        && endpoint.mode == network::Mode::Bridge
+    {
         let networks = Networks::open(app_root)?;
         if let Ok(network) = networks.get(&endpoint.network) {
             let host = network::bridge::Host::new(networks.root(), &network);

@@ -300,28 +300,64 @@ async fn stop_vm(mut vm: vm::Vm, config: &VmConfig) {
     }
 }
 
-/// The container's place on its network while it runs: on Linux a tap on
-/// the network's bridge, made ready before the VM boots, with the
-/// network's DNS server and the container's published ports served.
+/// The container's place on its network while it runs: on Linux as root a
+/// tap on the network's bridge, made ready before the VM boots, with the
+/// network's DNS server and the container's published ports served; on
+/// Linux without root QEMU's user-mode stack, which forwards the ports.
 struct Plugged {
+    /// The network as the guest sees it (its subnet and gateway).
     network: Network,
     endpoint: Endpoint,
+    /// The name server the container's resolv.conf names.
+    dns_server: std::net::Ipv4Addr,
     nic: vm::Nic,
     /// The DNS server and port relays: they stop with the container.
     services: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Plugged {
-    /// On Linux a tap on the network's bridge; on macOS the host's NAT,
-    /// which gives the address. Published ports are bound first: a taken
-    /// one fails the start before anything is made.
+    /// Published ports are bound first: a taken one fails the start before
+    /// anything is made.
     fn plug(container: &Container) -> Result<Option<Plugged>, Error> {
         let Some(endpoint) = container.config.endpoint.clone() else {
             return Ok(None);
         };
+        let ports = &container.config.spec.publish;
+        let published = network::ports::Published::bind(ports)?;
+        let mac = vm::MacAddress::derive(container.id());
+        if endpoint.mode == network::Mode::User {
+            // QEMU binds the ports itself; ours only showed they are free.
+            drop(published);
+            let forwards = ports
+                .iter()
+                .map(|p| vm::PortForward {
+                    udp: p.protocol == network::ports::Protocol::Udp,
+                    host: std::net::SocketAddr::new(p.host_ip, p.host_port),
+                    guest_port: p.container_port,
+                })
+                .collect();
+            let subnet = ipnet::Ipv4Net::new(endpoint.address, network::user_mode::PREFIX)
+                .expect("a valid prefix")
+                .trunc();
+            return Ok(Some(Plugged {
+                network: Network {
+                    name: endpoint.network.clone(),
+                    subnet,
+                    gateway: network::user_mode::GATEWAY,
+                    internal: false,
+                    created: 0,
+                },
+                endpoint,
+                dns_server: network::user_mode::DNS,
+                nic: vm::Nic {
+                    mac,
+                    attachment: vm::NicAttachment::User { forwards },
+                },
+                services: vec![],
+            }));
+        }
         let networks = Networks::open(container.app_root())?;
         let network = networks.get(&endpoint.network)?;
-        let published = network::ports::Published::bind(&container.config.spec.publish)?;
         let mut services = Vec::new();
         #[cfg(target_os = "linux")]
         let attachment = {
@@ -343,7 +379,7 @@ impl Plugged {
         };
         // The guest's address behind the host's NAT is not known here yet.
         #[cfg(not(target_os = "linux"))]
-        let attachment = if container.config.spec.publish.is_empty() {
+        let attachment = if ports.is_empty() {
             vm::NicAttachment::Nat
         } else {
             return Err(network::Error::Host(
@@ -352,14 +388,11 @@ impl Plugged {
             .into());
         };
         services.push(published.serve(endpoint.address.into())?);
-        let nic = vm::Nic {
-            mac: vm::MacAddress::derive(container.id()),
-            attachment,
-        };
         Ok(Some(Plugged {
+            dns_server: network.gateway,
             network,
             endpoint,
-            nic,
+            nic: vm::Nic { mac, attachment },
             services,
         }))
     }
@@ -371,7 +404,7 @@ impl Plugged {
             service.abort();
         }
         #[cfg(target_os = "linux")]
-        {
+        if self.endpoint.mode == network::Mode::Bridge {
             let Ok(networks) = Networks::open(container.app_root()) else {
                 return;
             };
@@ -555,6 +588,7 @@ fn main_process(
         builtin: agent_proto::Builtin::None as i32,
     };
     let gateway = plugged.map(|p| p.network.gateway);
+    let dns_server = plugged.map(|p| p.dns_server);
     // Its own name at its own address, as Docker writes it, then --add-host's.
     let mut hosts: Vec<String> = plugged
         .map(|p| format!("{}\t{}", p.endpoint.address, c.name))
@@ -566,8 +600,7 @@ fn main_process(
         read_only_root: spec.read_only,
         init: spec.init,
         hosts,
-        // The network's DNS server answers on its gateway.
-        resolv_conf: spec.dns.resolv_conf(gateway).unwrap_or_default(),
+        resolv_conf: spec.dns.resolv_conf(dns_server).unwrap_or_default(),
         memory_limit_bytes: spec.memory_mib.unwrap_or(0) * 1024 * 1024,
         cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
         shm_size_bytes: spec.shm_size_bytes.unwrap_or(0),

@@ -109,6 +109,18 @@ pub enum NicAttachment {
     /// VM owns the descriptor, and the tap goes away when the last copy of
     /// it closes (Linux).
     Tap(Arc<std::os::fd::OwnedFd>),
+    /// QEMU's user-mode network stack (slirp), for users without root: the
+    /// guest is 10.0.2.15 behind QEMU's own NAT (gateway 10.0.2.2, DNS
+    /// 10.0.2.3), reachable from the host only through `forwards`.
+    User { forwards: Vec<PortForward> },
+}
+
+/// A host port QEMU's user-mode stack forwards to a guest port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortForward {
+    pub udp: bool,
+    pub host: std::net::SocketAddr,
+    pub guest_port: u16,
 }
 
 /// The guest kernel modules each kind of device needs (for a modular

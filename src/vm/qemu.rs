@@ -182,20 +182,38 @@ impl QemuDevice for Disk {
 
 impl QemuDevice for Nic {
     fn attach(&self, index: usize, next_fd: RawFd) -> Result<Attachment, Error> {
-        let NicAttachment::Tap(tap) = &self.attachment else {
-            return Err(Error::Unsupported {
-                backend: "QEMU",
-                device: "a network interface on the host's NAT (use a network's bridge)".into(),
-            });
+        let (netdev, fds) = match &self.attachment {
+            NicAttachment::Tap(tap) => (
+                format!("tap,id=net{index},fd={next_fd}"),
+                vec![(tap.as_raw_fd(), next_fd)],
+            ),
+            NicAttachment::User { forwards } => {
+                let mut netdev = format!("user,id=net{index},net=10.0.2.0/24");
+                for forward in forwards {
+                    let protocol = if forward.udp { "udp" } else { "tcp" };
+                    // QEMU writes IPv6 host addresses in brackets too.
+                    netdev += &format!(
+                        ",hostfwd={protocol}:{}-:{}",
+                        forward.host, forward.guest_port
+                    );
+                }
+                (netdev, vec![])
+            }
+            NicAttachment::Nat => {
+                return Err(Error::Unsupported {
+                    backend: "QEMU",
+                    device: "a network interface on the host's NAT (use a network's bridge)".into(),
+                });
+            }
         };
         Ok(Attachment {
             args: vec![
                 "-netdev".into(),
-                format!("tap,id=net{index},fd={next_fd}"),
+                netdev,
                 "-device".into(),
                 format!("virtio-net-device,netdev=net{index},mac={}", self.mac),
             ],
-            fds: vec![(tap.as_raw_fd(), next_fd)],
+            fds,
         })
     }
 }

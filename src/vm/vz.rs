@@ -163,7 +163,7 @@ fn configuration(
         if !matches!(nic.attachment, NicAttachment::Nat) {
             return Err(Error::Unsupported {
                 backend: "Virtualization.framework",
-                device: "a network interface on a tap device (only the host's NAT)".into(),
+                device: "a network interface on a tap device or QEMU's user-mode stack (only the host's NAT)".into(),
             });
         }
         let mac = unsafe {
