@@ -430,16 +430,22 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
             format!("\"{command}\""),
             ago(c.config.created),
             status_text(s),
-            c.config
-                .endpoint
-                .as_ref()
-                .map_or(String::new(), |e| e.address.to_string()),
+            address(c, s).map_or(String::new(), |a| a.to_string()),
             network::ports::summary(&c.config.spec.publish),
             c.config.name.clone(),
         ]
     });
     print_table(std::iter::once(header).chain(lines));
     Ok(0)
+}
+
+/// The container's address: the one a DHCP server gave it while it runs,
+/// else the one it was given at create (none yet behind the host's NAT).
+fn address(container: &Container, state: &runtime::State) -> Option<std::net::Ipv4Addr> {
+    let endpoint = container.config.endpoint.as_ref()?;
+    state
+        .address
+        .or(Some(endpoint.address).filter(|a| !a.is_unspecified()))
 }
 
 fn ago(then: u64) -> String {
@@ -484,7 +490,7 @@ fn inspect_json(container: &Container, state: &runtime::State) -> serde_json::Va
         "resources": { "cpus": c.spec.cpus, "memory_mib": c.spec.memory_mib },
         "network": c.endpoint.as_ref().map(|e| serde_json::json!({
             "name": e.network,
-            "address": e.address.to_string(),
+            "address": address(container, state).map(|a| a.to_string()),
             "mode": e.mode,
             "mac": crate::vm::MacAddress::derive(&c.id).to_string(),
             "ports": c.spec.publish.iter().map(ToString::to_string).collect::<Vec<_>>(),

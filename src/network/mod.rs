@@ -62,6 +62,10 @@ pub enum Error {
         "network {0}: containers reach each other through a bridge, which needs root; without root a container gets user-mode networking on the default network only (or --network none)"
     )]
     NeedsRoot(String),
+    #[error(
+        "network {0}: on macOS every container is on the host's NAT, which is the default network; use it or --network none"
+    )]
+    OnlyDefault(String),
     #[error("no free subnet left for a new network: give one with --subnet")]
     NoFreeSubnet,
     #[error("network {network} has no free address left ({subnet})")]
@@ -122,13 +126,23 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// An address of its own on the network's bridge (Linux as root), or
-    /// the host's NAT (macOS).
+    /// An address of its own on the network's bridge (Linux as root).
     #[default]
     Bridge,
     /// QEMU's user-mode stack (Linux without root): egress and published
-    /// ports through QEMU's own NAT, no peers.
+    /// ports through QEMU's own NAT, no peers; address by DHCP from QEMU.
     User,
+    /// The host's NAT (macOS, Virtualization.framework): address by DHCP
+    /// from the host, known once the guest has it.
+    Nat,
+}
+
+impl Mode {
+    /// Whether the guest asks a DHCP server for its address (the host's
+    /// NAT or QEMU's) rather than being told one we chose.
+    pub fn dhcp(self) -> bool {
+        self != Mode::Bridge
+    }
 }
 
 /// QEMU's user-mode network as QEMU lays it out by default; every
@@ -430,12 +444,18 @@ impl Networks {
     /// user-mode stack, which only the default network can be.
     pub fn attach(&self, name: &str, lease: &Lease) -> Result<Endpoint, Error> {
         match mode_for(name)? {
+            Mode::Bridge => self.allocate(name, lease),
             Mode::User => Ok(Endpoint {
                 network: DEFAULT.to_string(),
                 address: user_mode::GUEST,
                 mode: Mode::User,
             }),
-            Mode::Bridge => self.allocate(name, lease),
+            // Known once the guest has its lease.
+            Mode::Nat => Ok(Endpoint {
+                network: DEFAULT.to_string(),
+                address: Ipv4Addr::UNSPECIFIED,
+                mode: Mode::Nat,
+            }),
         }
     }
 
@@ -473,7 +493,7 @@ impl Networks {
 
     /// Gives an address back; one already given back is fine.
     pub fn release(&self, endpoint: &Endpoint) -> Result<(), Error> {
-        if endpoint.mode == Mode::User {
+        if endpoint.mode != Mode::Bridge {
             return Ok(());
         }
         let path = self
@@ -494,9 +514,17 @@ impl Networks {
 }
 
 /// How a container can be on network `name` here: Linux without root has
-/// no bridges and taps, so only the default network, in user mode.
+/// no bridges and taps, so only the default network, in user mode; on
+/// macOS every container is on the host's one NAT, which is the default
+/// network.
 pub fn mode_for(name: &str) -> Result<Mode, Error> {
-    if cfg!(target_os = "linux") && !nix::unistd::geteuid().is_root() {
+    if !cfg!(target_os = "linux") {
+        return match name {
+            DEFAULT => Ok(Mode::Nat),
+            _ => Err(Error::OnlyDefault(name.to_string())),
+        };
+    }
+    if !nix::unistd::geteuid().is_root() {
         return match name {
             DEFAULT => Ok(Mode::User),
             _ => Err(Error::NeedsRoot(name.to_string())),

@@ -67,6 +67,10 @@ pub struct State {
     /// Why it stopped, when not by the workload exiting on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The address a DHCP server gave the guest (the host's NAT, QEMU's
+    /// user-mode stack), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 impl State {
@@ -76,6 +80,7 @@ impl State {
             supervisor_pid: None,
             started: None,
             finished: None,
+            address: None,
             exit_code: None,
             reason: None,
         }

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use agent_proto::create_process_request::Target;
 use agent_proto::{
-    AGENT_PORT, ContainerConfig, CreateProcessRequest, IpAddrAddRequest, IpLinkSetRequest,
-    IpRouteAddRequest, MountRequest, NewContainer, PingRequest, ProcessSpec, READY_PORT,
-    ShutdownRequest,
+    AGENT_PORT, ContainerConfig, CreateProcessRequest, DhcpAcquireRequest, IpAddrAddRequest,
+    IpLinkSetRequest, IpRouteAddRequest, MountRequest, NewContainer, PingRequest, ProcessSpec,
+    READY_PORT, ShutdownRequest,
 };
 use tokio::net::UnixListener;
 use tonic::Code;
@@ -249,7 +249,7 @@ async fn run(
     let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
     let run_dir = container.run_dir();
     std::fs::create_dir_all(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
-    let plugged = Plugged::plug(container)?;
+    let mut plugged = Plugged::plug(container)?;
     let config = VmConfig {
         kernel,
         vminitd,
@@ -265,7 +265,7 @@ async fn run(
     };
     let result = match vm::boot(&config).await {
         Ok(mut vm) => {
-            let result = drive(&mut vm, container, plugged.as_ref(), &config, size, report).await;
+            let result = drive(&mut vm, container, plugged.as_mut(), &config, size, report).await;
             stop_vm(vm, &config).await;
             result
         }
@@ -302,18 +302,27 @@ async fn stop_vm(mut vm: vm::Vm, config: &VmConfig) {
 
 /// The container's place on its network while it runs: on Linux as root a
 /// tap on the network's bridge, made ready before the VM boots, with the
-/// network's DNS server and the container's published ports served; on
-/// Linux without root QEMU's user-mode stack, which forwards the ports.
+/// network's DNS server served; on Linux without root QEMU's user-mode
+/// stack, which forwards the published ports itself; on macOS the host's
+/// NAT. Where the guest gets its address by DHCP, what the lease says
+/// replaces the placeholders once the guest has it.
 struct Plugged {
     /// The network as the guest sees it (its subnet and gateway).
     network: Network,
     endpoint: Endpoint,
     /// The name server the container's resolv.conf names.
-    dns_server: std::net::Ipv4Addr,
+    dns_server: Option<std::net::Ipv4Addr>,
     nic: vm::Nic,
+    /// Published ports, bound, relayed once the guest's address is known.
+    published: Option<network::ports::Published>,
     /// The DNS server and port relays: they stop with the container.
     services: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// The guest's interface.
+const INTERFACE: &str = "eth0";
+/// How long the guest may take to get a lease.
+const DHCP_TIMEOUT_MS: u32 = 15_000;
 
 impl Plugged {
     /// Published ports are bound first: a taken one fails the start before
@@ -325,74 +334,62 @@ impl Plugged {
         let ports = &container.config.spec.publish;
         let published = network::ports::Published::bind(ports)?;
         let mac = vm::MacAddress::derive(container.id());
-        if endpoint.mode == network::Mode::User {
-            // QEMU binds the ports itself; ours only showed they are free.
-            drop(published);
-            let forwards = ports
-                .iter()
-                .map(|p| vm::PortForward {
-                    udp: p.protocol == network::ports::Protocol::Udp,
-                    host: std::net::SocketAddr::new(p.host_ip, p.host_port),
-                    guest_port: p.container_port,
-                })
-                .collect();
-            let subnet = ipnet::Ipv4Net::new(endpoint.address, network::user_mode::PREFIX)
+        // Until a lease says otherwise (DHCP modes).
+        let placeholder = |gateway| Network {
+            name: endpoint.network.clone(),
+            subnet: ipnet::Ipv4Net::new(endpoint.address, network::user_mode::PREFIX)
                 .expect("a valid prefix")
-                .trunc();
-            return Ok(Some(Plugged {
-                network: Network {
-                    name: endpoint.network.clone(),
-                    subnet,
-                    gateway: network::user_mode::GATEWAY,
-                    internal: false,
-                    created: 0,
-                },
-                endpoint,
-                dns_server: network::user_mode::DNS,
-                nic: vm::Nic {
-                    mac,
-                    attachment: vm::NicAttachment::User { forwards },
-                },
-                services: vec![],
-            }));
-        }
-        let networks = Networks::open(container.app_root())?;
-        let network = networks.get(&endpoint.network)?;
-        let mut services = Vec::new();
-        #[cfg(target_os = "linux")]
-        let attachment = {
-            let host = network::bridge::Host::new(networks.root(), &network);
-            let tap = host.plug(container.id())?;
-            let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let dns =
-                network::dns::Server::bind(&networks, &network, &network::nameservers(&host_conf))
-                    .and_then(network::dns::Server::serve);
-            match dns {
-                Ok(dns) => services.push(dns),
-                Err(e) => {
-                    drop(tap);
-                    let _ = host.unplug(container.id());
-                    return Err(e.into());
-                }
+                .trunc(),
+            gateway,
+            internal: false,
+            created: 0,
+        };
+        let (network, dns_server, attachment, published, services) = match endpoint.mode {
+            network::Mode::User => {
+                // QEMU binds the ports itself; ours only showed they are free.
+                drop(published);
+                let forwards = ports
+                    .iter()
+                    .map(|p| vm::PortForward {
+                        udp: p.protocol == network::ports::Protocol::Udp,
+                        host: std::net::SocketAddr::new(p.host_ip, p.host_port),
+                        guest_port: p.container_port,
+                    })
+                    .collect();
+                (
+                    placeholder(network::user_mode::GATEWAY),
+                    None,
+                    vm::NicAttachment::User { forwards },
+                    None,
+                    vec![],
+                )
             }
-            vm::NicAttachment::Tap(std::sync::Arc::new(tap))
+            network::Mode::Nat => (
+                placeholder(std::net::Ipv4Addr::UNSPECIFIED),
+                None,
+                vm::NicAttachment::Nat,
+                Some(published),
+                vec![],
+            ),
+            network::Mode::Bridge => {
+                let networks = Networks::open(container.app_root())?;
+                let network = networks.get(&endpoint.network)?;
+                let (tap, dns) = plug_bridge(container, &networks, &network)?;
+                (
+                    network.clone(),
+                    Some(network.gateway),
+                    tap,
+                    Some(published),
+                    vec![dns],
+                )
+            }
         };
-        // The guest's address behind the host's NAT is not known here yet.
-        #[cfg(not(target_os = "linux"))]
-        let attachment = if ports.is_empty() {
-            vm::NicAttachment::Nat
-        } else {
-            return Err(network::Error::Host(
-                "publishing ports (-p) is not supported on macOS yet".into(),
-            )
-            .into());
-        };
-        services.push(published.serve(endpoint.address.into())?);
         Ok(Some(Plugged {
-            dns_server: network.gateway,
             network,
             endpoint,
+            dns_server,
             nic: vm::Nic { mac, attachment },
+            published,
             services,
         }))
     }
@@ -418,10 +415,15 @@ impl Plugged {
         let _ = (self, container);
     }
 
-    /// Brings the guest's interface up with the container's address, and
-    /// a default route through the gateway unless the network is internal.
-    async fn configure_guest(&self, agent: &mut agent::Client) -> Result<(), Error> {
-        const INTERFACE: &str = "eth0";
+    /// Brings the guest's interface up with the container's address (asking
+    /// the link's DHCP server for it first, where one hands them out), and
+    /// a default route through the gateway unless the network is internal;
+    /// then relays the published ports to that address.
+    async fn configure_guest(
+        &mut self,
+        agent: &mut agent::Client,
+        container: &Container,
+    ) -> Result<(), Error> {
         agent
             .ip_link_set(IpLinkSetRequest {
                 interface: INTERFACE.into(),
@@ -429,6 +431,9 @@ impl Plugged {
                 mtu: MTU,
             })
             .await?;
+        if self.endpoint.mode.dhcp() {
+            self.take_lease(agent, container).await?;
+        }
         agent
             .ip_addr_add(IpAddrAddRequest {
                 interface: INTERFACE.into(),
@@ -439,7 +444,7 @@ impl Plugged {
                 ),
             })
             .await?;
-        if !self.network.internal {
+        if !self.network.internal && !self.network.gateway.is_unspecified() {
             agent
                 .ip_route_add(IpRouteAddRequest {
                     destination: "default".into(),
@@ -448,8 +453,77 @@ impl Plugged {
                 })
                 .await?;
         }
+        if let Some(published) = self.published.take() {
+            self.services
+                .push(published.serve(self.endpoint.address.into())?);
+        }
         Ok(())
     }
+
+    /// Gets the guest a lease, takes its address, gateway and name server,
+    /// and records the address for `ls` and `inspect`.
+    async fn take_lease(
+        &mut self,
+        agent: &mut agent::Client,
+        container: &Container,
+    ) -> Result<(), Error> {
+        let lease = agent
+            .dhcp_acquire(DhcpAcquireRequest {
+                interface: INTERFACE.into(),
+                hostname: container.config.name.clone(),
+                timeout_ms: DHCP_TIMEOUT_MS,
+            })
+            .await?
+            .into_inner();
+        let subnet: ipnet::Ipv4Net = lease.address.parse().map_err(|_| {
+            Error::Agent(format!(
+                "the guest's DHCP lease has a bad address {:?}",
+                lease.address
+            ))
+        })?;
+        self.endpoint.address = subnet.addr();
+        self.network.subnet = subnet.trunc();
+        if let Ok(gateway) = lease.gateway.parse() {
+            self.network.gateway = gateway;
+        }
+        self.dns_server = lease.dns.iter().find_map(|s| s.parse().ok());
+        let mut state = container.state()?;
+        state.address = Some(subnet.addr());
+        container.save_state(&state)
+    }
+}
+
+/// A tap on the network's bridge (made if missing), and the network's DNS
+/// server on it.
+#[cfg(target_os = "linux")]
+fn plug_bridge(
+    container: &Container,
+    networks: &Networks,
+    network: &Network,
+) -> Result<(vm::NicAttachment, tokio::task::JoinHandle<()>), Error> {
+    let host = network::bridge::Host::new(networks.root(), network);
+    let tap = host.plug(container.id())?;
+    let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let dns = network::dns::Server::bind(networks, network, &network::nameservers(&host_conf))
+        .and_then(network::dns::Server::serve);
+    match dns {
+        Ok(dns) => Ok((vm::NicAttachment::Tap(std::sync::Arc::new(tap)), dns)),
+        Err(e) => {
+            drop(tap);
+            let _ = host.unplug(container.id());
+            Err(e.into())
+        }
+    }
+}
+
+/// Bridges are Linux's; `network::mode_for` never picks them elsewhere.
+#[cfg(not(target_os = "linux"))]
+fn plug_bridge(
+    _: &Container,
+    _: &Networks,
+    network: &Network,
+) -> Result<(vm::NicAttachment, tokio::task::JoinHandle<()>), Error> {
+    Err(network::Error::Host(format!("network {}: bridges need Linux", network.name)).into())
 }
 
 /// The MTU of the guest's interface: the bridge's.
@@ -461,7 +535,7 @@ const MTU: u32 = 1500;
 async fn drive(
     vm: &mut vm::Vm,
     container: &Container,
-    plugged: Option<&Plugged>,
+    plugged: Option<&mut Plugged>,
     config: &VmConfig,
     size: Option<(u32, u32)>,
     report: &mut Report,
@@ -495,13 +569,14 @@ async fn run_main_process(
     agent: &mut agent::Client,
     vm: &vm::Vm,
     container: &Container,
-    plugged: Option<&Plugged>,
+    mut plugged: Option<&mut Plugged>,
     size: Option<(u32, u32)>,
     report: &mut Report,
 ) -> Result<Ended, Error> {
-    if let Some(plugged) = plugged {
-        plugged.configure_guest(agent).await?;
+    if let Some(plugged) = plugged.as_deref_mut() {
+        plugged.configure_guest(agent, container).await?;
     }
+    let plugged = plugged.as_deref();
     agent
         .mount(MountRequest {
             source: "/dev/vda".into(),
@@ -588,7 +663,7 @@ fn main_process(
         builtin: agent_proto::Builtin::None as i32,
     };
     let gateway = plugged.map(|p| p.network.gateway);
-    let dns_server = plugged.map(|p| p.dns_server);
+    let dns_server = plugged.and_then(|p| p.dns_server);
     // Its own name at its own address, as Docker writes it, then --add-host's.
     let mut hosts: Vec<String> = plugged
         .map(|p| format!("{}\t{}", p.endpoint.address, c.name))

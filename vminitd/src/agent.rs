@@ -447,6 +447,27 @@ impl Agent for Service {
         Ok(Response::new(IpRouteAddResponse {}))
     }
 
+    async fn dhcp_acquire(
+        &self,
+        request: Request<DhcpAcquireRequest>,
+    ) -> Result<Response<DhcpAcquireResponse>, Status> {
+        let r = request.into_inner();
+        let timeout = std::time::Duration::from_millis(r.timeout_ms.into());
+        let lease = crate::dhcp::acquire(&r.interface, &r.hostname, timeout)
+            .await
+            .map_err(|e| match e {
+                crate::dhcp::Error::NoAnswer { .. } => Status::deadline_exceeded(e.to_string()),
+                _ => Status::unavailable(e.to_string()),
+            })?;
+        Ok(Response::new(DhcpAcquireResponse {
+            address: format!("{}/{}", lease.address, lease.prefix),
+            gateway: lease.router.map(|r| r.to_string()).unwrap_or_default(),
+            dns: lease.dns.iter().map(ToString::to_string).collect(),
+            mtu: lease.mtu.map_or(0, u32::from),
+            lease_seconds: lease.seconds.unwrap_or(0),
+        }))
+    }
+
     async fn statistics(
         &self,
         _: Request<StatisticsRequest>,
