@@ -265,8 +265,9 @@ async fn run(
     };
     let result = match vm::boot(&config).await {
         Ok(mut vm) => {
-            let result = drive(&mut vm, container, plugged.as_mut(), &config, size, report).await;
-            stop_vm(vm, &config).await;
+            let log = &config.console_log;
+            let result = drive(&mut vm, container, plugged.as_mut(), log, size, report).await;
+            stop_vm(vm, log).await;
             result
         }
         Err(e) => Err(e.into()),
@@ -282,7 +283,7 @@ async fn run(
 
 /// Whatever happened, the VM goes: give the guest a moment to power off
 /// (the agent was asked to), then pull the plug.
-async fn stop_vm(mut vm: vm::Vm, config: &VmConfig) {
+async fn stop_vm(mut vm: impl VirtualMachine, console_log: &Path) {
     if tokio::time::timeout(Duration::from_secs(5), vm.wait())
         .await
         .is_err()
@@ -291,7 +292,7 @@ async fn stop_vm(mut vm: vm::Vm, config: &VmConfig) {
     }
     vm.kill().await;
     if tracing::enabled!(tracing::Level::DEBUG) {
-        for line in std::fs::read_to_string(&config.console_log)
+        for line in std::fs::read_to_string(console_log)
             .unwrap_or_default()
             .lines()
         {
@@ -532,18 +533,20 @@ const MTU: u32 = network::bridge::MTU;
 #[cfg(not(target_os = "linux"))]
 const MTU: u32 = 1500;
 
+/// Everything between boot and power-off, for any backend (a fake one in
+/// the tests below).
 async fn drive(
-    vm: &mut vm::Vm,
+    vm: &mut impl VirtualMachine,
     container: &Container,
     plugged: Option<&mut Plugged>,
-    config: &VmConfig,
+    console_log: &Path,
     size: Option<(u32, u32)>,
     report: &mut Report,
 ) -> Result<Ended, Error> {
     // Listen right after boot: vminitd dials well over a second later, and
     // retries if it is early.
     let mut ready = vm.listen(READY_PORT)?;
-    vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, &config.console_log).await?;
+    vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, console_log).await?;
     let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
     let ping = agent.ping(PingRequest {}).await?.into_inner();
     tracing::debug!(
@@ -567,7 +570,7 @@ async fn drive(
 
 async fn run_main_process(
     agent: &mut agent::Client,
-    vm: &vm::Vm,
+    vm: &impl VirtualMachine,
     container: &Container,
     mut plugged: Option<&mut Plugged>,
     size: Option<(u32, u32)>,
@@ -714,4 +717,304 @@ fn serve_agent_socket(
             });
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The supervisor against a fake VM whose "guest" is an in-process
+    //! agent: the macOS path (address by DHCP, published ports relayed to
+    //! it), checked on any host.
+
+    use std::sync::{Arc, Mutex};
+
+    use agent_proto::agent_server::{Agent, AgentServer};
+    use agent_proto::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::runtime::RunSpec;
+
+    /// The guest: records what it is asked, leases 127.0.0.1/8 (so the
+    /// relay reaches the test's server), and ends the main process's output
+    /// when `finish` is notified.
+    #[derive(Clone, Default)]
+    struct FakeAgent {
+        calls: Arc<Mutex<Vec<String>>>,
+        config: Arc<Mutex<Option<ContainerConfig>>>,
+        finish: Arc<tokio::sync::Notify>,
+    }
+
+    impl FakeAgent {
+        fn call(&self, text: String) {
+            self.calls.lock().unwrap().push(text);
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Agent for FakeAgent {
+        async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+            Ok(Response::new(PingResponse::default()))
+        }
+        async fn ip_link_set(
+            &self,
+            r: Request<IpLinkSetRequest>,
+        ) -> Result<Response<IpLinkSetResponse>, Status> {
+            self.call(format!(
+                "link {} up={}",
+                r.get_ref().interface,
+                r.get_ref().up
+            ));
+            Ok(Response::new(IpLinkSetResponse {}))
+        }
+        async fn dhcp_acquire(
+            &self,
+            r: Request<DhcpAcquireRequest>,
+        ) -> Result<Response<DhcpAcquireResponse>, Status> {
+            self.call(format!(
+                "dhcp {} as {}",
+                r.get_ref().interface,
+                r.get_ref().hostname
+            ));
+            Ok(Response::new(DhcpAcquireResponse {
+                address: "127.0.0.1/8".into(),
+                gateway: "127.0.0.254".into(),
+                dns: vec!["127.0.0.53".into()],
+                mtu: 0,
+                lease_seconds: 86400,
+            }))
+        }
+        async fn ip_addr_add(
+            &self,
+            r: Request<IpAddrAddRequest>,
+        ) -> Result<Response<IpAddrAddResponse>, Status> {
+            self.call(format!(
+                "addr {} {}",
+                r.get_ref().interface,
+                r.get_ref().address
+            ));
+            Ok(Response::new(IpAddrAddResponse {}))
+        }
+        async fn ip_route_add(
+            &self,
+            r: Request<IpRouteAddRequest>,
+        ) -> Result<Response<IpRouteAddResponse>, Status> {
+            let r = r.get_ref();
+            self.call(format!(
+                "route {} via {} dev {}",
+                r.destination, r.gateway, r.interface
+            ));
+            Ok(Response::new(IpRouteAddResponse {}))
+        }
+        async fn mount(&self, _: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+            Ok(Response::new(MountResponse {}))
+        }
+        async fn create_process(
+            &self,
+            r: Request<CreateProcessRequest>,
+        ) -> Result<Response<CreateProcessResponse>, Status> {
+            if let Some(Target::Container(new)) = &r.get_ref().target {
+                *self.config.lock().unwrap() = new.config.clone();
+            }
+            Ok(Response::new(CreateProcessResponse::default()))
+        }
+        async fn read_output(
+            &self,
+            _: Request<ProcessRef>,
+        ) -> Result<Response<tonic::codegen::BoxStream<OutputChunk>>, Status> {
+            // One chunk, then the end once the test says so.
+            let finish = self.finish.clone();
+            let output = futures::stream::unfold(true, move |first| {
+                let finish = finish.clone();
+                async move {
+                    if first {
+                        let chunk = OutputChunk {
+                            stream: output_chunk::Stream::Stdout as i32,
+                            data: b"hello\n".to_vec(),
+                        };
+                        return Some((Ok(chunk), false));
+                    }
+                    finish.notified().await;
+                    None
+                }
+            });
+            Ok(Response::new(Box::pin(output)))
+        }
+        async fn start_process(
+            &self,
+            _: Request<ProcessRef>,
+        ) -> Result<Response<StartProcessResponse>, Status> {
+            self.call("start".into());
+            Ok(Response::new(StartProcessResponse::default()))
+        }
+        async fn wait_process(
+            &self,
+            _: Request<ProcessRef>,
+        ) -> Result<Response<WaitProcessResponse>, Status> {
+            Ok(Response::new(WaitProcessResponse {
+                exit_code: 3,
+                ..Default::default()
+            }))
+        }
+        async fn shutdown(
+            &self,
+            _: Request<ShutdownRequest>,
+        ) -> Result<Response<ShutdownResponse>, Status> {
+            self.call("shutdown".into());
+            Ok(Response::new(ShutdownResponse {}))
+        }
+    }
+
+    /// A VM that is always up: the ready port has its connection already,
+    /// and every dial of the agent port reaches the fake agent.
+    struct FakeVm(FakeAgent);
+
+    impl VirtualMachine for FakeVm {
+        fn dialer(&self) -> vm::Dial {
+            let agent = self.0.clone();
+            Arc::new(move |port| {
+                let agent = agent.clone();
+                Box::pin(async move {
+                    assert_eq!(port, AGENT_PORT);
+                    let (ours, theirs) = tokio::net::UnixStream::pair()
+                        .map_err(vm::Error::io("connect to the fake agent"))?;
+                    let incoming = futures::stream::iter([Ok::<_, std::io::Error>(theirs)]);
+                    tokio::spawn(
+                        tonic::transport::Server::builder()
+                            .add_service(AgentServer::new(agent))
+                            .serve_with_incoming(incoming),
+                    );
+                    Ok(ours)
+                })
+            })
+        }
+        fn listen(&self, port: u32) -> Result<vm::Listener, vm::Error> {
+            assert_eq!(port, READY_PORT);
+            let (dialed, _) = std::os::unix::net::UnixStream::pair()
+                .map_err(vm::Error::io("fake ready connection"))?;
+            let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+            send.send(dialed).unwrap();
+            Ok(vm::Listener::new(receive, || {}))
+        }
+        fn exited(&mut self) -> Option<String> {
+            None
+        }
+        async fn wait(&mut self) -> Result<(), vm::Error> {
+            Ok(())
+        }
+        async fn kill(&mut self) {}
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn behind_a_nat_the_guest_takes_a_lease_and_published_ports_follow_it() {
+        // The "container's" server, reached through the published port.
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let container_port = server.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = server.accept().await.unwrap();
+            stream.write_all(b"from the container").await.unwrap();
+        });
+        let host_port = free_port();
+
+        let root = tempfile::tempdir().unwrap();
+        let id = "f".repeat(64);
+        let pending = Containers::open(root.path())
+            .unwrap()
+            .reserve(&id, "web")
+            .unwrap();
+        let disk = vm::Disk {
+            path: pending.dir().join("rootfs.img"),
+            format: vm::DiskFormat::Raw,
+            read_only: false,
+        };
+        let spec = RunSpec {
+            publish: network::ports::parse(&format!("127.0.0.1:{host_port}:{container_port}"))
+                .unwrap(),
+            ..RunSpec::default()
+        };
+        let container = pending
+            .commit(crate::runtime::container::Config {
+                id: id.clone(),
+                name: "web".into(),
+                image: "test".into(),
+                image_digest: String::new(),
+                created: 0,
+                spec,
+                command: vec!["true".into()],
+                image_env: vec![],
+                image_workdir: "/".into(),
+                image_user: String::new(),
+                disk,
+                endpoint: Some(Endpoint {
+                    network: network::DEFAULT.into(),
+                    address: std::net::Ipv4Addr::UNSPECIFIED,
+                    mode: network::Mode::Nat,
+                }),
+            })
+            .unwrap();
+        std::fs::create_dir_all(container.run_dir()).unwrap();
+
+        let mut plugged = Plugged::plug(&container).unwrap().unwrap();
+        assert!(matches!(plugged.nic.attachment, vm::NicAttachment::Nat));
+        let agent = FakeAgent::default();
+        let mut fake = FakeVm(agent.clone());
+        let console = root.path().join("boot.log");
+        let mut report = Report(None);
+        let supervised = drive(
+            &mut fake,
+            &container,
+            Some(&mut plugged),
+            &console,
+            None,
+            &mut report,
+        );
+        let client = async {
+            // Running: the lease's address is recorded, and the port relays to it.
+            loop {
+                if container.state().unwrap().address.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", host_port))
+                .await
+                .unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).await.unwrap();
+            agent.finish.notify_one();
+            text
+        };
+        let (ended, text) = tokio::join!(supervised, client);
+        assert!(matches!(ended, Ok(Ended::Exited(3))));
+        assert_eq!(text, "from the container");
+        assert_eq!(
+            *agent.calls.lock().unwrap(),
+            [
+                "link eth0 up=true",
+                "dhcp eth0 as web",
+                "addr eth0 127.0.0.1/8",
+                "route default via 127.0.0.254 dev eth0",
+                "start",
+                "shutdown",
+            ]
+        );
+        let config = agent.config.lock().unwrap().clone().unwrap();
+        assert_eq!(config.hosts, ["127.0.0.1\tweb"]);
+        assert_eq!(config.resolv_conf, "nameserver 127.0.0.53\n");
+        assert_eq!(
+            container.state().unwrap().address,
+            Some(std::net::Ipv4Addr::LOCALHOST)
+        );
+        // stdio.log frames its records: the bytes are in there.
+        let log = std::fs::read(container.stdio_log()).unwrap();
+        assert!(log.windows(6).any(|w| w == b"hello\n"), "{log:?}");
+    }
 }

@@ -214,7 +214,7 @@ pub struct Listener {
 impl Listener {
     /// Streams arrive as std sockets: a backend may accept them on a thread
     /// that is not in a tokio runtime (Virtualization.framework's queue).
-    fn new(
+    pub(crate) fn new(
         incoming: mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
         stop: impl FnOnce() + Send + 'static,
     ) -> Listener {

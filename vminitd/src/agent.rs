@@ -244,12 +244,10 @@ impl Agent for Service {
         Ok(Response::new(StartProcessResponse { pid: pid.as_raw() }))
     }
 
-    type ReadOutputStream = OutputStreamBox;
-
     async fn read_output(
         &self,
         request: Request<ProcessRef>,
-    ) -> Result<Response<Self::ReadOutputStream>, Status> {
+    ) -> Result<Response<OutputStreamBox>, Status> {
         let id = request.into_inner().id;
         let process = self.processes.get(&id).map_err(status)?;
         let output = process.output.lock().unwrap().take();
