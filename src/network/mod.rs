@@ -694,6 +694,36 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_allocations_never_share_an_address() {
+        let root = tempfile::tempdir().unwrap();
+        let networks = Networks::open(root.path()).unwrap();
+        networks
+            .create("busy", Some(parse_subnet("10.2.0.0/24").unwrap()), false)
+            .unwrap();
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let networks = networks.clone();
+                std::thread::spawn(move || {
+                    (0..8)
+                        .map(|j| {
+                            let id = format!("t{i}-{j}");
+                            networks.allocate("busy", &lease(&id)).unwrap().address
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<Ipv4Addr> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 128);
+        assert_eq!(networks.users("busy").unwrap().len(), 128);
+    }
+
+    #[test]
     fn nameservers_are_read_from_resolv_conf() {
         let conf = "# x\nnameserver 127.0.0.53\nnameserver 203.0.113.53\nnameserver ::1\nnameserver x\nsearch lan\n";
         let servers: Vec<String> = nameservers(conf).iter().map(|s| s.to_string()).collect();
