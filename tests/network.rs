@@ -394,6 +394,16 @@ fn without_root_containers_get_user_mode_networking() {
         "{stderr}"
     );
 
+    // QEMU cannot forward from an IPv6 host address: refused before anything is made.
+    let output = nobody(
+        Some(test),
+        &["run", "-d", "-p", "[::1]:18090:80", &image, "true"],
+    );
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("IPv4 host addresses only"), "{stderr}");
+    assert_eq!(ok(nobody(None, &["ls", "-a", "-q"])), "");
+
     let web_script =
         "mkdir -p /www && echo hello from web > /www/index.html && httpd -f -p 80 -h /www";
     ok(nobody(

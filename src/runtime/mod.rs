@@ -184,7 +184,17 @@ pub async fn create(
         spec.dns.hosts_lines(None)?;
     } else {
         networks.get(&network_name)?;
-        network::mode_for(&network_name)?;
+        if network::mode_for(&network_name)? == network::Mode::User
+            && let Some(port) = spec.publish.iter().find(|p| p.host_ip.is_ipv6())
+        {
+            return Err(network::Error::InvalidPort {
+                spec: port.to_string(),
+                reason:
+                    "without root, QEMU's user-mode network forwards from IPv4 host addresses only"
+                        .into(),
+            }
+            .into());
+        }
     }
     network::ports::check_unique(&spec.publish)?;
     let mut spec = spec.clone();
