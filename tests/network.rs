@@ -58,6 +58,16 @@ fn sh(script: &str) {
     assert!(output.status.success(), "{script}: {}", text(&output).1);
 }
 
+/// Asserts that `container` failed with exit 1; returns what it said.
+fn refused(output: Output) -> String {
+    let stderr = refused(output);
+    stderr
+}
+
+/// A container's web server: busybox httpd serving "hello from web".
+const WEB_SCRIPT: &str =
+    "mkdir -p /www && echo hello from web > /www/index.html && httpd -f -p 80 -h /www";
+
 fn ok(output: Output) -> String {
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "stderr: {stderr}");
@@ -156,8 +166,6 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
         "10.79.0.0/24",
         "inner",
     ]));
-    let web_script =
-        "mkdir -p /www && echo hello from web > /www/index.html && httpd -f -p 80 -h /www";
     ok(test.container(
         &cli,
         &[
@@ -172,7 +180,7 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
             &image,
             "sh",
             "-c",
-            web_script,
+            WEB_SCRIPT,
         ],
     ));
     let web: serde_json::Value = serde_json::from_str(&ok(cli.run(&["inspect", "web"]))).unwrap();
@@ -232,8 +240,7 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
             "true",
         ],
     );
-    let stderr = text(&output).1;
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(output);
     assert!(
         stderr.contains("port 127.0.0.1:18080 is already in use"),
         "{stderr}"
@@ -320,8 +327,8 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
     // A network in use is not removed; after rm -f -a and network rm, no
     // bridge, tap or table of ours is left.
     let output = cli.run(&["network", "rm", "front"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output).1.contains("in use"), "{}", text(&output).1);
+    let stderr = refused(output);
+    assert!(stderr.contains("in use"), "{stderr}");
     assert!(ok(test.sh("ip -o link")).contains("ctrtap"));
     ok(test.container(&cli, &["rm", "-f", "-a"]));
     ok(test.container(&cli, &["network", "rm", "front", "back", "inner"]));
@@ -387,8 +394,7 @@ fn without_root_containers_get_user_mode_networking() {
         Some(test),
         &["run", "--rm", "--network", "peers", &image, "true"],
     );
-    let stderr = text(&output).1;
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(output);
     assert!(
         stderr.starts_with("Error: network peers: ") && stderr.contains("needs root"),
         "{stderr}"
@@ -399,13 +405,10 @@ fn without_root_containers_get_user_mode_networking() {
         Some(test),
         &["run", "-d", "-p", "[::1]:18090:80", &image, "true"],
     );
-    let stderr = text(&output).1;
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(output);
     assert!(stderr.contains("IPv4 host addresses only"), "{stderr}");
     assert_eq!(ok(nobody(None, &["ls", "-a", "-q"])), "");
 
-    let web_script =
-        "mkdir -p /www && echo hello from web > /www/index.html && httpd -f -p 80 -h /www";
     ok(nobody(
         Some(test),
         &[
@@ -418,7 +421,7 @@ fn without_root_containers_get_user_mode_networking() {
             &image,
             "sh",
             "-c",
-            web_script,
+            WEB_SCRIPT,
         ],
     ));
     let web: serde_json::Value =
@@ -436,8 +439,7 @@ fn without_root_containers_get_user_mode_networking() {
         Some(test),
         &["run", "-d", "-p", "127.0.0.1:18090:80", &image, "true"],
     );
-    let stderr = text(&output).1;
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused(output);
     assert!(
         stderr.contains("port 127.0.0.1:18090 is already in use"),
         "{stderr}"

@@ -342,13 +342,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
 
 async fn forward_udp(upstream: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
     for server in upstream {
-        let any: SocketAddr = match server {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-        };
         let attempt = async {
-            let socket = UdpSocket::bind(any).await.ok()?;
-            socket.connect(server).await.ok()?;
+            let socket = super::connect_udp(*server).await.ok()?;
             socket.send(query).await.ok()?;
             let mut buf = vec![0u8; 65535];
             let len = socket.recv(&mut buf).await.ok()?;

@@ -552,6 +552,18 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// A UDP socket of our own towards `to` (the port relays' flows, the DNS
+/// server's questions upstream).
+async fn connect_udp(to: std::net::SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let any: std::net::SocketAddr = match to {
+        std::net::SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = tokio::net::UdpSocket::bind(any).await?;
+    socket.connect(to).await?;
+    Ok(socket)
+}
+
 /// The name servers in a resolv.conf: where a network's DNS server sends
 /// the names it does not know. Loopback ones included: that server runs on
 /// the host.

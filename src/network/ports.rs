@@ -258,7 +258,7 @@ async fn relay_udp(socket: Arc<UdpSocket>, to: SocketAddr) {
         let flow = match flow {
             Some(flow) => flow,
             None => {
-                let Ok(flow) = connect_udp(to).await else {
+                let Ok(flow) = super::connect_udp(to).await else {
                     continue;
                 };
                 let flow = Arc::new(flow);
@@ -277,16 +277,6 @@ async fn relay_udp(socket: Arc<UdpSocket>, to: SocketAddr) {
         };
         let _ = flow.send(&buf[..len]).await;
     }
-}
-
-async fn connect_udp(to: SocketAddr) -> std::io::Result<UdpSocket> {
-    let any: SocketAddr = match to {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let flow = UdpSocket::bind(any).await?;
-    flow.connect(to).await?;
-    Ok(flow)
 }
 
 async fn relay_back(
