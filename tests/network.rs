@@ -60,7 +60,8 @@ fn sh(script: &str) {
 
 /// Asserts that `container` failed with exit 1; returns what it said.
 fn refused(output: Output) -> String {
-    let stderr = refused(output);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
     stderr
 }
 
