@@ -2,11 +2,11 @@
 //! vsock through `vhost-device-vsock` (our hosts have no /dev/vhost-vsock).
 //!
 //! Each VM owns QEMU and the helper processes its devices need (the
-//! vhost-user vsock device; later virtiofsd per shared directory). All get
+//! vhost-user vsock device, and a virtiofsd per shared directory). All get
 //! SIGKILL if the process that started them dies, and are killed when the
 //! [`QemuVm`] is dropped, so no VM outlives its owner. Each kind of device
-//! knows its own QEMU arguments ([`QemuDevice`]); one this backend cannot
-//! attach is an error, never silently left out.
+//! knows its own QEMU arguments and helpers ([`QemuDevice`]); one this
+//! backend cannot attach is an error, never silently left out.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -93,6 +93,7 @@ fn spawn_error(program: &str, source: std::io::Error) -> Error {
         "qemu-system-x86_64" => "the Debian package qemu-system-x86",
         "qemu-img" => "the Debian package qemu-utils",
         "vhost-device-vsock" => "`cargo install vhost-device-vsock`",
+        "virtiofsd" => "`cargo install virtiofsd`",
         _ => "",
     };
     if source.kind() == std::io::ErrorKind::NotFound && !provider.is_empty() {
@@ -142,24 +143,72 @@ fn spawn(
         .map_err(|source| spawn_error(program, source))
 }
 
-/// How QEMU attaches one device: its command-line arguments and the
-/// descriptors QEMU must inherit for them.
+/// How QEMU attaches one device: its command-line arguments, the
+/// descriptors QEMU must inherit for them, and the vhost-user processes
+/// that implement it.
 #[derive(Default)]
 struct Attachment {
     args: Vec<String>,
     /// (our descriptor, the number QEMU sees it as)
     fds: Vec<(RawFd, RawFd)>,
+    helpers: Vec<Helper>,
+}
+
+/// A vhost-user device process, started before QEMU, which must find its
+/// socket listening.
+struct Helper {
+    program: &'static str,
+    args: Vec<String>,
+    socket: PathBuf,
+    /// Where its stderr goes (None: nowhere).
+    log: Option<PathBuf>,
 }
 
 /// A device as QEMU's microvm machine attaches it (virtio-mmio).
 trait QemuDevice {
     /// `index` counts devices of this kind; `next_fd` is the first free
-    /// descriptor number in QEMU, for devices that pass one.
-    fn attach(&self, index: usize, next_fd: RawFd) -> Result<Attachment, Error>;
+    /// descriptor number in QEMU, for devices that pass one; `run_dir` is
+    /// the VM's private directory, for helpers' sockets.
+    fn attach(&self, index: usize, next_fd: RawFd, run_dir: &Path) -> Result<Attachment, Error>;
+}
+
+/// The guest's vsock: vhost-device-vsock, reached by the host through a
+/// Unix socket (`uds`) and by QEMU through another.
+struct Vsock {
+    uds: PathBuf,
+}
+
+impl QemuDevice for Vsock {
+    fn attach(&self, _: usize, _: RawFd, run_dir: &Path) -> Result<Attachment, Error> {
+        let socket = run_dir.join("vhost.sock");
+        let args = vec![
+            "--guest-cid".into(),
+            "3".into(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--uds-path".into(),
+            self.uds.display().to_string(),
+        ];
+        Ok(Attachment {
+            args: vec![
+                "-chardev".into(),
+                format!("socket,id=vhost,path={}", socket.display()),
+                "-device".into(),
+                "vhost-user-vsock-device,chardev=vhost".into(),
+            ],
+            fds: vec![],
+            helpers: vec![Helper {
+                program: "vhost-device-vsock",
+                args,
+                socket,
+                log: None,
+            }],
+        })
+    }
 }
 
 impl QemuDevice for Disk {
-    fn attach(&self, index: usize, _: RawFd) -> Result<Attachment, Error> {
+    fn attach(&self, index: usize, _: RawFd, _: &Path) -> Result<Attachment, Error> {
         let format = match self.format {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
@@ -176,12 +225,15 @@ impl QemuDevice for Disk {
             "-device".into(),
             format!("virtio-blk-device,drive=disk{index}"),
         ];
-        Ok(Attachment { args, fds: vec![] })
+        Ok(Attachment {
+            args,
+            ..Attachment::default()
+        })
     }
 }
 
 impl QemuDevice for Nic {
-    fn attach(&self, index: usize, next_fd: RawFd) -> Result<Attachment, Error> {
+    fn attach(&self, index: usize, next_fd: RawFd, _: &Path) -> Result<Attachment, Error> {
         let (netdev, fds) = match &self.attachment {
             NicAttachment::Tap(tap) => (
                 format!("tap,id=net{index},fd={next_fd}"),
@@ -214,28 +266,71 @@ impl QemuDevice for Nic {
                 format!("virtio-net-device,netdev=net{index},mac={}", self.mac),
             ],
             fds,
+            helpers: vec![],
         })
     }
 }
 
+/// A shared directory: virtio-fs served by a virtiofsd of its own. One
+/// process per directory because virtiofsd exports exactly one tree, and
+/// joining several into one would need bind mounts on the host (root, and
+/// a place for them); each costs a few MiB.
 impl QemuDevice for Share {
-    fn attach(&self, _: usize, _: RawFd) -> Result<Attachment, Error> {
-        Err(Error::Unsupported {
-            backend: "QEMU",
-            device: format!("shared directory {} (not yet)", self.path.display()),
+    fn attach(&self, index: usize, _: RawFd, run_dir: &Path) -> Result<Attachment, Error> {
+        let socket = run_dir.join(format!("fs{index}.sock"));
+        let mut args = vec![
+            format!("--shared-dir={}", self.path.display()),
+            format!("--socket-path={}", socket.display()),
+            // Correct before fast: the guest caches neither names, attributes
+            // nor data, so a change on the host (or from another container on
+            // the same volume) is seen at once, and the other way round.
+            "--cache=never".into(),
+            "--log-level=error".into(),
+        ];
+        if nix::unistd::geteuid().is_root() {
+            // Owners are kept both ways; the daemon sees only the shared tree.
+            args.push("--sandbox=namespace".into());
+        } else {
+            // Without root neither a sandbox nor other owners are possible:
+            // files are the user's, as with any of their processes.
+            args.extend(["--sandbox=none".into(), "--rlimit-nofile=0".into()]);
+        }
+        if self.read_only {
+            args.push("--readonly".into());
+        }
+        let id = format!("fs{index}");
+        Ok(Attachment {
+            args: vec![
+                "-chardev".into(),
+                format!("socket,id={id},path={}", socket.display()),
+                "-device".into(),
+                // The tag is QEMU's to announce: virtiofsd's --tag crashes QEMU 7.
+                format!("vhost-user-fs-device,chardev={id},tag={}", self.tag),
+            ],
+            fds: vec![],
+            helpers: vec![Helper {
+                program: "virtiofsd",
+                args,
+                log: Some(run_dir.join(format!("{id}.log"))),
+                socket,
+            }],
         })
     }
 }
 
-/// Every device's arguments and descriptors, in the order the guest
-/// numbers them: disks (`/dev/vda`, ...), then interfaces (`eth0`, ...).
-fn attach_all(config: &VmConfig) -> Result<Attachment, Error> {
+/// Every device's arguments, descriptors and helpers, in the order the
+/// guest numbers them: vsock, disks (`/dev/vda`, ...), interfaces (`eth0`,
+/// ...), shared directories.
+fn attach_all(config: &VmConfig, vsock: &Vsock) -> Result<Attachment, Error> {
     let mut all = Attachment::default();
-    let devices = config
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (i, d as &dyn QemuDevice))
+    let devices = std::iter::once((0, vsock as &dyn QemuDevice))
+        .chain(
+            config
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i, d as &dyn QemuDevice)),
+        )
         .chain(
             config
                 .nics
@@ -253,51 +348,72 @@ fn attach_all(config: &VmConfig) -> Result<Attachment, Error> {
     for (index, device) in devices {
         // 0-2 are stdio; our own descriptors are numbered from there.
         let next_fd = 3 + all.fds.len() as RawFd;
-        let attached = device.attach(index, next_fd)?;
+        let attached = device.attach(index, next_fd, &config.run_dir)?;
         all.args.extend(attached.args);
         all.fds.extend(attached.fds);
+        all.helpers.extend(attached.helpers);
     }
     Ok(all)
 }
 
-impl QemuVm {
-    pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<QemuVm, Error> {
-        // Before any process starts: a device we cannot attach fails the boot.
-        let devices = attach_all(config)?;
-        let run = &config.run_dir;
-        std::fs::create_dir_all(run).map_err(Error::io(format!("create {}", run.display())))?;
-        let vhost_socket = run.join("vhost.sock");
-        let vsock_socket = run.join("vsock.sock");
-        let vsock_args: Vec<String> = vec![
-            "--guest-cid".into(),
-            "3".into(),
-            "--socket".into(),
-            vhost_socket.display().to_string(),
-            "--uds-path".into(),
-            vsock_socket.display().to_string(),
-        ];
-        let accel = accelerator();
-        // Measured across the vhost-device-vsock start-up, which we wait for anyway.
-        let tsc = TscSample::now();
-        let mut vsock = spawn("vhost-device-vsock", &vsock_args, Stdio::null(), vec![])?;
-        // QEMU must find the vhost-user socket listening when it starts.
-        let mut waited = Duration::ZERO;
-        while !vhost_socket.exists() {
-            if let Ok(Some(status)) = vsock.try_wait() {
+/// Starts the helpers together and waits until each listens on its socket.
+/// If one fails, those started die with the returned error.
+async fn start_helpers(helpers: &[Helper]) -> Result<Vec<Child>, Error> {
+    let mut children = Vec::new();
+    for helper in helpers {
+        let _ = std::fs::remove_file(&helper.socket);
+        let stderr = match &helper.log {
+            Some(log) => std::fs::File::create(log)
+                .map_err(Error::io(format!("create {}", log.display())))?
+                .into(),
+            None => Stdio::null(),
+        };
+        children.push(spawn(helper.program, &helper.args, stderr, vec![])?);
+    }
+    let started = Instant::now();
+    for (helper, child) in helpers.iter().zip(&mut children) {
+        while !helper.socket.exists() {
+            let reason = match child.try_wait() {
+                Ok(Some(status)) => {
+                    let log = helper
+                        .log
+                        .as_ref()
+                        .and_then(|l| std::fs::read_to_string(l).ok());
+                    let log = log.unwrap_or_default();
+                    Some(format!("exited with {status} {}", log.trim()))
+                }
+                _ if started.elapsed() > HELPER_TIMEOUT => Some("no socket after 10 s".into()),
+                _ => None,
+            };
+            if let Some(reason) = reason {
                 return Err(Error::Spawn {
-                    program: "vhost-device-vsock".into(),
-                    source: std::io::Error::other(format!("exited with {status}")),
-                });
-            }
-            if waited > Duration::from_secs(10) {
-                return Err(Error::Spawn {
-                    program: "vhost-device-vsock".into(),
-                    source: std::io::Error::other("no socket after 10 s"),
+                    program: helper.program.into(),
+                    source: std::io::Error::other(reason.trim().to_string()),
                 });
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
-            waited += Duration::from_millis(2);
         }
+    }
+    Ok(children)
+}
+
+/// How long a helper may take to listen.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl QemuVm {
+    pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<QemuVm, Error> {
+        let run = &config.run_dir;
+        let vsock = Vsock {
+            uds: run.join("vsock.sock"),
+        };
+        // Before any process starts: a device we cannot attach fails the boot.
+        let devices = attach_all(config, &vsock)?;
+        std::fs::create_dir_all(run).map_err(Error::io(format!("create {}", run.display())))?;
+        let accel = accelerator();
+        // Measured across the helpers' start-up, which we wait for anyway.
+        let tsc = TscSample::now();
+        // Dropped on an early return: kill_on_drop ends them.
+        let helpers = start_helpers(&devices.helpers).await?;
 
         let memory = format!("{}M", config.memory_mib);
         let mut cmdline = ["console=ttyS0", "panic=-1", "quiet", "reboot=t"].join(" ");
@@ -344,26 +460,16 @@ impl QemuVm {
             format!("file,id=console,path={}", config.console_log.display()),
             "-serial".into(),
             "chardev:console".into(),
-            "-chardev".into(),
-            format!("socket,id=vhost,path={}", vhost_socket.display()),
-            "-device".into(),
-            "vhost-user-vsock-device,chardev=vhost".into(),
         ];
         args.extend(devices.args);
         tracing::debug!(accel, "starting qemu-system-x86_64 {}", args.join(" "));
         let qemu_stderr =
             std::fs::File::create(run.join("qemu.log")).map_err(Error::io("create qemu.log"))?;
-        let qemu = match spawn("qemu-system-x86_64", &args, qemu_stderr.into(), devices.fds) {
-            Ok(qemu) => qemu,
-            Err(e) => {
-                let _ = vsock.kill().await;
-                return Err(e);
-            }
-        };
+        let qemu = spawn("qemu-system-x86_64", &args, qemu_stderr.into(), devices.fds)?;
         Ok(QemuVm {
             qemu,
-            helpers: vec![vsock],
-            vsock_socket,
+            helpers,
+            vsock_socket: vsock.uds,
         })
     }
 }
