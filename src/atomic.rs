@@ -45,9 +45,10 @@ pub fn temp_path(dir: &Path, stem: &str) -> PathBuf {
     dir.join(format!(".{stem}.{}.{n}.tmp", std::process::id()))
 }
 
-/// Deletes temp files in `dir` whose writer process is gone (it crashed or was
-/// killed mid-write), so ingests and half-built snapshots do not pile up.
-/// Best effort: a file that cannot be removed now is tried again next time.
+/// Deletes temp files (and temp directories) in `dir` whose writer process
+/// is gone (it crashed or was killed mid-write), so ingests, half-built
+/// snapshots and half-made volumes do not pile up. Best effort: one that
+/// cannot be removed now is tried again next time.
 pub fn remove_orphans(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -55,7 +56,11 @@ pub fn remove_orphans(dir: &Path) {
     for entry in entries.flatten() {
         let owner = temp_owner(&entry.file_name().to_string_lossy());
         if owner.is_some_and(|pid| kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH)) {
-            let _ = std::fs::remove_file(entry.path());
+            let path = entry.path();
+            let _ = match entry.file_type() {
+                Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(path),
+                _ => std::fs::remove_file(path),
+            };
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod app_root;
 pub(crate) mod atomic;
+pub mod bytes;
 pub mod cli;
 pub mod ext4;
 pub mod image;
@@ -13,3 +14,4 @@ pub mod network;
 pub mod properties;
 pub mod runtime;
 pub mod vm;
+pub mod volume;

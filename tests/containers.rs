@@ -674,7 +674,7 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
     assert!(text(&refused).1.contains("cannot shrink"));
     // An unknown capability: one line, and no container left behind.
     let refused = cli.run(&["create", "--cap-add", "chown", "--cap-drop", "fly", &image]);
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(125));
     assert_eq!(text(&refused).1, "Error: unknown capability \"fly\"\n");
     assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), id);
 }

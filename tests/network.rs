@@ -58,10 +58,11 @@ fn sh(script: &str) {
     assert!(output.status.success(), "{script}: {}", text(&output).1);
 }
 
-/// Asserts that `container` failed with exit 1; returns what it said.
-fn refused(output: Output) -> String {
+/// Asserts that `container` failed with `code` (125 for `run`, as in
+/// Docker; 1 for other commands); returns what it said.
+fn refused(output: Output, code: i32) -> String {
     let stderr = text(&output).1;
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     stderr
 }
 
@@ -241,7 +242,7 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
             "true",
         ],
     );
-    let stderr = refused(output);
+    let stderr = refused(output, 125);
     assert!(
         stderr.contains("port 127.0.0.1:18080 is already in use"),
         "{stderr}"
@@ -328,7 +329,7 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
     // A network in use is not removed; after rm -f -a and network rm, no
     // bridge, tap or table of ours is left.
     let output = cli.run(&["network", "rm", "front"]);
-    let stderr = refused(output);
+    let stderr = refused(output, 1);
     assert!(stderr.contains("in use"), "{stderr}");
     assert!(ok(test.sh("ip -o link")).contains("ctrtap"));
     ok(test.container(&cli, &["rm", "-f", "-a"]));
@@ -395,7 +396,7 @@ fn without_root_containers_get_user_mode_networking() {
         Some(test),
         &["run", "--rm", "--network", "peers", &image, "true"],
     );
-    let stderr = refused(output);
+    let stderr = refused(output, 125);
     assert!(
         stderr.starts_with("Error: network peers: ") && stderr.contains("needs root"),
         "{stderr}"
@@ -406,7 +407,7 @@ fn without_root_containers_get_user_mode_networking() {
         Some(test),
         &["run", "-d", "-p", "[::1]:18090:80", &image, "true"],
     );
-    let stderr = refused(output);
+    let stderr = refused(output, 125);
     assert!(stderr.contains("IPv4 host addresses only"), "{stderr}");
     assert_eq!(ok(nobody(None, &["ls", "-a", "-q"])), "");
 
@@ -440,7 +441,7 @@ fn without_root_containers_get_user_mode_networking() {
         Some(test),
         &["run", "-d", "-p", "127.0.0.1:18090:80", &image, "true"],
     );
-    let stderr = refused(output);
+    let stderr = refused(output, 125);
     assert!(
         stderr.contains("port 127.0.0.1:18090 is already in use"),
         "{stderr}"

@@ -108,7 +108,11 @@ fn an_unknown_image_is_one_clear_line() {
     let image = format!("{}/nothing-here:latest", registry.addr());
     let output = cli.run(&["run", "--rm", &image, "true"]);
     let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        output.status.code(),
+        Some(125),
+        "Docker's code for a run that failed"
+    );
     assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
     assert!(
         stderr.starts_with("Error: ") && stderr.contains("not found"),

@@ -50,7 +50,7 @@ fn setup_installs_again_what_was_removed_and_links_container() {
     let cli = Cli::new();
     let output = cli.run(&["run", "--rm", &image, "true"]);
     let (_, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
     assert_eq!(
         stderr.trim(),
         "Error: qemu-img is not installed: it comes with the Debian package qemu-utils, which scripts/setup installs"

@@ -11,6 +11,7 @@ use super::image::{Format, PlatformArgs, print_table};
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
 use crate::network;
 use crate::runtime::{self, Attach, Container, Containers, RunSpec, Status, Ulimit};
+use crate::volume;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -90,6 +91,17 @@ pub struct CreateArgs {
     publish: Vec<Vec<network::ports::Port>>,
     #[command(flatten)]
     dns: DnsArgs,
+    /// Bind a host path (HOST_PATH:PATH[:ro], HOST_PATH absolute or ./relative),
+    /// mount a named volume (NAME:PATH[:ro], created on first use), or give
+    /// PATH a new anonymous volume.
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:PATH[:OPTIONS]")]
+    volume: Vec<String>,
+    /// Mount a filesystem: type=bind|volume|tmpfs,source=...,target=...[,readonly].
+    #[arg(long = "mount", value_name = "type=TYPE,source=SRC,target=PATH")]
+    mount: Vec<String>,
+    /// Mount a new tmpfs: PATH[:size=SIZE,mode=MODE,exec,...] (noexec, nosuid and nodev by default).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
     /// Which platform's image to use, and to pull when the stored one is another's.
     #[command(flatten)]
     platform: PlatformArgs,
@@ -169,6 +181,17 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
         env.extend(parse_env_file(&text));
     }
     env.extend(args.env);
+    let cwd = std::env::current_dir().map_err(|e| format!("find the current directory: {e}"))?;
+    let mut mounts = Vec::new();
+    for spec in &args.volume {
+        mounts.push(volume::spec::parse_volume(spec, &cwd)?);
+    }
+    for spec in &args.mount {
+        mounts.push(volume::spec::parse_mount(spec, &cwd)?);
+    }
+    for spec in &args.tmpfs {
+        mounts.push(volume::spec::parse_tmpfs(spec)?);
+    }
     let mut image_and_command = args.image_and_command.into_iter();
     let spec = RunSpec {
         image: image_and_command.next().unwrap_or_default(),
@@ -203,6 +226,7 @@ async fn create_container(app_root: &Path, args: CreateArgs) -> Result<Container
             disabled: args.dns.no_dns,
             hosts: args.dns.add_host,
         },
+        mounts,
     };
     let pull = PullOptions {
         scheme: args.scheme,
@@ -359,6 +383,9 @@ pub struct RemoveArgs {
     /// Remove every container (running ones only with --force).
     #[arg(short, long, conflicts_with = "containers")]
     all: bool,
+    /// Remove the containers' anonymous volumes too.
+    #[arg(short, long)]
+    volumes: bool,
     containers: Vec<String>,
 }
 
@@ -369,7 +396,7 @@ pub async fn remove(app_root: &Path, args: RemoveArgs) -> Result<i32> {
         containers.retain(|c| c.state().is_ok_and(|s| s.status != Status::Running));
     }
     for container in containers {
-        match runtime::remove(app_root, &container, args.force).await {
+        match runtime::remove(app_root, &container, args.force, args.volumes).await {
             Ok(()) => println!("{}", container.config.name),
             Err(e) => failures.report(e),
         }
@@ -495,8 +522,32 @@ fn inspect_json(container: &Container, state: &runtime::State) -> serde_json::Va
             "mac": crate::vm::MacAddress::derive(&c.id).to_string(),
             "ports": c.spec.publish.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })),
+        "mounts": mounts_json(container),
         "disk": c.disk.path,
     })
+}
+
+/// A container's mounts as Docker's `inspect` shows them: where each comes
+/// from on the host (a volume's directory, for a volume) and goes to.
+fn mounts_json(container: &Container) -> serde_json::Value {
+    let volumes = volume::Volumes::open(container.app_root()).ok();
+    let mounts = container.config.spec.mounts.iter().map(|m| {
+        let (name, source) = match &m.kind {
+            volume::spec::Kind::Bind { source } => (None, Some(source.clone())),
+            volume::spec::Kind::Volume { name, .. } => {
+                (Some(name.clone()), volumes.as_ref().map(|v| v.data(name)))
+            }
+            volume::spec::Kind::Tmpfs { .. } => (None, None),
+        };
+        serde_json::json!({
+            "type": m.type_name(),
+            "name": name,
+            "source": source,
+            "destination": m.target,
+            "read_only": m.read_only,
+        })
+    });
+    mounts.collect()
 }
 
 #[derive(Args)]
@@ -764,7 +815,7 @@ pub struct PruneArgs {}
 pub async fn prune(app_root: &Path, _: PruneArgs) -> Result<i32> {
     for container in Containers::open(app_root)?.list()? {
         if container.state()?.status != Status::Running {
-            runtime::remove(app_root, &container, false).await?;
+            runtime::remove(app_root, &container, false, false).await?;
             println!("{}", container.id());
         }
     }
@@ -846,7 +897,7 @@ pub(super) fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
 
 /// Parses `512M`, `1G`, `1536` (MiB) into MiB, in whole MiB.
 fn parse_memory_mib(s: &str) -> std::result::Result<u64, String> {
-    let mib = parse_bytes(s, MIB, "memory size")?.div_ceil(MIB);
+    let mib = crate::bytes::parse(s, MIB, "memory size")?.div_ceil(MIB);
     if mib < MIN_MEMORY_MIB {
         return Err(format!(
             "memory {s} is below the minimum of {MIN_MEMORY_MIB}M"
@@ -864,7 +915,7 @@ fn parse_storage_opt(s: &str) -> std::result::Result<u64, String> {
             "unknown storage option {s:?}: only size=SIZE is supported"
         ));
     };
-    let bytes = parse_bytes(size, 1, "storage size")?;
+    let bytes = crate::bytes::parse(size, 1, "storage size")?;
     let floor = SNAPSHOT_SIZE_BYTES;
     if bytes < floor {
         return Err(format!(
@@ -877,34 +928,13 @@ fn parse_storage_opt(s: &str) -> std::result::Result<u64, String> {
 
 /// Docker's `--shm-size`: bytes without a suffix, and more than none.
 fn parse_shm_size(s: &str) -> std::result::Result<u64, String> {
-    match parse_bytes(s, 1, "shm size")? {
+    match crate::bytes::parse(s, 1, "shm size")? {
         0 => Err(format!("shm size {s:?} must be more than 0")),
         bytes => Ok(bytes),
     }
 }
 
 const MIB: u64 = 1 << 20;
-
-/// A size with an optional K, M, G or T suffix (binary, with or without a
-/// trailing B or iB); a bare number counts in units of `bare` bytes.
-fn parse_bytes(s: &str, bare: u64, what: &str) -> std::result::Result<u64, String> {
-    let s = s.trim();
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid {what} {s:?}"))?;
-    let scale = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-        "" => bare,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => return Err(format!("invalid {what} {s:?}: use a K, M, G or T suffix")),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{what} {s:?} is too large"))
-}
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ mod network;
 mod progress;
 mod registry;
 mod system;
+mod volume;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,9 @@ enum Command {
     /// Create, list and remove networks.
     #[command(subcommand, alias = "n")]
     Network(network::NetworkCommand),
+    /// Create, list, inspect and remove volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Log in to and out of registries.
     #[command(subcommand, alias = "r")]
     Registry(registry::RegistryCommand),
@@ -99,13 +103,19 @@ pub fn main() -> i32 {
     let app_root = cli
         .app_root
         .unwrap_or_else(crate::app_root::default_app_root);
+    // Docker's code for a `run` or `create` the runtime could not carry
+    // out, so scripts can tell it from the command's own failure.
+    let failed = match cli.command {
+        Command::Run(_) | Command::Create(_) => crate::runtime::EXIT_RUNTIME_ERROR,
+        _ => 1,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e, 1),
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -137,6 +147,7 @@ pub fn main() -> i32 {
             }
             Command::Image(command) => image::run(&app_root, command).await,
             Command::Network(command) => network::run(&app_root, command).await,
+            Command::Volume(command) => volume::run(&app_root, command).await,
             Command::Registry(command) => registry::run(&app_root, command).await,
             Command::System(command) => system::run(&app_root, command).await,
         }
@@ -145,18 +156,18 @@ pub fn main() -> i32 {
     runtime.shutdown_background();
     match result {
         Ok(code) => code,
-        Err(e) => fail(e.as_ref()),
+        Err(e) => fail(e.as_ref(), failed),
     }
 }
 
-fn fail(e: &dyn std::error::Error) -> i32 {
+fn fail(e: &dyn std::error::Error, code: i32) -> i32 {
     eprintln!("Error: {e}");
     let mut source = e.source();
     while let Some(cause) = source {
         tracing::debug!("caused by: {cause}");
         source = cause.source();
     }
-    1
+    code
 }
 
 fn init_tracing(debug: bool) {

@@ -111,6 +111,9 @@ pub struct ContainerConfig {
     working_dir: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    /// `VOLUME` paths, as the keys of an object (`{"/data": {}}`).
+    #[serde(default)]
+    volumes: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
 }
 
 impl ImageConfig {
@@ -129,6 +132,7 @@ impl ImageConfig {
             cmd: c.cmd.unwrap_or_default(),
             working_dir: c.working_dir.unwrap_or_default(),
             user: c.user.unwrap_or_default(),
+            volumes: c.volumes.unwrap_or_default().into_keys().collect(),
         }
     }
 }

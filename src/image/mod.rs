@@ -171,6 +171,9 @@ pub struct RunConfig {
     pub cmd: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// Paths the image declares with `VOLUME`: each gets an anonymous
+    /// volume unless the container mounts something there.
+    pub volumes: Vec<String>,
 }
 
 /// An image in the local store.

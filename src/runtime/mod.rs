@@ -14,6 +14,7 @@ mod attach;
 pub mod container;
 mod id;
 pub mod logs;
+mod mounts;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -23,11 +24,12 @@ use agent_proto::{ProcessRef, Rlimit, SignalProcessRequest};
 use serde::{Deserialize, Serialize};
 
 pub use container::{Container, Containers, State, Status};
-pub use supervisor::{SUPERVISE_COMMAND, supervise};
+pub use supervisor::{EXIT_RUNTIME_ERROR, SUPERVISE_COMMAND, supervise};
 
 use crate::image::{self, ImageStore, PullOptions};
 use crate::network::{self, Networks};
 use crate::vm;
+use crate::volume::{self, Volumes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +43,8 @@ pub enum Error {
     Network(#[from] crate::network::Error),
     #[error(transparent)]
     Properties(#[from] crate::properties::Error),
+    #[error(transparent)]
+    Volume(#[from] volume::Error),
     #[error("the guest agent: {0}")]
     Agent(String),
     /// One of vminitd's tools (`cp`, `export`) failed inside the container.
@@ -155,6 +159,11 @@ pub struct RunSpec {
     /// Its resolv.conf and extra /etc/hosts entries.
     #[serde(default)]
     pub dns: network::dns::DnsConfig,
+    /// `-v`, `--mount` and `--tmpfs`. `create` adds an anonymous volume
+    /// for each of the image's `VOLUME`s not mounted over, and names the
+    /// anonymous volumes.
+    #[serde(default)]
+    pub mounts: Vec<volume::spec::Mount>,
 }
 
 /// Creates a container: resolves (or pulls, for `pull.platform` if given)
@@ -198,6 +207,7 @@ pub async fn create(
     }
     network::ports::check_unique(&spec.publish)?;
     let mut spec = spec.clone();
+    volume::spec::check(&mut spec.mounts)?;
     spec.cap_add = normalize_capabilities(&spec.cap_add)?;
     spec.cap_drop = normalize_capabilities(&spec.cap_drop)?;
     let store = ImageStore::open(app_root)?;
@@ -218,22 +228,35 @@ pub async fn create(
     if command.is_empty() {
         return Err(Error::NoCommand);
     }
+    add_image_volumes(&mut spec.mounts, &image.config.volumes);
     let id = id::new()?;
     // Docker names containers with random words; the short ID serves as well.
     let name = spec.name.clone().unwrap_or_else(|| id[..12].to_string());
     let containers = Containers::open(app_root)?;
     let pending = containers.reserve(&id, &name)?;
     let disk = vm::clone_disk(&snapshot, pending.dir(), spec.rootfs_bytes).await?;
+    let volumes = Volumes::open(app_root)?;
+    if let Err(e) = attach_volumes(&volumes, &mut spec.mounts, &id) {
+        release_volumes(&volumes, &spec.mounts, &id, true);
+        return Err(e);
+    }
     let endpoint = match network_name.as_str() {
         network::NONE => None,
-        on => Some(networks.attach(
+        on => match networks.attach(
             on,
             &network::Lease {
                 container: id.clone(),
                 name: name.clone(),
             },
-        )?),
+        ) {
+            Ok(endpoint) => Some(endpoint),
+            Err(e) => {
+                release_volumes(&volumes, &spec.mounts, &id, true);
+                return Err(e.into());
+            }
+        },
     };
+    let (mounts, container_id) = (spec.mounts.clone(), id.clone());
     let committed = pending.commit(container::Config {
         id,
         name,
@@ -248,10 +271,83 @@ pub async fn create(
         disk,
         endpoint: endpoint.clone(),
     });
-    if let (Err(_), Some(endpoint)) = (&committed, &endpoint) {
-        let _ = networks.release(endpoint);
+    if committed.is_err() {
+        if let Some(endpoint) = &endpoint {
+            let _ = networks.release(endpoint);
+        }
+        release_volumes(&volumes, &mounts, &container_id, true);
     }
     committed
+}
+
+/// An anonymous volume for each of the image's `VOLUME` paths that no
+/// mount of the user's covers, as Docker gives them.
+fn add_image_volumes(mounts: &mut Vec<volume::spec::Mount>, image_volumes: &[String]) {
+    for path in image_volumes {
+        let Some(target) = volume::spec::image_volume_target(path) else {
+            tracing::warn!("the image's VOLUME {path:?} is not an absolute path; skipped");
+            continue;
+        };
+        if mounts.iter().all(|m| m.target != target) {
+            mounts.push(volume::spec::Mount {
+                kind: volume::spec::Kind::Volume {
+                    name: String::new(),
+                    anonymous: true,
+                    no_copy: false,
+                },
+                target,
+                read_only: false,
+            });
+        }
+    }
+}
+
+/// Creates the container's volumes that do not exist yet (named ones on
+/// first use, every anonymous one), and records it as their user.
+fn attach_volumes(
+    volumes: &Volumes,
+    mounts: &mut [volume::spec::Mount],
+    container: &str,
+) -> Result<(), Error> {
+    for mount in mounts {
+        if let volume::spec::Kind::Volume {
+            name, anonymous, ..
+        } = &mut mount.kind
+        {
+            if *anonymous {
+                *name = volumes.create_anonymous()?.name;
+            } else {
+                volumes.create(Some(name), Default::default(), &Default::default())?;
+            }
+            volumes.attach(name, container)?;
+        }
+    }
+    Ok(())
+}
+
+/// Forgets the container as a user of its volumes; with `anonymous` its
+/// anonymous volumes go too (`rm -v`, `--rm`). Best effort: a volume
+/// removed meanwhile is no error.
+fn release_volumes(
+    volumes: &Volumes,
+    mounts: &[volume::spec::Mount],
+    container: &str,
+    anonymous: bool,
+) {
+    for mount in mounts {
+        if let volume::spec::Kind::Volume {
+            name,
+            anonymous: is_anonymous,
+            ..
+        } = &mount.kind
+            && !name.is_empty()
+        {
+            let _ = volumes.detach(name, container);
+            if anonymous && *is_anonymous {
+                let _ = volumes.remove(name, false);
+            }
+        }
+    }
 }
 
 /// Capability names in the one form records keep and `inspect` shows
@@ -415,9 +511,15 @@ pub async fn wait_stopped(container: &Container, timeout: Duration) -> Result<bo
     }
 }
 
-/// Deletes a container; a running one only with `force` (it is killed).
-/// One that is removed meanwhile (`--rm`, another CLI) is removed.
-pub async fn remove(app_root: &Path, container: &Container, force: bool) -> Result<(), Error> {
+/// Deletes a container; a running one only with `force` (it is killed);
+/// with `volumes` its anonymous volumes too (Docker's `rm -v`). One that is
+/// removed meanwhile (`--rm`, another CLI) is removed.
+pub async fn remove(
+    app_root: &Path,
+    container: &Container,
+    force: bool,
+    volumes: bool,
+) -> Result<(), Error> {
     let status = match container.state() {
         Err(Error::NoSuchContainer(_)) => return Ok(()),
         other => other?.status,
@@ -445,15 +547,20 @@ pub async fn remove(app_root: &Path, container: &Container, force: bool) -> Resu
                 .map_err(|e| io("take the network down")(std::io::Error::other(e)))??;
         }
     }
-    forget(app_root, container)
+    forget(app_root, container, volumes)
 }
 
-/// Deletes a stopped container's record and gives its address back.
-pub(crate) fn forget(app_root: &Path, container: &Container) -> Result<(), Error> {
+/// Deletes a stopped container's record, gives its address back and stops
+/// using its volumes; with `volumes` its anonymous volumes go too.
+pub(crate) fn forget(app_root: &Path, container: &Container, volumes: bool) -> Result<(), Error> {
     if let Some(endpoint) = &container.config.endpoint {
         Networks::open(app_root)?.release(endpoint)?;
     }
-    Containers::open(app_root)?.remove(container)
+    Containers::open(app_root)?.remove(container)?;
+    // After the record: a container never outlives its volumes.
+    let mounts = &container.config.spec.mounts;
+    release_volumes(&Volumes::open(app_root)?, mounts, container.id(), volumes);
+    Ok(())
 }
 
 /// Runs another process in a running container and returns its exit code.

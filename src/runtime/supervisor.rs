@@ -23,9 +23,11 @@ use tokio::net::UnixListener;
 use tonic::Code;
 
 use super::container::{Container, Containers, State, Status, now};
+use super::mounts::Plan;
 use super::{Error, agent, io, logs, process_ref};
 use crate::network::{self, Endpoint, Network, Networks};
 use crate::vm::{self, VirtualMachine, VmConfig};
+use crate::volume::Volumes;
 
 /// The hidden CLI command that runs a supervisor.
 pub const SUPERVISE_COMMAND: &str = "__supervise";
@@ -43,7 +45,7 @@ const DEFAULT_MEMORY_MIB: u64 = 1024;
 /// emulation on a loaded 2-core host is slow.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The exit code for a container the runtime could not run (Docker's).
-pub(crate) const EXIT_RUNTIME_ERROR: i32 = 125;
+pub const EXIT_RUNTIME_ERROR: i32 = 125;
 
 /// The descriptor a detached supervisor reports its start on.
 const REPORT_FD: i32 = 3;
@@ -223,7 +225,7 @@ pub async fn supervise(
         eprintln!("Error: {e}");
     }
     if container.config.spec.remove {
-        let _ = super::forget(app_root, &container);
+        let _ = super::forget(app_root, &container, true);
     }
     // Last, so the CLI that waits returns to a settled record (or none).
     if let Some(reason) = &reason {
@@ -249,6 +251,8 @@ async fn run(
     let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
     let run_dir = container.run_dir();
     std::fs::create_dir_all(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
+    let mounts = super::mounts::plan(&spec.mounts, &Volumes::open(app_root)?);
+    super::mounts::check_sources(&mounts)?;
     let mut plugged = Plugged::plug(container)?;
     let config = VmConfig {
         kernel,
@@ -259,14 +263,23 @@ async fn run(
         memory_mib: spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
         disks: vec![container.config.disk.clone()],
         nics: plugged.iter().map(|p| p.nic.clone()).collect(),
-        shares: vec![],
+        shares: mounts.shares.clone(),
         run_dir,
         console_log: container.boot_log(),
     };
     let result = match vm::boot(&config).await {
         Ok(mut vm) => {
             let log = &config.console_log;
-            let result = drive(&mut vm, container, plugged.as_mut(), log, size, report).await;
+            let result = drive(
+                &mut vm,
+                container,
+                plugged.as_mut(),
+                &mounts,
+                log,
+                size,
+                report,
+            )
+            .await;
             stop_vm(vm, log).await;
             result
         }
@@ -539,6 +552,7 @@ async fn drive(
     vm: &mut impl VirtualMachine,
     container: &Container,
     plugged: Option<&mut Plugged>,
+    mounts: &Plan,
     console_log: &Path,
     size: Option<(u32, u32)>,
     report: &mut Report,
@@ -554,7 +568,7 @@ async fn drive(
         version = ping.version,
         "agent ready"
     );
-    let result = run_main_process(&mut agent, vm, container, plugged, size, report).await;
+    let result = run_main_process(&mut agent, vm, container, plugged, mounts, size, report).await;
     let _ = agent.shutdown(ShutdownRequest {}).await;
     match result {
         // A broken agent connection usually means the VM died: say so.
@@ -573,6 +587,7 @@ async fn run_main_process(
     vm: &impl VirtualMachine,
     container: &Container,
     mut plugged: Option<&mut Plugged>,
+    mounts: &Plan,
     size: Option<(u32, u32)>,
     report: &mut Report,
 ) -> Result<Ended, Error> {
@@ -591,7 +606,11 @@ async fn run_main_process(
             grow: container.config.spec.rootfs_bytes.is_some(),
         })
         .await?;
-    let (process, config) = main_process(container, plugged, size)?;
+    for share in &mounts.guest {
+        agent.mount(share.clone()).await?;
+    }
+    let (process, mut config) = main_process(container, plugged, size)?;
+    config.mounts = mounts.container.clone();
     agent
         .create_process(CreateProcessRequest {
             id: INIT_PROCESS.into(),
@@ -682,6 +701,7 @@ fn main_process(
         memory_limit_bytes: spec.memory_mib.unwrap_or(0) * 1024 * 1024,
         cpu_quota_millicpus: spec.cpus.unwrap_or(0) * 1000,
         shm_size_bytes: spec.shm_size_bytes.unwrap_or(0),
+        mounts: vec![],
     };
     Ok((process, config))
 }
@@ -806,7 +826,9 @@ mod tests {
             ));
             Ok(Response::new(IpRouteAddResponse {}))
         }
-        async fn mount(&self, _: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+        async fn mount(&self, r: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+            let m = r.into_inner();
+            self.call(format!("mount {} {} on {}", m.fstype, m.source, m.target));
             Ok(Response::new(MountResponse {}))
         }
         async fn create_process(
@@ -968,10 +990,19 @@ mod tests {
         let mut fake = FakeVm(agent.clone());
         let console = root.path().join("boot.log");
         let mut report = Report(None);
+        let mounts = crate::runtime::mounts::plan(
+            &[crate::volume::spec::parse_volume(
+                &format!("{}:/src:ro", root.path().display()),
+                root.path(),
+            )
+            .unwrap()],
+            &Volumes::open(root.path()).unwrap(),
+        );
         let supervised = drive(
             &mut fake,
             &container,
             Some(&mut plugged),
+            &mounts,
             &console,
             None,
             &mut report,
@@ -1002,6 +1033,8 @@ mod tests {
                 "dhcp eth0 as web",
                 "addr eth0 127.0.0.1/8",
                 "route default via 127.0.0.254 dev eth0",
+                "mount ext4 /dev/vda on /run/container/rootfs",
+                "mount virtiofs share0 on /run/container/shares/share0",
                 "start",
                 "shutdown",
             ]
@@ -1009,6 +1042,15 @@ mod tests {
         let config = agent.config.lock().unwrap().clone().unwrap();
         assert_eq!(config.hosts, ["127.0.0.1\tweb"]);
         assert_eq!(config.resolv_conf, "nameserver 127.0.0.53\n");
+        let bound = &config.mounts[0];
+        assert_eq!(
+            (
+                bound.source.as_str(),
+                bound.target.as_str(),
+                bound.read_only
+            ),
+            ("/run/container/shares/share0", "/src", true)
+        );
         assert_eq!(
             container.state().unwrap().address,
             Some(std::net::Ipv4Addr::LOCALHOST)

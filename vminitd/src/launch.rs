@@ -168,6 +168,7 @@ fn enter_new_container(root: &str, config: &ContainerConfig) -> Result<(), Failu
     }
     write_etc_files(root, config)?;
     mounts::apply(&mounts::root(root, config.shm_size_bytes)).map_err(fail)?;
+    mounts::apply(&mounts::user(root, &config.mounts).map_err(fail)?).map_err(fail)?;
     mounts::enter(root, config.read_only_root).map_err(fail)
 }
 

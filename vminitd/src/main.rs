@@ -10,6 +10,7 @@ mod agent;
 mod boot;
 mod caps;
 mod cgroup;
+mod copy_tree;
 mod dhcp;
 mod env;
 mod init;

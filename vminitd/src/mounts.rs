@@ -10,6 +10,8 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::unistd::{pivot_root, symlinkat};
 
+use agent_proto::{ContainerMount, container_mount};
+
 use crate::boot::make_dir;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +45,29 @@ pub enum Step {
     ReadOnly {
         path: String,
     },
+    /// A mount the user asked for (`-v`, `--mount`, `--tmpfs`) at `target`,
+    /// a path in the container. Resolved inside `root` when applied, after
+    /// the mounts before it: the image's symlinks are followed without
+    /// leaving the root. A missing target is made: a directory, or an empty
+    /// file to bind a file on.
+    User {
+        root: String,
+        target: String,
+        source: UserSource,
+        read_only: bool,
+        flags: MsFlags,
+        /// Fill an empty bound directory with what the image has at the
+        /// target first (a new volume, as Docker does).
+        populate: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSource {
+    /// A guest path: a directory the host shares, or a file in one.
+    Bind(String),
+    /// A new tmpfs with this data (`size=...,mode=...`).
+    Tmpfs(String),
 }
 
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
@@ -200,11 +225,58 @@ pub fn proc() -> Vec<Step> {
     steps
 }
 
+/// The user's mounts under `root`, parents before what is mounted inside
+/// them (Docker sorts them by depth the same way; equal depths keep their
+/// order). A target must be absolute and plain (no `..`); flags are
+/// `nosuid`, `nodev`, `noexec`.
+pub fn user(root: &str, mounts: &[ContainerMount]) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for m in mounts {
+        if !m.target.starts_with('/') || m.target.split('/').any(|part| part == "..") {
+            return Err(format!(
+                "mount target {:?} must be an absolute path without \"..\"",
+                m.target
+            ));
+        }
+        let mut flags = MsFlags::empty();
+        for flag in &m.flags {
+            flags |= match flag.as_str() {
+                "nosuid" => MsFlags::MS_NOSUID,
+                "nodev" => MsFlags::MS_NODEV,
+                "noexec" => MsFlags::MS_NOEXEC,
+                other => return Err(format!("unknown mount flag {other:?}")),
+            };
+        }
+        let source = match m.kind() {
+            container_mount::Kind::Bind => UserSource::Bind(m.source.clone()),
+            container_mount::Kind::Tmpfs => UserSource::Tmpfs(m.options.clone()),
+        };
+        steps.push(Step::User {
+            root: root.to_string(),
+            target: m.target.clone(),
+            source,
+            read_only: m.read_only,
+            flags,
+            populate: m.populate,
+        });
+    }
+    let depth = |step: &Step| match step {
+        Step::User { target, .. } => target.split('/').filter(|p| !p.is_empty()).count(),
+        _ => 0,
+    };
+    steps.sort_by_key(depth);
+    Ok(steps)
+}
+
 /// Applies steps in order. Masks and read-only remounts of paths this kernel
 /// does not have are skipped, as Docker does.
 pub fn apply(steps: &[Step]) -> Result<(), String> {
     for step in steps {
-        apply_one(step).map_err(|e| format!("{step:?}: {e}"))?;
+        apply_one(step).map_err(|e| match step {
+            // The user's own: say it in their words.
+            Step::User { target, .. } => format!("mount on {target}: {e}"),
+            _ => format!("{step:?}: {e}"),
+        })?;
     }
     Ok(())
 }
@@ -291,7 +363,131 @@ fn apply_one(step: &Step) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
             remount_read_only(path)
         }
+        Step::User {
+            root,
+            target,
+            source,
+            read_only,
+            flags,
+            populate,
+        } => {
+            let at = resolve_in(root, target)?;
+            match source {
+                UserSource::Bind(source) => {
+                    let is_dir = std::fs::metadata(source)
+                        .map_err(|e| format!("{source}: {e}"))?
+                        .is_dir();
+                    make_target(&at, is_dir)?;
+                    if *populate && is_dir {
+                        populate_dir(&at, source)?;
+                    }
+                    let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+                    mount(Some(source.as_str()), at.as_str(), none, bind, none)
+                        .map_err(|e| e.to_string())?;
+                    let mut remount = *flags;
+                    if *read_only {
+                        remount |= MsFlags::MS_RDONLY;
+                    }
+                    if !remount.is_empty() {
+                        let remount = remount | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+                        mount(none, at.as_str(), none, remount, none)
+                            .map_err(|e| format!("remount {at}: {e}"))?;
+                    }
+                    Ok(())
+                }
+                UserSource::Tmpfs(data) => {
+                    make_target(&at, true)?;
+                    let mut flags = *flags;
+                    if *read_only {
+                        flags |= MsFlags::MS_RDONLY;
+                    }
+                    let data = (!data.is_empty()).then_some(data.as_str());
+                    mount(Some("tmpfs"), at.as_str(), Some("tmpfs"), flags, data)
+                        .map_err(|e| e.to_string())
+                }
+            }
+        }
     }
+}
+
+/// `path` (a path in the container) as a guest path under `root`, with the
+/// symlinks that exist followed as the container would see them: an
+/// absolute link starts again at `root`, and `..` never leaves it.
+fn resolve_in(root: &str, path: &str) -> Result<String, String> {
+    let mut resolved: Vec<String> = Vec::new();
+    let mut pending: std::collections::VecDeque<String> =
+        path.split('/').map(String::from).collect();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = format!(
+            "{root}/{}",
+            [resolved.as_slice(), &[part.clone()]].concat().join("/")
+        );
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(format!("{path}: too many levels of symbolic links"));
+                }
+                let link =
+                    std::fs::read_link(&candidate).map_err(|e| format!("{candidate}: {e}"))?;
+                let link = link.to_string_lossy();
+                if link.starts_with('/') {
+                    resolved.clear();
+                }
+                for part in link.split('/').rev() {
+                    pending.push_front(part.to_string());
+                }
+            }
+            _ => resolved.push(part),
+        }
+    }
+    Ok(format!("{root}/{}", resolved.join("/")))
+}
+
+/// Makes a mount's target where missing: a directory, or for a file an
+/// empty file in its (made) directory. An existing one of the wrong kind is
+/// an error, as the mount would fail less clearly.
+fn make_target(at: &str, dir: bool) -> Result<(), String> {
+    match (std::fs::metadata(at), dir) {
+        (Ok(meta), true) if !meta.is_dir() => Err(format!("{at} is not a directory")),
+        (Ok(meta), false) if meta.is_dir() => Err(format!(
+            "{at} is a directory; a file cannot be mounted on it"
+        )),
+        (Ok(_), _) => Ok(()),
+        (Err(_), true) => make_dir(at),
+        (Err(_), false) => {
+            if let Some((parent, _)) = at.rsplit_once('/') {
+                make_dir(parent)?;
+            }
+            std::fs::File::create(at)
+                .map(drop)
+                .map_err(|e| format!("create {at}: {e}"))
+        }
+    }
+}
+
+/// Copies what the image has at `from` into the empty directory `to`, with
+/// owners, modes and times, and gives `to` the owner and mode of `from`
+/// (even an empty one), as Docker fills a new volume. A `to` that has
+/// anything in it is left alone.
+fn populate_dir(from: &str, to: &str) -> Result<(), String> {
+    let empty = std::fs::read_dir(to)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(false);
+    if !std::path::Path::new(from).is_dir() || !empty {
+        return Ok(());
+    }
+    crate::copy_tree::copy(from.as_ref(), to.as_ref())
+        .map_err(|e| format!("copy {from} into the new volume: {e}"))
 }
 
 fn remount_read_only(path: &str) -> Result<(), String> {
@@ -359,6 +555,7 @@ mod tests {
                     path
                 }
                 Step::Symlink { link, .. } => link,
+                Step::User { root, .. } => root,
             };
             assert!(target.starts_with("/r/") || target == "/r", "{target}");
         }
@@ -380,6 +577,60 @@ mod tests {
         };
         assert_eq!(shm(0).as_deref(), Some("mode=1777,size=67108864"));
         assert_eq!(shm(1 << 30).as_deref(), Some("mode=1777,size=1073741824"));
+    }
+
+    #[test]
+    fn user_mounts_go_parents_first_and_bad_targets_are_refused() {
+        let mount = |target: &str, kind: container_mount::Kind| ContainerMount {
+            kind: kind as i32,
+            source: "/run/container/shares/share0".into(),
+            target: target.into(),
+            flags: vec!["nosuid".into()],
+            ..Default::default()
+        };
+        let steps = user(
+            "/r",
+            &[
+                mount("/a/b/c", container_mount::Kind::Bind),
+                mount("/a", container_mount::Kind::Tmpfs),
+                mount("/z/y", container_mount::Kind::Bind),
+            ],
+        )
+        .unwrap();
+        let targets: Vec<&str> = steps
+            .iter()
+            .map(|s| match s {
+                Step::User { target, .. } => target.as_str(),
+                _ => panic!("{s:?}"),
+            })
+            .collect();
+        assert_eq!(targets, ["/a", "/z/y", "/a/b/c"]);
+        assert!(
+            matches!(&steps[0], Step::User { source: UserSource::Tmpfs(_), flags, .. }
+            if *flags == MsFlags::MS_NOSUID)
+        );
+        for bad in ["relative", "/a/../etc"] {
+            assert!(user("/r", &[mount(bad, container_mount::Kind::Bind)]).is_err());
+        }
+        let mut odd = mount("/x", container_mount::Kind::Bind);
+        odd.flags = vec!["shared".into()];
+        assert!(user("/r", &[odd]).is_err());
+    }
+
+    #[test]
+    fn targets_resolve_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("resolve-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/real", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("real/up")).unwrap();
+        let root_str = root.to_str().unwrap();
+        let at = |p: &str| resolve_in(root_str, p).unwrap();
+        assert_eq!(at("/abs/dir"), format!("{root_str}/real/dir"));
+        assert_eq!(at("/real/up/etc"), format!("{root_str}/etc"));
+        assert_eq!(at("/new/path"), format!("{root_str}/new/path"));
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert!(resolve_in(root_str, "/loop/x").is_err());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

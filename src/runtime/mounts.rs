@@ -1,0 +1,197 @@
+//! What a container's mounts become when it starts: host directories the
+//! VM shares (virtio-fs), the guest mounts of those shares, and the list
+//! vminitd mounts into the container. Planned here, applied by the
+//! supervisor (shares, guest mounts) and vminitd (the container's).
+
+use std::path::PathBuf;
+
+use agent_proto::{ContainerMount, MountRequest, container_mount};
+
+use crate::vm;
+use crate::volume::{Volumes, spec};
+
+/// Where the guest mounts the directory shared under `tag`.
+fn guest_dir(tag: &str) -> String {
+    format!("/run/container/shares/{tag}")
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// One per host directory, however many mounts use it.
+    pub shares: Vec<vm::Share>,
+    /// The guest mounts of the shares, before the container is made.
+    pub guest: Vec<MountRequest>,
+    /// For vminitd: the container's mounts, in the user's order.
+    pub container: Vec<ContainerMount>,
+}
+
+/// Plans a container's mounts. A bound file is reached through a share of
+/// its directory (virtio-fs shares directories); the container sees only
+/// the file. A directory shared by several mounts is shared once, and
+/// read-only only if every one of them is.
+pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Plan {
+    let mut plan = Plan::default();
+    for mount in mounts {
+        let (host_dir, file, populate) = match &mount.kind {
+            spec::Kind::Tmpfs { size, mode, flags } => {
+                let mut options = Vec::new();
+                if let Some(size) = size {
+                    options.push(format!("size={size}"));
+                }
+                if let Some(mode) = mode {
+                    options.push(format!("mode={mode:o}"));
+                }
+                plan.container.push(ContainerMount {
+                    kind: container_mount::Kind::Tmpfs as i32,
+                    target: mount.target.clone(),
+                    read_only: mount.read_only,
+                    options: options.join(","),
+                    flags: flags.clone(),
+                    ..Default::default()
+                });
+                continue;
+            }
+            spec::Kind::Volume { name, no_copy, .. } => (volumes.data(name), None, !no_copy),
+            spec::Kind::Bind { source } if source.is_dir() => (source.clone(), None, false),
+            spec::Kind::Bind { source } => (
+                source.parent().map(PathBuf::from).unwrap_or_default(),
+                source.file_name().map(|f| f.to_string_lossy().into_owned()),
+                false,
+            ),
+        };
+        let tag = share(&mut plan, host_dir, mount.read_only);
+        let mut source = guest_dir(&tag);
+        if let Some(file) = file {
+            source = format!("{source}/{file}");
+        }
+        plan.container.push(ContainerMount {
+            kind: container_mount::Kind::Bind as i32,
+            source,
+            target: mount.target.clone(),
+            read_only: mount.read_only,
+            populate,
+            ..Default::default()
+        });
+    }
+    for share in &plan.shares {
+        plan.guest.push(MountRequest {
+            source: share.tag.clone(),
+            target: guest_dir(&share.tag),
+            fstype: "virtiofs".into(),
+            options: if share.read_only {
+                vec!["ro".into()]
+            } else {
+                vec![]
+            },
+            grow: false,
+        });
+    }
+    plan
+}
+
+/// Fails, naming it, if a shared directory is gone since the container was
+/// created (a volume removed with `--force`, a host directory deleted):
+/// better than the VM's helper failing.
+pub fn check_sources(plan: &Plan) -> Result<(), super::Error> {
+    for share in &plan.shares {
+        if !share.path.is_dir() {
+            return Err(super::Error::Io {
+                context: format!("mount {}", share.path.display()),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The tag of the share of `dir`, added if new.
+fn share(plan: &mut Plan, dir: PathBuf, read_only: bool) -> String {
+    if let Some(share) = plan.shares.iter_mut().find(|s| s.path == dir) {
+        share.read_only &= read_only;
+        return share.tag.clone();
+    }
+    let tag = format!("share{}", plan.shares.len());
+    plan.shares.push(vm::Share {
+        tag: tag.clone(),
+        path: dir,
+        read_only,
+    });
+    tag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(kind: spec::Kind, target: &str, read_only: bool) -> spec::Mount {
+        spec::Mount {
+            kind,
+            target: target.into(),
+            read_only,
+        }
+    }
+
+    #[test]
+    fn shares_once_per_directory_and_binds_files_through_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.conf");
+        std::fs::write(&file, b"x").unwrap();
+        let volumes = Volumes::open(dir.path()).unwrap();
+        let bind = |source: &std::path::Path| spec::Kind::Bind {
+            source: source.into(),
+        };
+        let plan = plan(
+            &[
+                mount(bind(dir.path()), "/src", true),
+                mount(bind(&file), "/etc/app.conf", false),
+                mount(
+                    spec::Kind::Volume {
+                        name: "data".into(),
+                        anonymous: false,
+                        no_copy: false,
+                    },
+                    "/data",
+                    false,
+                ),
+                mount(
+                    spec::Kind::Tmpfs {
+                        size: Some(1 << 20),
+                        mode: Some(0o1777),
+                        flags: vec!["noexec".into()],
+                    },
+                    "/tmp",
+                    false,
+                ),
+            ],
+            &volumes,
+        );
+        assert_eq!(plan.shares.len(), 2, "{:?}", plan.shares);
+        assert_eq!(plan.shares[0].path, dir.path());
+        assert!(
+            !plan.shares[0].read_only,
+            "one writable use makes it writable"
+        );
+        assert_eq!(plan.shares[1].path, volumes.data("data"));
+        assert_eq!(plan.guest.len(), 2);
+        assert_eq!(plan.guest[0].fstype, "virtiofs");
+        assert_eq!(plan.guest[0].source, "share0");
+        let sources: Vec<&str> = plan.container.iter().map(|m| m.source.as_str()).collect();
+        assert_eq!(
+            sources,
+            [
+                "/run/container/shares/share0",
+                "/run/container/shares/share0/app.conf",
+                "/run/container/shares/share1",
+                ""
+            ]
+        );
+        assert!(plan.container[0].read_only);
+        assert!(
+            plan.container[2].populate,
+            "a volume is filled from the image"
+        );
+        assert!(!plan.container[0].populate, "a host directory is not");
+        assert_eq!(plan.container[3].options, "size=1048576,mode=1777");
+        assert_eq!(plan.container[3].kind(), container_mount::Kind::Tmpfs);
+    }
+}

@@ -1,0 +1,411 @@
+//! Volumes: named directories under the app root that outlive containers,
+//! and the mounts containers are created with ([`spec`]).
+//!
+//! A volume is `volumes/<name>/`: its record `volume.json`, its data in
+//! `_data/` (shared into each VM that mounts it with virtio-fs, so two
+//! running containers can use one volume at once and see each other's
+//! writes), and `users/<container id>`, one empty file per container
+//! created with it. Like network leases, the users let `volume rm` refuse a
+//! volume in use without reading the runtime's records. A volume is made in
+//! a hidden temp directory and renamed into place, and removed by renaming
+//! it away first, so a crash never leaves half a volume listed.
+
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
+    #[error(
+        "invalid volume name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+    )]
+    InvalidName(String),
+    #[error(
+        "volume {volume} is in use by containers: {containers} (remove them first, or use --force)"
+    )]
+    InUse { volume: String, containers: String },
+    #[error("unknown volume option {0:?}: volumes are directories and take no options")]
+    UnknownOption(String),
+    #[error("invalid {flag} {spec:?}: {reason}")]
+    InvalidMount {
+        flag: &'static str,
+        spec: String,
+        reason: String,
+    },
+    #[error("two mounts on {0}: a target takes one")]
+    DuplicateTarget(String),
+    #[error("bind source {path}: {source}")]
+    BindSource {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("corrupt volume record {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Atomic(#[from] atomic::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// A volume's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Made for one container (`-v /path`, an image's `VOLUME`), which
+    /// takes it along when removed with `-v` or `--rm`.
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// The volumes of one app root.
+#[derive(Debug, Clone)]
+pub struct Volumes {
+    root: PathBuf,
+}
+
+const RECORD: &str = "volume.json";
+const DATA: &str = "_data";
+const USERS: &str = "users";
+
+impl Volumes {
+    /// Opens `volumes/` under the app root, removing what crashed
+    /// creations and removals left.
+    pub fn open(app_root: &Path) -> Result<Volumes, Error> {
+        let root = app_root.join("volumes");
+        std::fs::create_dir_all(&root).map_err(io(format!("create {}", root.display())))?;
+        atomic::remove_orphans(&root);
+        Ok(Volumes { root })
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The directory containers see at the mount's target.
+    pub fn data(&self, name: &str) -> PathBuf {
+        self.dir(name).join(DATA)
+    }
+
+    fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+        Ok(atomic::lock(&self.root.join(".lock"))?)
+    }
+
+    /// Creates a volume; one that exists is returned as it is (Docker's
+    /// `volume create` does the same). Without a name it gets a random one.
+    pub fn create(
+        &self,
+        name: Option<&str>,
+        labels: BTreeMap<String, String>,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Volume, Error> {
+        if let Some(key) = options.keys().next() {
+            return Err(Error::UnknownOption(key.clone()));
+        }
+        let name = match name {
+            Some(name) if !crate::name::valid(name) => {
+                return Err(Error::InvalidName(name.to_string()));
+            }
+            Some(name) => name.to_string(),
+            None => random_name()?,
+        };
+        self.make(Volume {
+            name,
+            created: now(),
+            labels,
+            anonymous: false,
+        })
+    }
+
+    /// A new anonymous volume for one container.
+    pub fn create_anonymous(&self) -> Result<Volume, Error> {
+        self.make(Volume {
+            name: random_name()?,
+            created: now(),
+            labels: BTreeMap::new(),
+            anonymous: true,
+        })
+    }
+
+    /// Writes the volume in a temp directory and renames it into place; if
+    /// another process made it first, theirs is returned.
+    fn make(&self, volume: Volume) -> Result<Volume, Error> {
+        if let Some(existing) = self.load(&volume.name)? {
+            return Ok(existing);
+        }
+        let temp = atomic::temp_path(&self.root, &volume.name);
+        let result = (|| {
+            std::fs::create_dir_all(temp.join(DATA))
+                .map_err(io(format!("create {}", temp.display())))?;
+            std::fs::create_dir(temp.join(USERS))
+                .map_err(io(format!("create {}", temp.display())))?;
+            let json = serde_json::to_vec_pretty(&volume).expect("a volume serializes");
+            atomic::write_file(&temp.join(RECORD), &json, 0o644)?;
+            match std::fs::rename(&temp, self.dir(&volume.name)) {
+                Ok(()) => Ok(volume.clone()),
+                // Made meanwhile by someone else.
+                Err(e) if self.dir(&volume.name).join(RECORD).exists() => {
+                    tracing::debug!("volume {} appeared meanwhile: {e}", volume.name);
+                    self.get(&volume.name)
+                }
+                Err(e) => Err(io(format!("create volume {}", volume.name))(e)),
+            }
+        })();
+        let _ = std::fs::remove_dir_all(&temp);
+        result
+    }
+
+    /// A volume's record; None if there is no such volume.
+    fn load(&self, name: &str) -> Result<Option<Volume>, Error> {
+        if !crate::name::valid(name) {
+            return Ok(None);
+        }
+        let path = self.dir(name).join(RECORD);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(format!("read {}", path.display()))(e)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    pub fn get(&self, name: &str) -> Result<Volume, Error> {
+        self.load(name)?
+            .ok_or_else(|| Error::NoSuchVolume(name.to_string()))
+    }
+
+    /// Every volume, and apart the records that cannot be read (so one
+    /// broken volume does not hide the others).
+    pub fn list(&self) -> Result<(Vec<Volume>, Vec<Error>), Error> {
+        let entries =
+            std::fs::read_dir(&self.root).map_err(io(format!("read {}", self.root.display())))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        names.sort();
+        let mut volumes = Vec::new();
+        let mut broken = Vec::new();
+        for name in names {
+            match self.load(&name) {
+                Ok(Some(volume)) => volumes.push(volume),
+                Ok(None) => {}
+                Err(e) => broken.push(e),
+            }
+        }
+        Ok((volumes, broken))
+    }
+
+    /// Records that `container` uses the volume, which must exist.
+    pub fn attach(&self, name: &str, container: &str) -> Result<(), Error> {
+        let _lock = self.lock()?;
+        self.get(name)?;
+        let path = self.dir(name).join(USERS).join(container);
+        std::fs::write(&path, b"").map_err(io(format!("write {}", path.display())))
+    }
+
+    /// Forgets that `container` uses the volume (gone already is fine).
+    pub fn detach(&self, name: &str, container: &str) -> Result<(), Error> {
+        let path = self.dir(name).join(USERS).join(container);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(format!("remove {}", path.display()))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The IDs of the containers created with the volume, sorted.
+    pub fn users(&self, name: &str) -> Result<Vec<String>, Error> {
+        let dir = self.dir(name).join(USERS);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(io(format!("read {}", dir.display()))(e)),
+        };
+        let mut users: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        users.sort();
+        Ok(users)
+    }
+
+    /// Removes a volume and its data; one in use only with `force`.
+    pub fn remove(&self, name: &str, force: bool) -> Result<(), Error> {
+        let _lock = self.lock()?;
+        let dir = self.dir(name);
+        // Not `get`: a volume whose record is broken is still removable.
+        if !crate::name::valid(name) || !dir.is_dir() {
+            return Err(Error::NoSuchVolume(name.to_string()));
+        }
+        let users = self.users(name)?;
+        if !users.is_empty() && !force {
+            let short: Vec<&str> = users.iter().map(|id| &id[..id.len().min(12)]).collect();
+            return Err(Error::InUse {
+                volume: name.to_string(),
+                containers: short.join(", "),
+            });
+        }
+        // Renamed away first: from here on it is not listed, and if we die
+        // half-way through the delete, the next open finishes it.
+        let away = atomic::temp_path(&self.root, name);
+        std::fs::rename(&dir, &away).map_err(io(format!("remove volume {name}")))?;
+        std::fs::remove_dir_all(&away).map_err(io(format!("remove {}", away.display())))
+    }
+
+    /// Bytes the volume's files take on disk.
+    pub fn disk_usage(&self, name: &str) -> u64 {
+        disk_usage(&self.data(name))
+    }
+}
+
+/// Bytes allocated to everything under `path` (not following symlinks).
+fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    let children = std::fs::read_dir(path).into_iter().flatten().flatten();
+    own + children.map(|e| disk_usage(&e.path())).sum::<u64>()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 64 hex digits, as Docker names anonymous volumes.
+fn random_name() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(io("open /dev/urandom"))?,
+        &mut bytes,
+    )
+    .map_err(io("read /dev/urandom"))?;
+    Ok(hex::encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volumes() -> (tempfile::TempDir, Volumes) {
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = Volumes::open(dir.path()).unwrap();
+        (dir, volumes)
+    }
+
+    #[test]
+    fn create_is_idempotent_and_lists() {
+        let (_dir, volumes) = volumes();
+        let labels = BTreeMap::from([("team".to_string(), "db".to_string())]);
+        let first = volumes
+            .create(Some("data"), labels.clone(), &BTreeMap::new())
+            .unwrap();
+        assert_eq!(first.labels, labels);
+        assert!(volumes.data("data").is_dir());
+        let again = volumes
+            .create(Some("data"), BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        assert_eq!(again, first, "the existing volume, unchanged");
+        let anonymous = volumes.create_anonymous().unwrap();
+        assert_eq!(anonymous.name.len(), 64);
+        let (all, broken) = volumes.list().unwrap();
+        assert!(broken.is_empty());
+        let mut names: Vec<_> = all.iter().map(|v| v.name.clone()).collect();
+        names.sort();
+        let mut expected = vec!["data".to_string(), anonymous.name];
+        expected.sort();
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn bad_names_and_options_are_refused() {
+        let (_dir, volumes) = volumes();
+        let none = BTreeMap::new();
+        assert!(matches!(
+            volumes.create(Some("../x"), BTreeMap::new(), &none),
+            Err(Error::InvalidName(_))
+        ));
+        let size = BTreeMap::from([("size".to_string(), "1G".to_string())]);
+        assert!(matches!(
+            volumes.create(Some("v"), BTreeMap::new(), &size),
+            Err(Error::UnknownOption(key)) if key == "size"
+        ));
+        assert!(matches!(volumes.get("nope"), Err(Error::NoSuchVolume(_))));
+    }
+
+    #[test]
+    fn in_use_volumes_are_removed_only_by_force() {
+        let (_dir, volumes) = volumes();
+        volumes
+            .create(Some("v"), BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        std::fs::write(volumes.data("v").join("f"), b"x").unwrap();
+        volumes.attach("v", "abcdef0123456789").unwrap();
+        assert!(matches!(
+            volumes.remove("v", false),
+            Err(Error::InUse { containers, .. }) if containers == "abcdef012345"
+        ));
+        volumes.detach("v", "abcdef0123456789").unwrap();
+        volumes.remove("v", false).unwrap();
+        assert!(matches!(volumes.get("v"), Err(Error::NoSuchVolume(_))));
+        assert!(matches!(
+            volumes.attach("v", "c"),
+            Err(Error::NoSuchVolume(_))
+        ));
+        volumes
+            .create(Some("w"), BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        volumes.attach("w", "c").unwrap();
+        volumes.remove("w", true).unwrap();
+    }
+
+    #[test]
+    fn a_broken_record_is_listed_apart_and_removable() {
+        let (_dir, volumes) = volumes();
+        volumes
+            .create(Some("good"), BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        volumes
+            .create(Some("bad"), BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        std::fs::write(volumes.dir("bad").join(RECORD), b"{trunc").unwrap();
+        let (all, broken) = volumes.list().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(broken.len(), 1);
+        assert!(broken[0].to_string().contains("bad"));
+        volumes.remove("bad", false).unwrap();
+        assert!(volumes.list().unwrap().1.is_empty());
+    }
+}
