@@ -291,6 +291,48 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
 }
 
 #[test]
+fn cp_reaches_created_and_stopped_containers_and_their_volumes() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let host = tempfile::tempdir().unwrap();
+    let conf = host.path().join("app.conf");
+    std::fs::write(&conf, "copied in\n").unwrap();
+    run(
+        &cli,
+        &[
+            "create",
+            "--name",
+            "c",
+            "-v",
+            "data:/data",
+            &image,
+            "sh",
+            "-c",
+            "cat /data/app.conf && echo changed > /etc/motd",
+        ],
+    );
+    // Into a container that never ran, through to its volume.
+    run(&cli, &["cp", conf.to_str().unwrap(), "c:/data/"]);
+    let data: serde_json::Value =
+        serde_json::from_str(&run(&cli, &["volume", "inspect", "data"])).unwrap();
+    let data_dir = Path::new(data[0]["mountpoint"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(data_dir.join("app.conf")).unwrap(),
+        "copied in\n"
+    );
+    assert_eq!(run(&cli, &["start", "-a", "c"]), "copied in\n");
+    // Out of it once stopped.
+    let out = host.path().join("motd");
+    run(&cli, &["cp", "c:/etc/motd", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "changed\n");
+    // Still stopped, and nothing of the brief VMs is left.
+    let inspect: serde_json::Value = serde_json::from_str(&run(&cli, &["inspect", "c"])).unwrap();
+    assert_eq!(inspect[0]["status"], "stopped");
+    assert_eq!(cli.processes(), Vec::<String>::new());
+}
+
+#[test]
 fn bad_mount_specs_fail_before_anything_is_made() {
     let registry = Registry::start();
     let image = registry.busybox();

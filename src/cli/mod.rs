@@ -58,10 +58,10 @@ enum Command {
     Wait(container::WaitArgs),
     /// Show containers' resource use.
     Stats(container::StatsArgs),
-    /// Copy files between a running container and the host.
+    /// Copy files between a container and the host (a stopped one is booted briefly).
     #[command(alias = "cp")]
     Copy(container::CopyArgs),
-    /// Write a running container's filesystem as a tar.
+    /// Write a container's filesystem as a tar.
     Export(container::ExportArgs),
     /// Remove every stopped container.
     Prune(container::PruneArgs),

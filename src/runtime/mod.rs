@@ -727,13 +727,13 @@ pub enum CopyEnd {
     File(PathBuf),
 }
 
-/// Copies `path` out of a running container to `to`: a host path (Docker's
+/// Copies `path` out of a container to `to`: a host path (Docker's
 /// rules, see `agent_proto::copy`) or a tar on stdout.
 pub async fn copy_out(container: &Container, path: &str, to: CopyEnd) -> Result<(), Error> {
     read_out(container, agent_proto::Builtin::CopyOut, path, to).await
 }
 
-/// Writes a tar of a running container's whole filesystem to `to` (a file,
+/// Writes a tar of a container's whole filesystem to `to` (a file,
 /// or stdout).
 pub async fn export(container: &Container, to: Option<PathBuf>) -> Result<(), Error> {
     let sink = match to {
@@ -749,7 +749,20 @@ async fn read_out(
     path: &str,
     to: CopyEnd,
 ) -> Result<(), Error> {
-    let agent = running_agent(container).await?;
+    let (agent, borrowed) = reach(container).await?;
+    let result = read_out_with(agent, builtin, path, to).await;
+    if let Some(borrowed) = borrowed {
+        borrowed.finish().await;
+    }
+    result
+}
+
+async fn read_out_with(
+    agent: agent::Client,
+    builtin: agent_proto::Builtin,
+    path: &str,
+    to: CopyEnd,
+) -> Result<(), Error> {
     let context = match &to {
         CopyEnd::Path(path) | CopyEnd::File(path) => format!("write {}", path.display()),
         CopyEnd::Stdio => "write the copy".to_string(),
@@ -779,14 +792,26 @@ async fn read_out(
     copied
 }
 
-/// Copies `from` (a host path, or with None a tar on stdin) into a running
+/// Copies `from` (a host path, or with None a tar on stdin) into a
 /// container at `path`.
 pub async fn copy_in(
     container: &Container,
     from: Option<PathBuf>,
     path: &str,
 ) -> Result<(), Error> {
-    let agent = running_agent(container).await?;
+    let (agent, borrowed) = reach(container).await?;
+    let result = copy_in_with(agent, from, path).await;
+    if let Some(borrowed) = borrowed {
+        borrowed.finish().await;
+    }
+    result
+}
+
+async fn copy_in_with(
+    agent: agent::Client,
+    from: Option<PathBuf>,
+    path: &str,
+) -> Result<(), Error> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let source = tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter(tx);
@@ -808,11 +833,19 @@ pub async fn copy_in(
     copied
 }
 
-async fn running_agent(container: &Container) -> Result<agent::Client, Error> {
-    if container.state()?.status != Status::Running {
-        return Err(Error::NotRunning(container.config.name.clone()));
+/// The agent of a container's VM: its supervisor's when it runs; else a
+/// VM booted for the moment, which the caller finishes.
+async fn reach(
+    container: &Container,
+) -> Result<(agent::Client, Option<supervisor::Borrowed>), Error> {
+    if container.state()?.status == Status::Running {
+        return Ok((
+            agent::connect_socket(&container.agent_socket()).await?,
+            None,
+        ));
     }
-    Ok(agent::connect_socket(&container.agent_socket()).await?)
+    let borrowed = supervisor::borrow(container).await?;
+    Ok((borrowed.agent.clone(), Some(borrowed)))
 }
 
 /// Blocking reads from chunks sent by async code.

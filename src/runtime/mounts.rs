@@ -89,10 +89,18 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Plan {
     plan
 }
 
-/// Fails, naming it, if a shared directory is gone since the container was
-/// created (a volume removed with `--force`, a host directory deleted):
-/// better than the VM's helper failing.
-pub fn check_sources(plan: &Plan) -> Result<(), super::Error> {
+/// The plan for a container about to boot. Fails, naming it, if a shared
+/// directory is gone since the container was created (a volume removed
+/// with `--force`, a host directory deleted): better than the VM's helper
+/// failing.
+pub fn plan_for(container: &super::Container) -> Result<Plan, super::Error> {
+    let volumes = Volumes::open(container.app_root())?;
+    let plan = plan(&container.config.spec.mounts, &volumes);
+    check_sources(&plan)?;
+    Ok(plan)
+}
+
+fn check_sources(plan: &Plan) -> Result<(), super::Error> {
     for share in &plan.shares {
         if !share.path.is_dir() {
             return Err(super::Error::Io {

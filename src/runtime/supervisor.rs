@@ -27,7 +27,6 @@ use super::mounts::Plan;
 use super::{Error, agent, io, logs, process_ref};
 use crate::network::{self, Endpoint, Network, Networks};
 use crate::vm::{self, VirtualMachine, VmConfig};
-use crate::volume::Volumes;
 
 /// The hidden CLI command that runs a supervisor.
 pub const SUPERVISE_COMMAND: &str = "__supervise";
@@ -245,28 +244,12 @@ async fn run(
     size: Option<(u32, u32)>,
     report: &mut Report,
 ) -> Result<Ended, Error> {
-    let app_root = container.app_root();
-    let spec = &container.config.spec;
-    let kernel = vm::Kernel::find(app_root)?;
-    let vminitd = vm::initfs::vminitd_path().map_err(vm::Error::from)?;
     let run_dir = container.run_dir();
     std::fs::create_dir_all(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
-    let mounts = super::mounts::plan(&spec.mounts, &Volumes::open(app_root)?);
-    super::mounts::check_sources(&mounts)?;
+    let mounts = super::mounts::plan_for(container)?;
     let mut plugged = Plugged::plug(container)?;
-    let config = VmConfig {
-        kernel,
-        vminitd,
-        cache_dir: app_root.join("kernel"),
-        kernel_args: vec![],
-        cpus: spec.cpus.unwrap_or(DEFAULT_CPUS),
-        memory_mib: spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
-        disks: vec![container.config.disk.clone()],
-        nics: plugged.iter().map(|p| p.nic.clone()).collect(),
-        shares: mounts.shares.clone(),
-        run_dir,
-        console_log: container.boot_log(),
-    };
+    let nics = plugged.iter().map(|p| p.nic.clone()).collect();
+    let config = vm_config(container, nics, &mounts, run_dir, container.boot_log())?;
     let result = match vm::boot(&config).await {
         Ok(mut vm) => {
             let log = &config.console_log;
@@ -595,32 +578,8 @@ async fn run_main_process(
         plugged.configure_guest(agent, container).await?;
     }
     let plugged = plugged.as_deref();
-    agent
-        .mount(MountRequest {
-            source: "/dev/vda".into(),
-            target: ROOTFS.into(),
-            fstype: "ext4".into(),
-            // Explicit, as Apple's runtime mounts it: data reaches the disk
-            // before the metadata that points at it is committed.
-            options: vec!["data=ordered".into()],
-            grow: container.config.spec.rootfs_bytes.is_some(),
-        })
-        .await?;
-    for share in &mounts.guest {
-        agent.mount(share.clone()).await?;
-    }
-    let (process, mut config) = main_process(container, plugged, size)?;
-    config.mounts = mounts.container.clone();
-    agent
-        .create_process(CreateProcessRequest {
-            id: INIT_PROCESS.into(),
-            process: Some(process),
-            target: Some(Target::Container(NewContainer {
-                root: ROOTFS.into(),
-                config: Some(config),
-            })),
-        })
-        .await?;
+    let (process, config) = main_process(container, plugged, size)?;
+    create_container(agent, container, mounts, process, config).await?;
     let mut output = agent
         .read_output(process_ref(INIT_PROCESS))
         .await?
@@ -649,6 +608,126 @@ async fn run_main_process(
     proxy.abort();
     let _ = std::fs::remove_file(container.agent_socket());
     Ok(Ended::Exited(exit.exit_code))
+}
+
+/// Mounts the container's disk and shares in the guest, and creates its
+/// main process (not started) in a new container with its mounts.
+async fn create_container(
+    agent: &mut agent::Client,
+    container: &Container,
+    mounts: &Plan,
+    process: ProcessSpec,
+    mut config: ContainerConfig,
+) -> Result<(), Error> {
+    agent
+        .mount(MountRequest {
+            source: "/dev/vda".into(),
+            target: ROOTFS.into(),
+            fstype: "ext4".into(),
+            // Explicit, as Apple's runtime mounts it: data reaches the disk
+            // before the metadata that points at it is committed.
+            options: vec!["data=ordered".into()],
+            grow: container.config.spec.rootfs_bytes.is_some(),
+        })
+        .await?;
+    for share in &mounts.guest {
+        agent.mount(share.clone()).await?;
+    }
+    config.mounts = mounts.container.clone();
+    agent
+        .create_process(CreateProcessRequest {
+            id: INIT_PROCESS.into(),
+            process: Some(process),
+            target: Some(Target::Container(NewContainer {
+                root: ROOTFS.into(),
+                config: Some(config),
+            })),
+        })
+        .await?;
+    Ok(())
+}
+
+/// A stopped (or never started) container's VM, booted only to reach its
+/// files (`cp`, `export`): its disk and mounts as when it runs, no
+/// network, and a main process that only waits, so the copy tools run
+/// inside the container as they do in a running one. Its state stays as it
+/// was, and its sockets live apart from those of a supervisor.
+pub(crate) struct Borrowed {
+    vm: vm::Vm,
+    pub agent: agent::Client,
+    run_dir: std::path::PathBuf,
+}
+
+pub(crate) async fn borrow(container: &Container) -> Result<Borrowed, Error> {
+    let short = &container.id()[..12];
+    let run_dir = std::env::temp_dir().join(format!("container-{short}-{}", std::process::id()));
+    let console_log = run_dir.join("boot.log");
+    let mounts = super::mounts::plan_for(container)?;
+    let config = vm_config(
+        container,
+        vec![],
+        &mounts,
+        run_dir.clone(),
+        console_log.clone(),
+    )?;
+    let mut vm = vm::boot(&config).await?;
+    let agent = async {
+        let mut ready = vm.listen(READY_PORT)?;
+        vm::wait_ready(&mut vm, &mut ready, BOOT_TIMEOUT, &console_log).await?;
+        let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
+        let (_, config) = main_process(container, None, None)?;
+        let mut pause = ProcessSpec {
+            args: vec!["pause".into()],
+            ..Default::default()
+        };
+        pause.set_builtin(agent_proto::Builtin::Pause);
+        create_container(&mut agent, container, &mounts, pause, config).await?;
+        agent.start_process(process_ref(INIT_PROCESS)).await?;
+        Ok::<_, Error>(agent)
+    }
+    .await;
+    match agent {
+        Ok(agent) => Ok(Borrowed { vm, agent, run_dir }),
+        Err(e) => {
+            stop_vm(vm, &console_log).await;
+            let _ = std::fs::remove_dir_all(&run_dir);
+            Err(e)
+        }
+    }
+}
+
+impl Borrowed {
+    /// Powers the VM off; the guest syncs and unmounts the disk first.
+    pub async fn finish(mut self) {
+        let _ = self.agent.shutdown(ShutdownRequest {}).await;
+        stop_vm(self.vm, &self.run_dir.join("boot.log")).await;
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// The VM a container runs in: its size, disk, interfaces and shares.
+fn vm_config(
+    container: &Container,
+    nics: Vec<vm::Nic>,
+    mounts: &Plan,
+    run_dir: std::path::PathBuf,
+    console_log: std::path::PathBuf,
+) -> Result<VmConfig, Error> {
+    let app_root = container.app_root();
+    let spec = &container.config.spec;
+    Ok(VmConfig {
+        kernel: vm::Kernel::find(app_root)?,
+        vminitd: vm::initfs::vminitd_path().map_err(vm::Error::from)?,
+        cache_dir: app_root.join("kernel"),
+        kernel_args: vec![],
+        cpus: spec.cpus.unwrap_or(DEFAULT_CPUS),
+        memory_mib: spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
+        disks: vec![container.config.disk.clone()],
+        nics,
+        shares: mounts.shares.clone(),
+        run_dir,
+        console_log,
+    })
 }
 
 /// The container's main process and its container-wide settings.

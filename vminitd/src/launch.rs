@@ -392,6 +392,9 @@ fn run_builtin(w: &Workload) -> ! {
         agent_proto::Builtin::Export => {
             agent_proto::copy::pack_filesystem(path, std::io::stdout().lock())
         }
+        agent_proto::Builtin::Pause => loop {
+            nix::unistd::pause();
+        },
         agent_proto::Builtin::None => Ok(()),
     };
     match result {
