@@ -120,6 +120,15 @@ pub fn lock_shared(path: &Path) -> Result<Flock<File>, Error> {
     flock(path, FlockArg::LockShared)
 }
 
+/// An exclusive flock on `path` if no one holds one; None if someone does.
+pub fn try_lock(path: &Path) -> Result<Option<Flock<File>>, Error> {
+    match flock(path, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e) if e.source.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn flock(path: &Path, mode: FlockArg) -> Result<Flock<File>, Error> {
     let file = OpenOptions::new()
         .create(true)

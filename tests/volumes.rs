@@ -107,6 +107,7 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
     std::fs::write(src.join("hello"), "from the host\n").unwrap();
     std::fs::write(ro.join("keep"), "read me\n").unwrap();
     std::fs::write(host.path().join("app.conf"), "version=1\n").unwrap();
+    run(&cli, &["volume", "create", "--opt", "size=32M", "sized"]);
     let src_spec = format!("{}:/src", src.display());
     let ro_spec = format!("{}:/ro:ro", ro.display());
 
@@ -134,6 +135,8 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
             "/anon",
             "--tmpfs",
             "/scratch:size=16m",
+            "-v",
+            "sized:/sized",
             &image,
             "sleep",
             "600",
@@ -209,15 +212,27 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
         "{mounts}"
     );
 
+    // A sized volume is a disk of its own, full at its size, and one
+    // running container's at a time.
+    let sized = exec_ok(&cli, "a", "grep ' /sized ' /proc/mounts");
+    assert!(sized.starts_with("/dev/vdb /sized ext4 "), "{sized}");
+    let full = exec(&cli, "a", "dd if=/dev/zero of=/sized/big bs=1M count=64");
+    assert!(text(&full).1.contains("No space left"), "{}", text(&full).1);
+    let taken = cli.run(&["run", "--rm", "-v", "sized:/s", &image, "true"]);
+    let stderr = text(&taken).1;
+    assert_eq!(taken.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("another one uses it now"), "{stderr}");
+
     // inspect shows the mounts.
     let inspect: serde_json::Value = serde_json::from_str(&run(&cli, &["inspect", "a"])).unwrap();
     let mounts = inspect[0]["mounts"].as_array().unwrap();
-    assert_eq!(mounts.len(), 7, "{mounts:?}");
+    assert_eq!(mounts.len(), 8, "{mounts:?}");
     assert_eq!(mounts[0]["type"], "bind");
     assert_eq!(mounts[0]["source"], src.display().to_string());
     assert_eq!(mounts[1]["read_only"], true);
     assert_eq!(mounts[3]["name"], "shared");
-    assert_eq!(mounts[6]["type"], "tmpfs");
+    assert_eq!(mounts[6]["name"], "sized");
+    assert_eq!(mounts[7]["type"], "tmpfs");
     let anonymous_a = mounts[5]["name"].as_str().unwrap().to_string();
     assert_eq!(anonymous_a.len(), 64);
 
@@ -326,6 +341,17 @@ fn cp_reaches_created_and_stopped_containers_and_their_volumes() {
     let out = host.path().join("motd");
     run(&cli, &["cp", "c:/etc/motd", out.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "changed\n");
+    let tar = host.path().join("c.tar");
+    run(&cli, &["export", "-o", tar.to_str().unwrap(), "c"]);
+    let mut archive = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let motd = archive
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().to_str() == Some("etc/motd"));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut motd.expect("etc/motd in the export"), &mut text).unwrap();
+    assert_eq!(text, "changed\n");
     // Still stopped, and nothing of the brief VMs is left.
     let inspect: serde_json::Value = serde_json::from_str(&run(&cli, &["inspect", "c"])).unwrap();
     assert_eq!(inspect[0]["status"], "stopped");
@@ -403,9 +429,15 @@ fn volume_commands_create_list_inspect_remove_and_prune() {
     assert!(listed.starts_with("NAME"), "{listed}");
     assert!(listed.contains("data"), "{listed}");
 
-    let refused = cli.run(&["volume", "create", "--opt", "size=1G", "sized"]);
+    let refused = cli.run(&["volume", "create", "--opt", "colour=red", "odd"]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(text(&refused).1.contains("unknown volume option \"size\""));
+    assert!(
+        text(&refused)
+            .1
+            .contains("unknown volume option \"colour\"")
+    );
+    let refused = cli.run(&["volume", "create", "--opt", "size=1M", "tiny"]);
+    assert!(text(&refused).1.contains("invalid volume size \"1M\""));
     let refused = cli.run(&["volume", "create", "no/slash"]);
     assert!(text(&refused).1.contains("invalid volume name"));
     let missing = cli.run(&["volume", "rm", "data", "nosuch"]);
@@ -428,6 +460,18 @@ fn volume_commands_create_list_inspect_remove_and_prune() {
     );
     assert!(stderr.contains("corrupt volume record"), "{stderr}");
     assert_eq!(run(&cli, &["volume", "rm", "bad"]), "bad\n");
+
+    // system df counts them.
+    let good = cli.app_root.path().join("volumes/good/_data/file");
+    std::fs::write(&good, vec![7u8; 64 << 10]).unwrap();
+    let df: serde_json::Value =
+        serde_json::from_str(&run(&cli, &["system", "df", "--format", "json"])).unwrap();
+    assert_eq!(df["volumes"]["volumes"], 2, "{df}");
+    assert_eq!(df["volumes"]["active"], 0, "{df}");
+    assert!(df["volumes"]["bytes"].as_u64().unwrap() >= 64 << 10, "{df}");
+    assert_eq!(df["volumes"]["reclaimable_bytes"], df["volumes"]["bytes"]);
+    let df = run(&cli, &["system", "df"]);
+    assert!(df.lines().nth(2).unwrap().starts_with("Volumes  2"), "{df}");
 
     // prune: unused anonymous volumes; --all: named ones too.
     assert_eq!(run(&cli, &["volume", "prune"]), "");

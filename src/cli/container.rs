@@ -535,7 +535,11 @@ fn mounts_json(container: &Container) -> serde_json::Value {
         let (name, source) = match &m.kind {
             volume::spec::Kind::Bind { source } => (None, Some(source.clone())),
             volume::spec::Kind::Volume { name, .. } => {
-                (Some(name.clone()), volumes.as_ref().map(|v| v.data(name)))
+                let storage = volumes.as_ref().and_then(|v| {
+                    let volume = v.get(name).ok()?;
+                    Some(v.storage(&volume).path().to_path_buf())
+                });
+                (Some(name.clone()), storage)
             }
             volume::spec::Kind::Tmpfs { .. } => (None, None),
         };
@@ -801,7 +805,7 @@ pub struct ExportArgs {
     container: String,
 }
 
-/// Writes a running container's filesystem as a tar.
+/// Writes a container's filesystem as a tar.
 pub async fn export(app_root: &Path, args: ExportArgs) -> Result<i32> {
     let container = Containers::open(app_root)?.find(&args.container)?;
     runtime::export(&container, args.output).await?;

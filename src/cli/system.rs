@@ -77,8 +77,11 @@ pub async fn run(
         SystemCommand::Property(PropertyCommand::Clear { key }) => properties.set(&key, None)?,
         SystemCommand::Df { format } => {
             let usage = ImageStore::open(app_root)?.disk_usage()?;
+            let volumes = crate::volume::Volumes::open(app_root)?.usage()?;
             if let Format::Json = format {
-                println!("{}", serde_json::to_string_pretty(&usage)?);
+                let mut json = serde_json::to_value(&usage)?;
+                json["volumes"] = serde_json::to_value(&volumes)?;
+                println!("{}", serde_json::to_string_pretty(&json)?);
                 return Ok(0);
             }
             let header = ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from);
@@ -89,7 +92,14 @@ pub async fn run(
                 human_size(usage.content_bytes + usage.snapshot_bytes),
                 human_size(usage.reclaimable_bytes),
             ];
-            print_table([header, images].into_iter());
+            let volumes = [
+                "Volumes".to_string(),
+                volumes.volumes.to_string(),
+                volumes.active.to_string(),
+                human_size(volumes.bytes),
+                human_size(volumes.reclaimable_bytes),
+            ];
+            print_table([header, images, volumes].into_iter());
         }
         SystemCommand::Kernel(KernelCommand::Set(args)) => {
             let installed = match args.binary {

@@ -45,7 +45,9 @@ pub struct CreateArgs {
     /// A label, KEY=VALUE.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     label: Vec<String>,
-    /// A driver option, KEY=VALUE (volumes are directories: none is known yet).
+    /// size=SIZE: the volume is a disk of that size (ext4, the size enforced),
+    /// which one running container at a time can use; without it, a
+    /// directory any number of running containers can share.
     #[arg(short, long = "opt", value_name = "KEY=VALUE")]
     opt: Vec<String>,
     /// The volume's name [default: a random one].
@@ -69,7 +71,8 @@ fn json(volumes: &Volumes, volume: &Volume) -> Result<serde_json::Value> {
         "created": volume.created,
         "labels": volume.labels,
         "anonymous": volume.anonymous,
-        "mountpoint": volumes.data(&volume.name),
+        "size": volume.size,
+        "mountpoint": volumes.storage(volume).path(),
         "containers": volumes.users(&volume.name)?,
     }))
 }

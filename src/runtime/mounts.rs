@@ -1,36 +1,48 @@
 //! What a container's mounts become when it starts: host directories the
-//! VM shares (virtio-fs), the guest mounts of those shares, and the list
-//! vminitd mounts into the container. Planned here, applied by the
-//! supervisor (shares, guest mounts) and vminitd (the container's).
+//! VM shares (virtio-fs) and sized volumes' disks it attaches, the guest
+//! mounts of those, and the list vminitd mounts into the container. Planned
+//! here, applied by the supervisor (devices, guest mounts) and vminitd
+//! (the container's).
 
 use std::path::PathBuf;
 
 use agent_proto::{ContainerMount, MountRequest, container_mount};
 
 use crate::vm;
-use crate::volume::{Volumes, spec};
+use crate::volume::{self, Volumes, spec};
 
 /// Where the guest mounts the directory shared under `tag`.
 fn guest_dir(tag: &str) -> String {
     format!("/run/container/shares/{tag}")
 }
 
+/// Where the guest mounts a sized volume's disk.
+fn guest_disk_dir(volume: &str) -> String {
+    format!("/run/container/volumes/{volume}")
+}
+
 #[derive(Debug, Default)]
 pub struct Plan {
     /// One per host directory, however many mounts use it.
     pub shares: Vec<vm::Share>,
-    /// The guest mounts of the shares, before the container is made.
+    /// Sized volumes' disks, after the root disk (`/dev/vdb`, ...).
+    pub disks: Vec<vm::Disk>,
+    /// The guest mounts of the shares and disks, before the container is made.
     pub guest: Vec<MountRequest>,
     /// For vminitd: the container's mounts, in the user's order.
     pub container: Vec<ContainerMount>,
+    /// Sized volumes' disks are this VM's while these are held.
+    claims: Vec<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// Plans a container's mounts. A bound file is reached through a share of
 /// its directory (virtio-fs shares directories); the container sees only
 /// the file. A directory shared by several mounts is shared once, and
-/// read-only only if every one of them is.
-pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Plan {
+/// read-only only if every one of them is. A sized volume is its disk,
+/// attached once however many mounts use it.
+pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Result<Plan, volume::Error> {
     let mut plan = Plan::default();
+    let mut disk_volumes: Vec<String> = Vec::new();
     for mount in mounts {
         let (host_dir, file, populate) = match &mount.kind {
             spec::Kind::Tmpfs { size, mode, flags } => {
@@ -51,7 +63,32 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Plan {
                 });
                 continue;
             }
-            spec::Kind::Volume { name, no_copy, .. } => (volumes.data(name), None, !no_copy),
+            spec::Kind::Volume { name, no_copy, .. } => {
+                let volume = volumes.get(name)?;
+                match volumes.storage(&volume) {
+                    volume::Storage::Directory(dir) => (dir, None, !no_copy),
+                    volume::Storage::Disk(path) => {
+                        if !disk_volumes.contains(name) {
+                            disk_volumes.push(name.clone());
+                            plan.claims.push(volumes.claim_disk(&volume)?);
+                            plan.disks.push(vm::Disk {
+                                path,
+                                format: vm::DiskFormat::Raw,
+                                read_only: false,
+                            });
+                        }
+                        plan.container.push(ContainerMount {
+                            kind: container_mount::Kind::Bind as i32,
+                            source: guest_disk_dir(name),
+                            target: mount.target.clone(),
+                            read_only: mount.read_only,
+                            populate: !no_copy,
+                            ..Default::default()
+                        });
+                        continue;
+                    }
+                }
+            }
             spec::Kind::Bind { source } if source.is_dir() => (source.clone(), None, false),
             spec::Kind::Bind { source } => (
                 source.parent().map(PathBuf::from).unwrap_or_default(),
@@ -86,7 +123,17 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Plan {
             grow: false,
         });
     }
-    plan
+    // The root disk is /dev/vda; these follow it in order.
+    for (i, name) in disk_volumes.iter().enumerate() {
+        plan.guest.push(MountRequest {
+            source: format!("/dev/vd{}", (b'b' + i as u8) as char),
+            target: guest_disk_dir(name),
+            fstype: "ext4".into(),
+            options: vec!["data=ordered".into()],
+            grow: false,
+        });
+    }
+    Ok(plan)
 }
 
 /// The plan for a container about to boot. Fails, naming it, if a shared
@@ -95,7 +142,7 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Plan {
 /// failing.
 pub fn plan_for(container: &super::Container) -> Result<Plan, super::Error> {
     let volumes = Volumes::open(container.app_root())?;
-    let plan = plan(&container.config.spec.mounts, &volumes);
+    let plan = plan(&container.config.spec.mounts, &volumes)?;
     check_sources(&plan)?;
     Ok(plan)
 }
@@ -145,6 +192,14 @@ mod tests {
         let file = dir.path().join("app.conf");
         std::fs::write(&file, b"x").unwrap();
         let volumes = Volumes::open(dir.path()).unwrap();
+        let none = Default::default();
+        volumes
+            .create(Some("data"), Default::default(), &none)
+            .unwrap();
+        let sized = std::collections::BTreeMap::from([("size".into(), "16M".into())]);
+        volumes
+            .create(Some("db"), Default::default(), &sized)
+            .unwrap();
         let bind = |source: &std::path::Path| spec::Kind::Bind {
             source: source.into(),
         };
@@ -170,9 +225,19 @@ mod tests {
                     "/tmp",
                     false,
                 ),
+                mount(
+                    spec::Kind::Volume {
+                        name: "db".into(),
+                        anonymous: false,
+                        no_copy: true,
+                    },
+                    "/db",
+                    false,
+                ),
             ],
             &volumes,
-        );
+        )
+        .unwrap();
         assert_eq!(plan.shares.len(), 2, "{:?}", plan.shares);
         assert_eq!(plan.shares[0].path, dir.path());
         assert!(
@@ -180,9 +245,17 @@ mod tests {
             "one writable use makes it writable"
         );
         assert_eq!(plan.shares[1].path, volumes.data("data"));
-        assert_eq!(plan.guest.len(), 2);
+        assert_eq!(plan.guest.len(), 3);
         assert_eq!(plan.guest[0].fstype, "virtiofs");
         assert_eq!(plan.guest[0].source, "share0");
+        // The sized volume is the second disk, held by this plan.
+        assert_eq!(plan.disks.len(), 1);
+        assert_eq!(
+            (plan.guest[2].source.as_str(), plan.guest[2].target.as_str()),
+            ("/dev/vdb", "/run/container/volumes/db")
+        );
+        let db = volumes.get("db").unwrap();
+        assert!(volumes.claim_disk(&db).is_err(), "the plan holds the disk");
         let sources: Vec<&str> = plan.container.iter().map(|m| m.source.as_str()).collect();
         assert_eq!(
             sources,
@@ -190,9 +263,11 @@ mod tests {
                 "/run/container/shares/share0",
                 "/run/container/shares/share0/app.conf",
                 "/run/container/shares/share1",
-                ""
+                "",
+                "/run/container/volumes/db",
             ]
         );
+        assert!(!plan.container[4].populate, "nocopy");
         assert!(plan.container[0].read_only);
         assert!(
             plan.container[2].populate,

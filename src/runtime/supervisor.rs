@@ -722,7 +722,9 @@ fn vm_config(
         kernel_args: vec![],
         cpus: spec.cpus.unwrap_or(DEFAULT_CPUS),
         memory_mib: spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
-        disks: vec![container.config.disk.clone()],
+        disks: std::iter::once(container.config.disk.clone())
+            .chain(mounts.disks.iter().cloned())
+            .collect(),
         nics,
         shares: mounts.shares.clone(),
         run_dir,
@@ -1075,8 +1077,9 @@ mod tests {
                 root.path(),
             )
             .unwrap()],
-            &Volumes::open(root.path()).unwrap(),
-        );
+            &crate::volume::Volumes::open(root.path()).unwrap(),
+        )
+        .unwrap();
         let supervised = drive(
             &mut fake,
             &container,

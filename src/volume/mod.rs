@@ -5,7 +5,9 @@
 //! `_data/` (shared into each VM that mounts it with virtio-fs, so two
 //! running containers can use one volume at once and see each other's
 //! writes), and `users/<container id>`, one empty file per container
-//! created with it. Like network leases, the users let `volume rm` refuse a
+//! created with it. A volume created with a size is instead a disk of its
+//! own, `volume.ext4` (the kernel enforces the size), which one running
+//! container at a time can use, as Apple's volumes. Like network leases, the users let `volume rm` refuse a
 //! volume in use without reading the runtime's records. A volume is made in
 //! a hidden temp directory and renamed into place, and removed by renaming
 //! it away first, so a crash never leaves half a volume listed.
@@ -31,8 +33,19 @@ pub enum Error {
         "volume {volume} is in use by containers: {containers} (remove them first, or use --force)"
     )]
     InUse { volume: String, containers: String },
-    #[error("unknown volume option {0:?}: volumes are directories and take no options")]
+    #[error("unknown volume option {0:?}: the one option is size=SIZE")]
     UnknownOption(String),
+    #[error("invalid volume size {0:?}: give at least 16M, with a K, M, G or T suffix")]
+    InvalidSize(String),
+    #[error(
+        "volume {0} has a size, so it is a disk that one running container at a time can use, and another one uses it now"
+    )]
+    DiskInUse(String),
+    #[error("format the disk of volume {name}: {source}")]
+    Format {
+        name: String,
+        source: crate::ext4::Error,
+    },
     #[error("invalid {flag} {spec:?}: {reason}")]
     InvalidMount {
         flag: &'static str,
@@ -74,6 +87,26 @@ pub struct Volume {
     /// takes it along when removed with `-v` or `--rm`.
     #[serde(default)]
     pub anonymous: bool,
+    /// Bytes, for a volume that is a disk of this size (`--opt size=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// Where a volume's files are on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// A directory, shared with the VMs that mount it.
+    Directory(PathBuf),
+    /// An ext4 disk image, attached to the one VM that mounts it.
+    Disk(PathBuf),
+}
+
+impl Storage {
+    pub fn path(&self) -> &Path {
+        match self {
+            Storage::Directory(path) | Storage::Disk(path) => path,
+        }
+    }
 }
 
 /// The volumes of one app root.
@@ -84,6 +117,9 @@ pub struct Volumes {
 
 const RECORD: &str = "volume.json";
 const DATA: &str = "_data";
+const DISK: &str = "volume.ext4";
+/// The smallest sized volume: room for ext4's metadata and a journal.
+const MIN_SIZE: u64 = 16 << 20;
 const USERS: &str = "users";
 
 impl Volumes {
@@ -100,9 +136,24 @@ impl Volumes {
         self.root.join(name)
     }
 
-    /// The directory containers see at the mount's target.
+    /// The directory containers see at the mount's target (for a volume
+    /// without a size).
     pub fn data(&self, name: &str) -> PathBuf {
         self.dir(name).join(DATA)
+    }
+
+    /// Where the volume's files are.
+    pub fn storage(&self, volume: &Volume) -> Storage {
+        match volume.size {
+            Some(_) => Storage::Disk(self.dir(&volume.name).join(DISK)),
+            None => Storage::Directory(self.data(&volume.name)),
+        }
+    }
+
+    /// Holds a sized volume's disk for one running VM until dropped.
+    pub fn claim_disk(&self, volume: &Volume) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+        let disk = self.dir(&volume.name).join(DISK);
+        atomic::try_lock(&disk)?.ok_or_else(|| Error::DiskInUse(volume.name.clone()))
     }
 
     fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
@@ -117,8 +168,18 @@ impl Volumes {
         labels: BTreeMap<String, String>,
         options: &BTreeMap<String, String>,
     ) -> Result<Volume, Error> {
-        if let Some(key) = options.keys().next() {
-            return Err(Error::UnknownOption(key.clone()));
+        let mut size = None;
+        for (key, value) in options {
+            match key.as_str() {
+                "size" => {
+                    let bytes = crate::bytes::parse(value, 1, "size")
+                        .ok()
+                        .filter(|bytes| *bytes >= MIN_SIZE)
+                        .ok_or_else(|| Error::InvalidSize(value.clone()))?;
+                    size = Some(bytes);
+                }
+                _ => return Err(Error::UnknownOption(key.clone())),
+            }
         }
         let name = match name {
             Some(name) if !crate::name::valid(name) => {
@@ -132,6 +193,7 @@ impl Volumes {
             created: now(),
             labels,
             anonymous: false,
+            size,
         })
     }
 
@@ -142,6 +204,7 @@ impl Volumes {
             created: now(),
             labels: BTreeMap::new(),
             anonymous: true,
+            size: None,
         })
     }
 
@@ -153,10 +216,18 @@ impl Volumes {
         }
         let temp = atomic::temp_path(&self.root, &volume.name);
         let result = (|| {
-            std::fs::create_dir_all(temp.join(DATA))
+            std::fs::create_dir_all(temp.join(USERS))
                 .map_err(io(format!("create {}", temp.display())))?;
-            std::fs::create_dir(temp.join(USERS))
-                .map_err(io(format!("create {}", temp.display())))?;
+            match volume.size {
+                Some(bytes) => {
+                    format_disk(&temp.join(DISK), bytes).map_err(|source| Error::Format {
+                        name: volume.name.clone(),
+                        source,
+                    })?
+                }
+                None => std::fs::create_dir(temp.join(DATA))
+                    .map_err(io(format!("create {}", temp.display())))?,
+            }
             let json = serde_json::to_vec_pretty(&volume).expect("a volume serializes");
             atomic::write_file(&temp.join(RECORD), &json, 0o644)?;
             match std::fs::rename(&temp, self.dir(&volume.name)) {
@@ -278,10 +349,41 @@ impl Volumes {
         std::fs::remove_dir_all(&away).map_err(io(format!("remove {}", away.display())))
     }
 
-    /// Bytes the volume's files take on disk.
-    pub fn disk_usage(&self, name: &str) -> u64 {
-        disk_usage(&self.data(name))
+    /// What the volumes take on disk, for `system df`. Unused volumes'
+    /// bytes are reclaimable (`volume prune --all`).
+    pub fn usage(&self) -> Result<Usage, Error> {
+        let mut usage = Usage::default();
+        for volume in self.list()?.0 {
+            let bytes = disk_usage(self.storage(&volume).path());
+            usage.volumes += 1;
+            usage.bytes += bytes;
+            if self.users(&volume.name)?.is_empty() {
+                usage.reclaimable_bytes += bytes;
+            } else {
+                usage.active += 1;
+            }
+        }
+        Ok(usage)
     }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Usage {
+    pub volumes: usize,
+    /// Volumes some container uses.
+    pub active: usize,
+    pub bytes: u64,
+    pub reclaimable_bytes: u64,
+}
+
+/// An empty ext4 filesystem of `bytes` (sparse), with a journal: it is
+/// written to while mounted.
+fn format_disk(path: &Path, bytes: u64) -> Result<(), crate::ext4::Error> {
+    let journal = (bytes / 32).clamp(4 << 20, 64 << 20);
+    let options = crate::ext4::FormatOptions { size_bytes: bytes };
+    crate::ext4::Formatter::create(path, options)?
+        .with_journal(journal)?
+        .finish()
 }
 
 /// Bytes allocated to everything under `path` (not following symlinks).
@@ -357,11 +459,19 @@ mod tests {
             volumes.create(Some("../x"), BTreeMap::new(), &none),
             Err(Error::InvalidName(_))
         ));
-        let size = BTreeMap::from([("size".to_string(), "1G".to_string())]);
+        let colour = BTreeMap::from([("colour".to_string(), "red".to_string())]);
         assert!(matches!(
-            volumes.create(Some("v"), BTreeMap::new(), &size),
-            Err(Error::UnknownOption(key)) if key == "size"
+            volumes.create(Some("v"), BTreeMap::new(), &colour),
+            Err(Error::UnknownOption(key)) if key == "colour"
         ));
+        for bad in ["1M", "lots", ""] {
+            let size = BTreeMap::from([("size".to_string(), bad.to_string())]);
+            assert!(matches!(
+                volumes.create(Some("v"), BTreeMap::new(), &size),
+                Err(Error::InvalidSize(_))
+            ));
+        }
+        assert!(volumes.list().unwrap().0.is_empty(), "nothing half made");
         assert!(matches!(volumes.get("nope"), Err(Error::NoSuchVolume(_))));
     }
 
@@ -407,5 +517,51 @@ mod tests {
         assert!(broken[0].to_string().contains("bad"));
         volumes.remove("bad", false).unwrap();
         assert!(volumes.list().unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn a_sized_volume_is_a_disk_one_vm_holds_at_a_time() {
+        let (_dir, volumes) = volumes();
+        let size = BTreeMap::from([("size".to_string(), "32M".to_string())]);
+        let volume = volumes.create(Some("db"), BTreeMap::new(), &size).unwrap();
+        assert_eq!(volume.size, Some(32 << 20));
+        let Storage::Disk(disk) = volumes.storage(&volume) else {
+            panic!("a sized volume is a disk");
+        };
+        assert_eq!(std::fs::metadata(&disk).unwrap().len(), 32 << 20);
+        let fsck = std::process::Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&disk)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        let held = volumes.claim_disk(&volume).unwrap();
+        assert!(matches!(
+            volumes.claim_disk(&volume),
+            Err(Error::DiskInUse(_))
+        ));
+        drop(held);
+        volumes.claim_disk(&volume).unwrap();
+    }
+
+    #[test]
+    fn usage_counts_bytes_and_what_is_unused() {
+        let (_dir, volumes) = volumes();
+        for name in ["used", "idle"] {
+            volumes
+                .create(Some(name), BTreeMap::new(), &BTreeMap::new())
+                .unwrap();
+            std::fs::write(volumes.data(name).join("f"), vec![1u8; 64 << 10]).unwrap();
+        }
+        volumes.attach("used", "c").unwrap();
+        let usage = volumes.usage().unwrap();
+        assert_eq!((usage.volumes, usage.active), (2, 1));
+        assert!(usage.bytes >= 128 << 10, "{usage:?}");
+        assert!(usage.reclaimable_bytes >= 64 << 10, "{usage:?}");
+        assert!(usage.reclaimable_bytes < usage.bytes, "{usage:?}");
     }
 }
