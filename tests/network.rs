@@ -411,6 +411,11 @@ fn without_root_containers_get_user_mode_networking() {
     assert!(stderr.contains("IPv4 host addresses only"), "{stderr}");
     assert_eq!(ok(nobody(None, &["ls", "-a", "-q"])), "");
 
+    // The server writes its page into a host directory (a bind mount
+    // without root: virtiofsd runs as the user, without a sandbox).
+    let www = tempfile::tempdir().unwrap();
+    sh(&format!("chown 65534:65534 {}", www.path().display()));
+    let www_spec = format!("{}:/www", www.path().display());
     ok(nobody(
         Some(test),
         &[
@@ -420,6 +425,8 @@ fn without_root_containers_get_user_mode_networking() {
             "web",
             "-p",
             "127.0.0.1:18090:80",
+            "-v",
+            &www_spec,
             &image,
             "sh",
             "-c",
@@ -436,6 +443,12 @@ fn without_root_containers_get_user_mode_networking() {
             "for i in $(seq 50); do curl -sf -m 2 http://127.0.0.1:18090/ && exit 0; sleep 0.2; done; exit 1"
         )),
         "hello from web\n"
+    );
+    let page = www.path().join("index.html");
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), "hello from web\n");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&page).unwrap()),
+        65534
     );
     let output = nobody(
         Some(test),
