@@ -84,8 +84,8 @@ pub enum DiskFormat {
     Qcow2,
 }
 
-/// A host directory the guest can mount by its tag (virtiofs on macOS; the
-/// QEMU backend does not share directories yet).
+/// A host directory the guest mounts by its tag with virtio-fs (through a
+/// virtiofsd under QEMU; Virtualization.framework's own device on macOS).
 #[derive(Debug, Clone)]
 pub struct Share {
     pub tag: String,

@@ -328,17 +328,9 @@ pub const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// image for this host. Returns (host manifest digest, other manifest digest).
 pub fn write_multi_platform_layout(dir: &Path) -> (String, String) {
     let source = &test_image().dir;
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    for entry in std::fs::read_dir(source.join("blobs/sha256")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), blobs.join(entry.file_name())).unwrap();
-    }
-    let put = |bytes: &[u8]| {
-        let digest = sha256(bytes);
-        std::fs::write(blobs.join(&digest["sha256:".len()..]), bytes).unwrap();
-        serde_json::json!({ "digest": digest, "size": bytes.len() })
-    };
+    let layout = Layout::with_test_blobs(dir);
+    let blobs = &layout.blobs;
+    let put = |bytes: &[u8]| layout.put(bytes);
 
     let host_digest = test_image().manifest_digest.clone();
     let host_manifest = std::fs::read(blobs.join(&host_digest["sha256:".len()..])).unwrap();
@@ -382,20 +374,61 @@ pub fn write_multi_platform_layout(dir: &Path) -> (String, String) {
         ],
     });
     let index_blob = put(&serde_json::to_vec(&index).unwrap());
-    let layout_index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": index_type,
-            "digest": index_blob["digest"],
-            "size": index_blob["size"],
-            "annotations": { "org.opencontainers.image.ref.name": "multi" },
-        }],
-    });
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&layout_index).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    layout.tag(index_type, &index_blob, "multi");
     (host_digest, other_digest)
+}
+
+/// An OCI layout being written in a directory, starting with the test
+/// image's blobs: tests add variants of the image to it.
+pub struct Layout {
+    dir: PathBuf,
+    pub blobs: PathBuf,
+}
+
+impl Layout {
+    pub fn with_test_blobs(dir: &Path) -> Layout {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        for entry in std::fs::read_dir(test_image().dir.join("blobs/sha256")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), blobs.join(entry.file_name())).unwrap();
+        }
+        Layout {
+            dir: dir.to_path_buf(),
+            blobs,
+        }
+    }
+
+    /// Adds a blob; returns its `digest` and `size`, as a descriptor has them.
+    pub fn put(&self, bytes: &[u8]) -> serde_json::Value {
+        let digest = sha256(bytes);
+        std::fs::write(self.blobs.join(&digest["sha256:".len()..]), bytes).unwrap();
+        serde_json::json!({ "digest": digest, "size": bytes.len() })
+    }
+
+    /// A JSON blob (a manifest, a config).
+    pub fn json(&self, digest: &str) -> serde_json::Value {
+        let path = self.blobs.join(&digest["sha256:".len()..]);
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// Writes index.json naming only `blob` (a manifest or an index of
+    /// `media_type`) as `tag`, and the oci-layout marker.
+    pub fn tag(&self, media_type: &str, blob: &serde_json::Value, tag: &str) {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": media_type,
+                "digest": blob["digest"],
+                "size": blob["size"],
+                "annotations": { "org.opencontainers.image.ref.name": tag },
+            }],
+        });
+        std::fs::write(self.dir.join("index.json"), index.to_string()).unwrap();
+        std::fs::write(
+            self.dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+    }
 }
