@@ -134,7 +134,13 @@ fn run(status: &mut File) -> Result<Never, Failure> {
     let workload = Workload::prepare(&process, who, &cwd, environment)?;
 
     // SAFETY: this process has one thread, so the child may do anything.
-    match unsafe { fork() }.map_err(|e| fail(format!("fork: {e}")))? {
+    let forked = unsafe { fork() }.map_err(|e| match e {
+        // Forking into a PID namespace whose init has exited fails so: the
+        // container ended while we joined it.
+        nix::errno::Errno::ENOMEM if !new_container => gone(format!("fork: {e}")),
+        _ => fail(format!("fork: {e}")),
+    });
+    match forked? {
         ForkResult::Child => report(status, child(new_container, config.init, &workload)),
         ForkResult::Parent { child } => {
             let _ = writeln!(status, "pid {child}");
