@@ -297,6 +297,7 @@ fn add_image_volumes(mounts: &mut Vec<volume::spec::Mount>, image_volumes: &[Str
                 },
                 target,
                 read_only: false,
+                consistency: Default::default(),
             });
         }
     }

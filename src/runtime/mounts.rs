@@ -96,7 +96,12 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Result<Plan, volume::E
                 false,
             ),
         };
-        let tag = share(&mut plan, host_dir, mount.read_only);
+        let cache = match mount.consistency {
+            spec::Consistency::Consistent => vm::ShareCache::Never,
+            spec::Consistency::Cached => vm::ShareCache::Brief,
+            spec::Consistency::Delegated => vm::ShareCache::Long,
+        };
+        let tag = share(&mut plan, host_dir, mount.read_only, cache);
         let mut source = guest_dir(&tag);
         if let Some(file) = file {
             source = format!("{source}/{file}");
@@ -159,10 +164,12 @@ fn check_sources(plan: &Plan) -> Result<(), super::Error> {
     Ok(())
 }
 
-/// The tag of the share of `dir`, added if new.
-fn share(plan: &mut Plan, dir: PathBuf, read_only: bool) -> String {
+/// The tag of the share of `dir`, added if new; one shared for several
+/// mounts gets the strictest caching they ask for.
+fn share(plan: &mut Plan, dir: PathBuf, read_only: bool, cache: vm::ShareCache) -> String {
     if let Some(share) = plan.shares.iter_mut().find(|s| s.path == dir) {
         share.read_only &= read_only;
+        share.cache = share.cache.min(cache);
         return share.tag.clone();
     }
     let tag = format!("share{}", plan.shares.len());
@@ -170,6 +177,7 @@ fn share(plan: &mut Plan, dir: PathBuf, read_only: bool) -> String {
         tag: tag.clone(),
         path: dir,
         read_only,
+        cache,
     });
     tag
 }
@@ -183,6 +191,7 @@ mod tests {
             kind,
             target: target.into(),
             read_only,
+            consistency: spec::Consistency::Consistent,
         }
     }
 
@@ -244,6 +253,7 @@ mod tests {
             !plan.shares[0].read_only,
             "one writable use makes it writable"
         );
+        assert_eq!(plan.shares[0].cache, vm::ShareCache::Never);
         assert_eq!(plan.shares[1].path, volumes.data("data"));
         assert_eq!(plan.guest.len(), 3);
         assert_eq!(plan.guest[0].fstype, "virtiofs");

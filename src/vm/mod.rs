@@ -91,6 +91,23 @@ pub struct Share {
     pub tag: String,
     pub path: PathBuf,
     pub read_only: bool,
+    pub cache: ShareCache,
+}
+
+/// What the guest may cache of a shared directory (QEMU's virtiofsd;
+/// Virtualization.framework decides for itself). Ordered from the
+/// strictest: a directory shared for several mounts gets the strictest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShareCache {
+    /// Nothing: every change on the host is seen at once (Docker's
+    /// `consistent`).
+    #[default]
+    Never,
+    /// Names and attributes for a second, file data until it changes:
+    /// the host's changes may show a second late (`cached`).
+    Brief,
+    /// Everything, for long: the guest's view wins (`delegated`).
+    Long,
 }
 
 /// A network interface and what its other end is plugged into.

@@ -20,7 +20,8 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 use super::{
-    Dial, Disk, DiskFormat, Error, Listener, Nic, NicAttachment, Share, VirtualMachine, VmConfig,
+    Dial, Disk, DiskFormat, Error, Listener, Nic, NicAttachment, Share, ShareCache, VirtualMachine,
+    VmConfig,
 };
 
 pub struct QemuVm {
@@ -281,10 +282,15 @@ impl QemuDevice for Share {
         let mut args = vec![
             format!("--shared-dir={}", self.path.display()),
             format!("--socket-path={}", socket.display()),
-            // Correct before fast: the guest caches neither names, attributes
-            // nor data, so a change on the host (or from another container on
-            // the same volume) is seen at once, and the other way round.
-            "--cache=never".into(),
+            // By default correct before fast: the guest caches neither names,
+            // attributes nor data, so a change on the host (or from another
+            // container on the same volume) is seen at once.
+            match self.cache {
+                ShareCache::Never => "--cache=never",
+                ShareCache::Brief => "--cache=auto",
+                ShareCache::Long => "--cache=always",
+            }
+            .into(),
             "--log-level=error".into(),
         ];
         if nix::unistd::geteuid().is_root() {

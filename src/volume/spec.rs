@@ -17,6 +17,35 @@ pub struct Mount {
     pub target: String,
     #[serde(default)]
     pub read_only: bool,
+    /// Docker Desktop's bind-mount consistency: how soon each side sees the
+    /// other's changes, traded for speed.
+    #[serde(default)]
+    pub consistency: Consistency,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Both sides see every change at once.
+    #[default]
+    Consistent,
+    /// The host's view wins: its changes may show in the container a
+    /// second late; much faster with many small files.
+    Cached,
+    /// The container's view wins: the host's changes may not show in it
+    /// until it restarts.
+    Delegated,
+}
+
+impl Consistency {
+    fn parse(value: &str) -> Option<Consistency> {
+        match value {
+            "consistent" | "default" => Some(Consistency::Consistent),
+            "cached" => Some(Consistency::Cached),
+            "delegated" => Some(Consistency::Delegated),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,16 +134,19 @@ pub fn parse_volume(spec: &str, cwd: &Path) -> Result<Mount, Error> {
     let target = target_path(target).map_err(|reason| bad(&reason))?;
     let mut read_only = false;
     let mut no_copy = false;
+    let mut consistency = Consistency::default();
     for option in options.split(',').filter(|o| !o.is_empty()) {
         match option {
             "ro" | "readonly" => read_only = true,
             "rw" => read_only = false,
             "nocopy" => no_copy = true,
-            "z" | "Z" | "private" | "rprivate" | "consistent" | "cached" | "delegated" => {}
+            "z" | "Z" | "private" | "rprivate" => {}
             other => {
-                return Err(bad(&format!(
-                    "unknown option {other:?} (use ro, rw or nocopy)"
-                )));
+                consistency = Consistency::parse(other).ok_or_else(|| {
+                    bad(&format!(
+                        "unknown option {other:?} (use ro, rw, nocopy, cached or delegated)"
+                    ))
+                })?
             }
         }
     }
@@ -144,6 +176,7 @@ pub fn parse_volume(spec: &str, cwd: &Path) -> Result<Mount, Error> {
         kind,
         target,
         read_only,
+        consistency,
     })
 }
 
@@ -160,6 +193,7 @@ pub fn parse_mount(spec: &str, cwd: &Path) -> Result<Mount, Error> {
     let mut no_copy = false;
     let mut size = None;
     let mut mode = None;
+    let mut consistency = Consistency::default();
     for field in spec.split(',').filter(|f| !f.is_empty()) {
         let (key, value) = match field.split_once('=') {
             Some((key, value)) => (key.trim(), Some(value.trim())),
@@ -182,7 +216,11 @@ pub fn parse_mount(spec: &str, cwd: &Path) -> Result<Mount, Error> {
             }
             "tmpfs-mode" => mode = Some(octal(&needs(value)?).map_err(bad)?),
             "bind-propagation" if matches!(value, Some("private" | "rprivate")) => {}
-            "consistency" => {}
+            "consistency" => {
+                let value = needs(value)?;
+                consistency = Consistency::parse(&value)
+                    .ok_or_else(|| bad(format!("unknown consistency {value:?}")))?
+            }
             _ => return Err(bad(format!("unknown key {key:?}"))),
         }
     }
@@ -233,6 +271,7 @@ pub fn parse_mount(spec: &str, cwd: &Path) -> Result<Mount, Error> {
         kind,
         target,
         read_only,
+        consistency,
     })
 }
 
@@ -271,6 +310,7 @@ pub fn parse_tmpfs(spec: &str) -> Result<Mount, Error> {
         kind: Kind::Tmpfs { size, mode, flags },
         target,
         read_only,
+        consistency: Consistency::default(),
     })
 }
 
@@ -381,6 +421,7 @@ mod tests {
             },
             target: target.into(),
             read_only,
+            consistency: Consistency::Consistent,
         }
     }
 
@@ -407,6 +448,11 @@ mod tests {
                 no_copy: true
             }
         );
+        let cached = parse_volume("/src:/src:cached,ro", &cwd()).unwrap();
+        assert_eq!(cached.consistency, Consistency::Cached);
+        assert!(cached.read_only);
+        let delegated = parse_mount("type=bind,src=/a,dst=/b,consistency=delegated", &cwd());
+        assert_eq!(delegated.unwrap().consistency, Consistency::Delegated);
         let anonymous = parse_volume("/cache/", &cwd()).unwrap();
         assert_eq!(anonymous.target, "/cache");
         assert!(matches!(
