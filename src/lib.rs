@@ -8,6 +8,7 @@ pub(crate) mod atomic;
 pub mod bytes;
 pub mod cli;
 pub mod ext4;
+pub(crate) mod id;
 pub mod image;
 pub mod name;
 pub mod network;

@@ -431,7 +431,11 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
         return Ok(0);
     }
     if let Format::Json = args.format {
-        let all: Vec<_> = rows.iter().map(|(c, s)| inspect_json(c, s)).collect();
+        let volumes = volume::Volumes::open(app_root)?;
+        let all: Vec<_> = rows
+            .iter()
+            .map(|(c, s)| inspect_json(c, s, &volumes))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(0);
     }
@@ -499,7 +503,11 @@ fn status_text(state: &runtime::State) -> String {
     }
 }
 
-fn inspect_json(container: &Container, state: &runtime::State) -> serde_json::Value {
+fn inspect_json(
+    container: &Container,
+    state: &runtime::State,
+    volumes: &volume::Volumes,
+) -> serde_json::Value {
     let c = &container.config;
     serde_json::json!({
         "id": c.id,
@@ -522,23 +530,22 @@ fn inspect_json(container: &Container, state: &runtime::State) -> serde_json::Va
             "mac": crate::vm::MacAddress::derive(&c.id).to_string(),
             "ports": c.spec.publish.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })),
-        "mounts": mounts_json(container),
+        "mounts": mounts_json(container, volumes),
         "disk": c.disk.path,
     })
 }
 
 /// A container's mounts as Docker's `inspect` shows them: where each comes
 /// from on the host (a volume's directory, for a volume) and goes to.
-fn mounts_json(container: &Container) -> serde_json::Value {
-    let volumes = volume::Volumes::open(container.app_root()).ok();
+fn mounts_json(container: &Container, volumes: &volume::Volumes) -> serde_json::Value {
     let mounts = container.config.spec.mounts.iter().map(|m| {
         let (name, source) = match &m.kind {
             volume::spec::Kind::Bind { source } => (None, Some(source.clone())),
             volume::spec::Kind::Volume { name, .. } => {
-                let storage = volumes.as_ref().and_then(|v| {
-                    let volume = v.get(name).ok()?;
-                    Some(v.storage(&volume).path().to_path_buf())
-                });
+                let storage = volumes
+                    .get(name)
+                    .ok()
+                    .map(|volume| volumes.storage(&volume).path().to_path_buf());
                 (Some(name.clone()), storage)
             }
             volume::spec::Kind::Tmpfs { .. } => (None, None),
@@ -563,9 +570,10 @@ pub struct InspectArgs {
 pub async fn inspect(app_root: &Path, args: InspectArgs) -> Result<i32> {
     let mut failures = Failures::default();
     let mut all = Vec::new();
+    let volumes = volume::Volumes::open(app_root)?;
     for container in targets(app_root, &args.containers, false, &mut failures)? {
         match container.state() {
-            Ok(state) => all.push(inspect_json(&container, &state)),
+            Ok(state) => all.push(inspect_json(&container, &state, &volumes)),
             Err(e) => failures.report(e),
         }
     }

@@ -44,7 +44,9 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Result<Plan, volume::E
     let mut plan = Plan::default();
     let mut disk_volumes: Vec<String> = Vec::new();
     for mount in mounts {
-        let (host_dir, file, populate) = match &mount.kind {
+        // Where the guest has what is bound, and whether a new volume is
+        // filled from the image first.
+        let (source, populate) = match &mount.kind {
             spec::Kind::Tmpfs { size, mode, flags } => {
                 let mut options = Vec::new();
                 if let Some(size) = size {
@@ -66,7 +68,7 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Result<Plan, volume::E
             spec::Kind::Volume { name, no_copy, .. } => {
                 let volume = volumes.get(name)?;
                 match volumes.storage(&volume) {
-                    volume::Storage::Directory(dir) => (dir, None, !no_copy),
+                    volume::Storage::Directory(dir) => (share(&mut plan, dir, mount), !no_copy),
                     volume::Storage::Disk(path) => {
                         if !disk_volumes.contains(name) {
                             disk_volumes.push(name.clone());
@@ -77,35 +79,19 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Result<Plan, volume::E
                                 read_only: false,
                             });
                         }
-                        plan.container.push(ContainerMount {
-                            kind: container_mount::Kind::Bind as i32,
-                            source: guest_disk_dir(name),
-                            target: mount.target.clone(),
-                            read_only: mount.read_only,
-                            populate: !no_copy,
-                            ..Default::default()
-                        });
-                        continue;
+                        (guest_disk_dir(name), !no_copy)
                     }
                 }
             }
-            spec::Kind::Bind { source } if source.is_dir() => (source.clone(), None, false),
-            spec::Kind::Bind { source } => (
-                source.parent().map(PathBuf::from).unwrap_or_default(),
-                source.file_name().map(|f| f.to_string_lossy().into_owned()),
-                false,
-            ),
+            spec::Kind::Bind { source } if source.is_dir() => {
+                (share(&mut plan, source.clone(), mount), false)
+            }
+            spec::Kind::Bind { source } => {
+                let dir = source.parent().map(PathBuf::from).unwrap_or_default();
+                let file = source.file_name().unwrap_or_default().to_string_lossy();
+                (format!("{}/{file}", share(&mut plan, dir, mount)), false)
+            }
         };
-        let cache = match mount.consistency {
-            spec::Consistency::Consistent => vm::ShareCache::Never,
-            spec::Consistency::Cached => vm::ShareCache::Brief,
-            spec::Consistency::Delegated => vm::ShareCache::Long,
-        };
-        let tag = share(&mut plan, host_dir, mount.read_only, cache);
-        let mut source = guest_dir(&tag);
-        if let Some(file) = file {
-            source = format!("{source}/{file}");
-        }
         plan.container.push(ContainerMount {
             kind: container_mount::Kind::Bind as i32,
             source,
@@ -164,22 +150,28 @@ fn check_sources(plan: &Plan) -> Result<(), super::Error> {
     Ok(())
 }
 
-/// The tag of the share of `dir`, added if new; one shared for several
-/// mounts gets the strictest caching they ask for.
-fn share(plan: &mut Plan, dir: PathBuf, read_only: bool, cache: vm::ShareCache) -> String {
+/// Where the guest mounts the share of `dir` for `mount`, the share added
+/// if new; one shared for several mounts gets the strictest caching they
+/// ask for.
+fn share(plan: &mut Plan, dir: PathBuf, mount: &spec::Mount) -> String {
+    let cache = match mount.consistency {
+        spec::Consistency::Consistent => vm::ShareCache::Never,
+        spec::Consistency::Cached => vm::ShareCache::Brief,
+        spec::Consistency::Delegated => vm::ShareCache::Long,
+    };
     if let Some(share) = plan.shares.iter_mut().find(|s| s.path == dir) {
-        share.read_only &= read_only;
+        share.read_only &= mount.read_only;
         share.cache = share.cache.min(cache);
-        return share.tag.clone();
+        return guest_dir(&share.tag);
     }
     let tag = format!("share{}", plan.shares.len());
     plan.shares.push(vm::Share {
         tag: tag.clone(),
         path: dir,
-        read_only,
+        read_only: mount.read_only,
         cache,
     });
-    tag
+    guest_dir(&tag)
 }
 
 #[cfg(test)]

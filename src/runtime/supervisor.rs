@@ -655,25 +655,26 @@ async fn create_container(
 pub(crate) struct Borrowed {
     vm: vm::Vm,
     pub agent: agent::Client,
-    run_dir: std::path::PathBuf,
+    config: VmConfig,
+    /// Holds the sized volumes' disks for this VM while it runs.
+    _mounts: Plan,
 }
 
 pub(crate) async fn borrow(container: &Container) -> Result<Borrowed, Error> {
     let short = &container.id()[..12];
     let run_dir = std::env::temp_dir().join(format!("container-{short}-{}", std::process::id()));
-    let console_log = run_dir.join("boot.log");
     let mounts = super::mounts::plan_for(container)?;
     let config = vm_config(
         container,
         vec![],
         &mounts,
         run_dir.clone(),
-        console_log.clone(),
+        run_dir.join("boot.log"),
     )?;
     let mut vm = vm::boot(&config).await?;
     let agent = async {
         let mut ready = vm.listen(READY_PORT)?;
-        vm::wait_ready(&mut vm, &mut ready, BOOT_TIMEOUT, &console_log).await?;
+        vm::wait_ready(&mut vm, &mut ready, BOOT_TIMEOUT, &config.console_log).await?;
         let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
         let (_, config) = main_process(container, None, None)?;
         let mut pause = ProcessSpec {
@@ -687,9 +688,14 @@ pub(crate) async fn borrow(container: &Container) -> Result<Borrowed, Error> {
     }
     .await;
     match agent {
-        Ok(agent) => Ok(Borrowed { vm, agent, run_dir }),
+        Ok(agent) => Ok(Borrowed {
+            vm,
+            agent,
+            config,
+            _mounts: mounts,
+        }),
         Err(e) => {
-            stop_vm(vm, &console_log).await;
+            stop_vm(vm, &config.console_log).await;
             let _ = std::fs::remove_dir_all(&run_dir);
             Err(e)
         }
@@ -700,8 +706,8 @@ impl Borrowed {
     /// Powers the VM off; the guest syncs and unmounts the disk first.
     pub async fn finish(mut self) {
         let _ = self.agent.shutdown(ShutdownRequest {}).await;
-        stop_vm(self.vm, &self.run_dir.join("boot.log")).await;
-        let _ = std::fs::remove_dir_all(&self.run_dir);
+        stop_vm(self.vm, &self.config.console_log).await;
+        let _ = std::fs::remove_dir_all(&self.config.run_dir);
     }
 }
 

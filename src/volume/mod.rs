@@ -408,13 +408,7 @@ fn now() -> u64 {
 
 /// 64 hex digits, as Docker names anonymous volumes.
 fn random_name() -> Result<String, Error> {
-    let mut bytes = [0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").map_err(io("open /dev/urandom"))?,
-        &mut bytes,
-    )
-    .map_err(io("read /dev/urandom"))?;
-    Ok(hex::encode(bytes))
+    crate::id::random().map_err(io("read /dev/urandom"))
 }
 
 #[cfg(test)]
