@@ -8,7 +8,7 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use common::{Cli, Layout, Registry, test_image, text};
 
@@ -83,6 +83,16 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
     std::fs::write(ro.join("keep"), "read me\n").unwrap();
     std::fs::write(host.path().join("app.conf"), "version=1\n").unwrap();
     run(&cli, &["volume", "create", "--opt", "size=32M", "sized"]);
+    // A disk without a journal, as made before disks had one, still mounts.
+    run(&cli, &["volume", "create", "--opt", "size=16M", "plain"]);
+    let plain: serde_json::Value =
+        serde_json::from_str(&run(&cli, &["volume", "inspect", "plain"])).unwrap();
+    let plain_disk = plain[0]["mountpoint"].as_str().unwrap();
+    let mkfs = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-O", "^has_journal", plain_disk])
+        .output()
+        .unwrap();
+    ok(mkfs);
     let src_spec = format!("{}:/src", src.display());
     let ro_spec = format!("{}:/ro:ro", ro.display());
 
@@ -112,6 +122,8 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
             "/scratch:size=16m",
             "-v",
             "sized:/sized",
+            "-v",
+            "plain:/plain",
             &image,
             "sleep",
             "600",
@@ -193,6 +205,8 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
     assert!(sized.starts_with("/dev/vdb /sized ext4 "), "{sized}");
     let full = exec(&cli, "a", "dd if=/dev/zero of=/sized/big bs=1M count=64");
     assert!(text(&full).1.contains("No space left"), "{}", text(&full).1);
+    let plain = exec_ok(&cli, "a", "grep ' /plain ' /proc/mounts");
+    assert!(plain.starts_with("/dev/vdc /plain ext4 rw"), "{plain}");
     let taken = cli.run(&["run", "--rm", "-v", "sized:/s", &image, "true"]);
     let stderr = text(&taken).1;
     assert_eq!(taken.status.code(), Some(125), "{stderr}");
@@ -201,13 +215,13 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
     // inspect shows the mounts.
     let inspect: serde_json::Value = serde_json::from_str(&run(&cli, &["inspect", "a"])).unwrap();
     let mounts = inspect[0]["mounts"].as_array().unwrap();
-    assert_eq!(mounts.len(), 8, "{mounts:?}");
+    assert_eq!(mounts.len(), 9, "{mounts:?}");
     assert_eq!(mounts[0]["type"], "bind");
     assert_eq!(mounts[0]["source"], src.display().to_string());
     assert_eq!(mounts[1]["read_only"], true);
     assert_eq!(mounts[3]["name"], "shared");
     assert_eq!(mounts[6]["name"], "sized");
-    assert_eq!(mounts[7]["type"], "tmpfs");
+    assert_eq!(mounts[8]["type"], "tmpfs");
     let anonymous_a = mounts[5]["name"].as_str().unwrap().to_string();
     assert_eq!(anonymous_a.len(), 64);
 

@@ -21,6 +21,20 @@ fn guest_disk_dir(volume: &str) -> String {
     format!("/run/container/volumes/{volume}")
 }
 
+/// The guest mount of one of our ext4 disks (the root, a sized volume).
+/// With the kernel's default options: a journaled disk is `data=ordered`
+/// anyway, and naming it explicitly makes the kernel refuse a disk without
+/// a journal, as snapshots and containers made before snapshots had one.
+pub fn disk_mount(source: String, target: String, grow: bool) -> MountRequest {
+    MountRequest {
+        source,
+        target,
+        fstype: "ext4".into(),
+        options: vec![],
+        grow,
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Plan {
     /// One per host directory, however many mounts use it.
@@ -116,13 +130,11 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Result<Plan, volume::E
     }
     // The root disk is /dev/vda; these follow it in order.
     for (i, name) in disk_volumes.iter().enumerate() {
-        plan.guest.push(MountRequest {
-            source: format!("/dev/vd{}", (b'b' + i as u8) as char),
-            target: guest_disk_dir(name),
-            fstype: "ext4".into(),
-            options: vec!["data=ordered".into()],
-            grow: false,
-        });
+        plan.guest.push(disk_mount(
+            format!("/dev/vd{}", (b'b' + i as u8) as char),
+            guest_disk_dir(name),
+            false,
+        ));
     }
     Ok(plan)
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use agent_proto::create_process_request::Target;
 use agent_proto::{
     AGENT_PORT, ContainerConfig, CreateProcessRequest, DhcpAcquireRequest, IpAddrAddRequest,
-    IpLinkSetRequest, IpRouteAddRequest, MountRequest, NewContainer, PingRequest, ProcessSpec,
-    READY_PORT, ShutdownRequest,
+    IpLinkSetRequest, IpRouteAddRequest, NewContainer, PingRequest, ProcessSpec, READY_PORT,
+    ShutdownRequest,
 };
 use tokio::net::UnixListener;
 use tonic::Code;
@@ -620,15 +620,11 @@ async fn create_container(
     mut config: ContainerConfig,
 ) -> Result<(), Error> {
     agent
-        .mount(MountRequest {
-            source: "/dev/vda".into(),
-            target: ROOTFS.into(),
-            fstype: "ext4".into(),
-            // Explicit, as Apple's runtime mounts it: data reaches the disk
-            // before the metadata that points at it is committed.
-            options: vec!["data=ordered".into()],
-            grow: container.config.spec.rootfs_bytes.is_some(),
-        })
+        .mount(super::mounts::disk_mount(
+            "/dev/vda".into(),
+            ROOTFS.into(),
+            container.config.spec.rootfs_bytes.is_some(),
+        ))
         .await?;
     for share in &mounts.guest {
         agent.mount(share.clone()).await?;
