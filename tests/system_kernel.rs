@@ -99,3 +99,73 @@ fn a_kernel_named_without_its_version_boots() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("the release of kernel"), "{stderr}");
 }
+
+/// By default the guest boots our own kernel, built from
+/// kernel/config-x86_64 by scripts/build-kernel: every option of that file
+/// is in the running kernel's config, and it has no modules to load.
+#[test]
+fn the_guest_runs_our_own_kernel_by_default() {
+    use common::{Cli, Registry, text};
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let output = cli.run(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "uname -r; test -e /proc/modules && echo modules; zcat /proc/config.gz",
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    let mut lines = stdout.lines();
+    let release = lines.next().unwrap();
+    assert!(release.ends_with("-container"), "guest kernel {release:?}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(release, host.trim());
+    let running: Vec<&str> = lines.collect();
+    assert!(
+        !running.contains(&"modules"),
+        "the guest kernel has modules"
+    );
+    let wanted = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel/config-x86_64"),
+    )
+    .unwrap();
+    for line in wanted.lines().filter(|l| l.starts_with("CONFIG_")) {
+        let found = match line.strip_suffix("=n") {
+            Some(name) => !running.contains(&format!("{name}=y").as_str()),
+            None => running.contains(&line),
+        };
+        assert!(found, "the guest kernel lacks {line}");
+    }
+}
+
+/// On Linux, `--recommended` installs our own kernel, named by its release.
+#[test]
+fn kernel_set_recommended_installs_our_own() {
+    let app_root = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_container"))
+        .env("CONTAINER_APP_ROOT", app_root.path())
+        .args(["system", "kernel", "set", "--recommended"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let installed = std::fs::canonicalize(app_root.path().join("kernel/default")).unwrap();
+    let name = installed.file_name().unwrap().to_string_lossy();
+    assert!(
+        name.starts_with("vmlinux-6.1.") && name.ends_with("-container"),
+        "{name}"
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("kernel set to {}", installed.display())
+    );
+    let ours = std::path::Path::new(env!("CARGO_BIN_EXE_container")).with_file_name("vmlinux");
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(ours).unwrap()
+    );
+}
