@@ -12,6 +12,7 @@ pub(crate) mod id;
 pub mod image;
 pub mod name;
 pub mod network;
+pub mod phases;
 pub mod properties;
 pub mod runtime;
 pub mod vm;

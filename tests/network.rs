@@ -293,6 +293,8 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
         ],
     );
     assert_eq!(ok(output), "unreachable\n");
+    let bridges = || ok(test.sh("ip -o link show type bridge")).lines().count();
+    let before = bridges();
     let output = test.container(
         &cli,
         &[
@@ -317,6 +319,8 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
     );
     assert!(!stdout.contains("default"), "{stdout}");
     assert!(stdout.ends_with("no way out\n"), "{stdout}");
+    // Its only container gone, the network's bridge went with it.
+    assert_eq!(bridges(), before);
     let output = test.container(
         &cli,
         &[

@@ -198,20 +198,25 @@ pub async fn exec(
         (process.rows, process.cols) = (rows, cols);
     }
     let stdin = process.stdin && !detach;
+    let mut phases = crate::phases::Phases::start();
     let output = create_in_container(&mut agent, &id, process).await?;
+    phases.done("exec: create");
     if let Err(status) = agent.start_process(process_ref(&id)).await {
         let code =
             super::supervisor::not_started(&status).ok_or_else(|| Error::from(status.clone()))?;
         eprintln!("Error: {}", status.message());
         return Ok(code);
     }
+    phases.done("exec: process started");
     if detach {
         // vminitd drains the output of a process nobody reads.
         return Ok(0);
     }
-    Session { agent, process: id }
+    let code = Session { agent, process: id }
         .run(output, stdin, terminal)
-        .await
+        .await;
+    phases.done("exec: process ran");
+    code
 }
 
 /// One process's attachment.

@@ -210,9 +210,11 @@ pub async fn create(
     volume::spec::check(&mut spec.mounts)?;
     spec.cap_add = normalize_capabilities(&spec.cap_add)?;
     spec.cap_drop = normalize_capabilities(&spec.cap_drop)?;
+    let mut phases = crate::phases::Phases::start();
     let store = ImageStore::open(app_root)?;
     let reference = store.parse_reference(&spec.image)?;
     let image = store.get_or_pull(&reference, pull).await?;
+    phases.done("resolve the image");
     spec.user = user_with_ids(&spec.user, spec.uid, spec.gid, &image.config.user);
     // Building a snapshot writes gigabytes at worst: keep it off the async threads.
     let snapshot = {
@@ -224,6 +226,7 @@ pub async fn create(
                 source: std::io::Error::other(e),
             })??
     };
+    phases.done("build the snapshot");
     let command = command(&image.config, &spec);
     if command.is_empty() {
         return Err(Error::NoCommand);
@@ -235,6 +238,7 @@ pub async fn create(
     let containers = Containers::open(app_root)?;
     let pending = containers.reserve(&id, &name)?;
     let disk = vm::clone_disk(&snapshot, pending.dir(), spec.rootfs_bytes).await?;
+    phases.done("clone the disk");
     let volumes = Volumes::open(app_root)?;
     if let Err(e) = attach_volumes(&volumes, &mut spec.mounts, &id) {
         release_volumes(&volumes, &spec.mounts, &id, true);
@@ -573,8 +577,12 @@ pub async fn exec(
     if container.state()?.status != Status::Running {
         return Err(Error::NotRunning(container.config.name.clone()));
     }
+    let mut phases = crate::phases::Phases::start();
     let result = match agent::connect_socket(&container.agent_socket()).await {
-        Ok(agent) => attach::exec(agent, process, detach).await,
+        Ok(agent) => {
+            phases.done("exec: connect");
+            attach::exec(agent, process, detach).await
+        }
         Err(e) => Err(e.into()),
     };
     match result {

@@ -26,6 +26,7 @@ use super::container::{Container, Containers, State, Status, now};
 use super::mounts::Plan;
 use super::{Error, agent, io, logs, process_ref};
 use crate::network::{self, Endpoint, Network, Networks};
+use crate::phases::Phases;
 use crate::vm::{self, VirtualMachine, VmConfig};
 
 /// The hidden CLI command that runs a supervisor.
@@ -244,14 +245,17 @@ async fn run(
     size: Option<(u32, u32)>,
     report: &mut Report,
 ) -> Result<Ended, Error> {
+    let mut phases = Phases::start();
     let run_dir = container.run_dir();
     std::fs::create_dir_all(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
     let mounts = super::mounts::plan_for(container)?;
     let mut plugged = Plugged::plug(container)?;
     let nics = plugged.iter().map(|p| p.nic.clone()).collect();
     let config = vm_config(container, nics, &mounts, run_dir, container.boot_log())?;
+    phases.done("plan mounts and network");
     let result = match vm::boot(&config).await {
         Ok(mut vm) => {
+            phases.done("spawn helpers and QEMU");
             let log = &config.console_log;
             let result = drive(
                 &mut vm,
@@ -261,9 +265,11 @@ async fn run(
                 log,
                 size,
                 report,
+                &mut phases,
             )
             .await;
-            stop_vm(vm, log).await;
+            stop_vm(vm, log, !disposable(container, &mounts)).await;
+            phases.done("VM gone");
             result
         }
         Err(e) => Err(e.into()),
@@ -277,12 +283,20 @@ async fn run(
     result
 }
 
-/// Whatever happened, the VM goes: give the guest a moment to power off
-/// (the agent was asked to), then pull the plug.
-async fn stop_vm(mut vm: impl VirtualMachine, console_log: &Path) {
-    if tokio::time::timeout(Duration::from_secs(5), vm.wait())
-        .await
-        .is_err()
+/// A VM whose disks are deleted when it ends (`--rm`, no volume disks)
+/// needs no orderly shutdown: nothing in it must reach a disk (shared
+/// directories are written through at once), so it is killed.
+fn disposable(container: &Container, mounts: &Plan) -> bool {
+    container.config.spec.remove && mounts.disks.is_empty()
+}
+
+/// Whatever happened, the VM goes: if `graceful`, give the guest a moment
+/// to power off (the agent was asked to), then pull the plug.
+async fn stop_vm(mut vm: impl VirtualMachine, console_log: &Path, graceful: bool) {
+    if graceful
+        && tokio::time::timeout(Duration::from_secs(5), vm.wait())
+            .await
+            .is_err()
     {
         tracing::debug!("the VM did not power off in time; killing it");
     }
@@ -394,22 +408,32 @@ impl Plugged {
     /// Stops its services, and takes the network's host side down if this
     /// was its last container.
     async fn unplug(self, container: &Container) {
-        for service in &self.services {
+        let Plugged {
+            network,
+            endpoint,
+            nic,
+            services,
+            ..
+        } = self;
+        for service in &services {
             service.abort();
         }
+        // Our copy of the tap: the tap goes away when the last one closes,
+        // and the host side waits for that.
+        drop(nic);
         #[cfg(target_os = "linux")]
-        if self.endpoint.mode == network::Mode::Bridge {
+        if endpoint.mode == network::Mode::Bridge {
             let Ok(networks) = Networks::open(container.app_root()) else {
                 return;
             };
-            let host = network::bridge::Host::new(networks.root(), &self.network);
+            let host = network::bridge::Host::new(networks.root(), &network);
             let id = container.id().to_string();
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || host.unplug(&id)).await {
-                eprintln!("Error: take network {} down: {e}", self.network.name);
+                eprintln!("Error: take network {} down: {e}", network.name);
             }
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = (self, container);
+        let _ = (network, endpoint, container);
     }
 
     /// Brings the guest's interface up with the container's address (asking
@@ -539,6 +563,7 @@ async fn drive(
     console_log: &Path,
     size: Option<(u32, u32)>,
     report: &mut Report,
+    phases: &mut Phases,
 ) -> Result<Ended, Error> {
     // Listen right after boot: vminitd dials well over a second later, and
     // retries if it is early.
@@ -551,8 +576,26 @@ async fn drive(
         version = ping.version,
         "agent ready"
     );
-    let result = run_main_process(&mut agent, vm, container, plugged, mounts, size, report).await;
-    let _ = agent.shutdown(ShutdownRequest {}).await;
+    // The guest's clock starts with its kernel: what it does not account
+    // for is QEMU's start (and our connecting to the agent, a few ms).
+    let (init, ready) = (
+        Duration::from_micros(ping.init_started_us),
+        Duration::from_micros(ping.agent_ready_us),
+    );
+    phases.done_in_parts(
+        "QEMU to kernel",
+        &[
+            ("kernel to vminitd", init),
+            ("vminitd to agent ready", ready.saturating_sub(init)),
+        ],
+    );
+    let result = run_main_process(
+        &mut agent, vm, container, plugged, mounts, size, report, phases,
+    )
+    .await;
+    if !disposable(container, mounts) {
+        let _ = agent.shutdown(ShutdownRequest {}).await;
+    }
     match result {
         // A broken agent connection usually means the VM died: say so.
         Err(Error::Agent(message)) => match vm.exited() {
@@ -573,6 +616,7 @@ async fn run_main_process(
     mounts: &Plan,
     size: Option<(u32, u32)>,
     report: &mut Report,
+    phases: &mut Phases,
 ) -> Result<Ended, Error> {
     if let Some(plugged) = plugged.as_deref_mut() {
         plugged.configure_guest(agent, container).await?;
@@ -580,6 +624,7 @@ async fn run_main_process(
     let plugged = plugged.as_deref();
     let (process, config) = main_process(container, plugged, size)?;
     create_container(agent, container, mounts, process, config).await?;
+    phases.done("network, mounts, create");
     let mut output = agent
         .read_output(process_ref(INIT_PROCESS))
         .await?
@@ -590,6 +635,7 @@ async fn run_main_process(
             None => Err(status.into()),
         };
     }
+    phases.done("process started");
     let proxy = serve_agent_socket(container, vm.dialer())?;
     report.say("running");
     let mut log = logs::Writer::open(&container.stdio_log()).map_err(io("open stdio.log"))?;
@@ -605,6 +651,7 @@ async fn run_main_process(
         .wait_process(process_ref(INIT_PROCESS))
         .await?
         .into_inner();
+    phases.done("process ran");
     proxy.abort();
     let _ = std::fs::remove_file(container.agent_socket());
     Ok(Ended::Exited(exit.exit_code))
@@ -691,7 +738,7 @@ pub(crate) async fn borrow(container: &Container) -> Result<Borrowed, Error> {
             _mounts: mounts,
         }),
         Err(e) => {
-            stop_vm(vm, &config.console_log).await;
+            stop_vm(vm, &config.console_log, true).await;
             let _ = std::fs::remove_dir_all(&run_dir);
             Err(e)
         }
@@ -702,7 +749,7 @@ impl Borrowed {
     /// Powers the VM off; the guest syncs and unmounts the disk first.
     pub async fn finish(mut self) {
         let _ = self.agent.shutdown(ShutdownRequest {}).await;
-        stop_vm(self.vm, &self.config.console_log).await;
+        stop_vm(self.vm, &self.config.console_log, true).await;
         let _ = std::fs::remove_dir_all(&self.config.run_dir);
     }
 }
@@ -1082,6 +1129,7 @@ mod tests {
             &crate::volume::Volumes::open(root.path()).unwrap(),
         )
         .unwrap();
+        let mut phases = Phases::start();
         let supervised = drive(
             &mut fake,
             &container,
@@ -1090,6 +1138,7 @@ mod tests {
             &console,
             None,
             &mut report,
+            &mut phases,
         );
         let client = async {
             // Running: the lease's address is recorded, and the port relays to it.

@@ -199,10 +199,14 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// The modules the guest loads at boot: the transport and vsock every
-    /// VM has, then what its devices need.
+    /// The modules the guest loads at boot: the transport, vsock and the
+    /// memory balloon every VM has, then what its devices need.
     pub fn guest_modules(&self) -> Vec<&'static str> {
-        let mut modules = vec!["virtio_mmio", "vmw_vsock_virtio_transport"];
+        let mut modules = vec![
+            "virtio_mmio",
+            "vmw_vsock_virtio_transport",
+            "virtio_balloon",
+        ];
         let kinds = [
             (!self.disks.is_empty(), Disk::GUEST_MODULES),
             (!self.nics.is_empty(), Nic::GUEST_MODULES),

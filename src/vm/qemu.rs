@@ -428,7 +428,10 @@ impl QemuVm {
             cmdline.push_str(arg);
         }
         if accel == "tcg" {
-            cmdline.push_str(&format!(" tsc_early_khz={}", tsc.khz().await));
+            // TCG's TSC follows the host's clock on every vCPU, but the
+            // guest's synchronization check fails under emulation and falls
+            // back to jiffies: 4 ms steps for every clock read and timer.
+            cmdline.push_str(&format!(" tsc_early_khz={} tsc=reliable", tsc.khz().await));
         }
         let mut args: Vec<String> = vec![
             "-M".into(),
@@ -466,6 +469,11 @@ impl QemuVm {
             format!("file,id=console,path={}", config.console_log.display()),
             "-serial".into(),
             "chardev:console".into(),
+            // Free page reporting: memory the guest frees (the init
+            // filesystem once unpacked, a finished build's page cache)
+            // goes back to the host instead of staying in QEMU's share.
+            "-device".into(),
+            "virtio-balloon-device,free-page-reporting=on".into(),
         ];
         args.extend(devices.args);
         tracing::debug!(accel, "starting qemu-system-x86_64 {}", args.join(" "));

@@ -24,8 +24,12 @@ use crate::boot::make_dir;
 use crate::process::{self, Output, Table, Target};
 use crate::{cgroup, launch, log, resize};
 
-pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    let service = Service::default();
+/// Serves the agent API; `started` is when vminitd started, on the boot clock.
+pub async fn serve(started: std::time::Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let mut service = Service {
+        init_started: started,
+        ..Service::default()
+    };
     let processes = service.processes.clone();
     let mut sigchld = signal(SignalKind::child())?;
     tokio::spawn(async move {
@@ -34,6 +38,7 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_PORT))?;
+    service.agent_ready = log::since_boot();
     log::info(&format!("agent listening on vsock port {AGENT_PORT}"));
     tokio::spawn(announce_ready());
     tonic::transport::Server::builder()
@@ -63,6 +68,9 @@ struct Service {
     processes: Arc<Table>,
     /// What the host mounted, newest last, so shutdown can unmount it.
     mounts: Arc<std::sync::Mutex<Vec<String>>>,
+    /// When vminitd started and when the agent listened (boot clock).
+    init_started: std::time::Duration,
+    agent_ready: std::time::Duration,
 }
 
 fn status(e: process::Error) -> Status {
@@ -145,6 +153,8 @@ impl Agent for Service {
         Ok(Response::new(PingResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             kernel_release: release,
+            init_started_us: self.init_started.as_micros() as u64,
+            agent_ready_us: self.agent_ready.as_micros() as u64,
         }))
     }
 

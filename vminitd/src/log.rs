@@ -3,13 +3,19 @@
 //! a binary that logs a dozen lines per boot. Times are seconds since the
 //! kernel started, like the kernel's own lines, so the two read together.
 
+/// The guest's boot clock: time since the kernel started.
+pub fn since_boot() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0))
+        .into()
+}
+
 fn line(level: &str, message: &str) {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    let t = since_boot();
     eprintln!(
         "vminitd [{}.{:06}] {level}: {message}",
-        t.tv_sec(),
-        t.tv_nsec() / 1000
+        t.as_secs(),
+        t.subsec_micros()
     );
 }
 

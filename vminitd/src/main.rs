@@ -31,6 +31,7 @@ fn main() {
         eprintln!("vminitd: must run as PID 1 inside a container VM");
         std::process::exit(1);
     }
+    let started = log::since_boot();
     log::info("started");
     if let Err(e) = boot::setup() {
         log::error(&format!("boot failed: {e}"));
@@ -43,7 +44,7 @@ fn main() {
         .enable_all()
         .build();
     let result = match runtime {
-        Ok(rt) => rt.block_on(agent::serve()),
+        Ok(rt) => rt.block_on(agent::serve(started)),
         Err(e) => Err(e.into()),
     };
     if let Err(e) = result {
