@@ -41,10 +41,12 @@ pub fn recommended() -> Option<&'static Recommended> {
     cfg!(target_arch = "aarch64").then_some(&RECOMMENDED_ARM64)
 }
 
-/// Our own kernel, if scripts/build-kernel put it beside the running binary.
+/// Our own kernel, if scripts/build-kernel put it beside the running binary:
+/// `vmlinux`, a link to `vmlinux-RELEASE`, whose name gives the release
+/// without reading the file.
 pub fn bundled() -> Option<PathBuf> {
     let beside = std::env::current_exe().ok()?.with_file_name("vmlinux");
-    beside.is_file().then_some(beside)
+    std::fs::canonicalize(beside).ok().filter(|p| p.is_file())
 }
 
 fn kernel_dir(app_root: &Path) -> PathBuf {
