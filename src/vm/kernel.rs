@@ -68,10 +68,6 @@ pub fn install(app_root: &Path, binary: &Path) -> Result<PathBuf, Error> {
             hint: "give the path of a kernel image file".into(),
         })?
         .to_owned();
-    install_as(app_root, binary, Path::new(&name))
-}
-
-fn install_as(app_root: &Path, binary: &Path, name: &Path) -> Result<PathBuf, Error> {
     if release_of(binary).is_none() {
         return Err(Error::Missing {
             what: format!("the release of kernel {}", binary.display()),
@@ -82,7 +78,7 @@ fn install_as(app_root: &Path, binary: &Path, name: &Path) -> Result<PathBuf, Er
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
     let staging = staging_path(&dir);
     std::fs::copy(binary, &staging).map_err(io(format!("copy {}", binary.display())))?;
-    make_default(&dir, &staging, name)
+    make_default(&dir, &staging, Path::new(&name))
 }
 
 /// A file in `dir` no other process writes, and that no lookup matches.
@@ -102,10 +98,9 @@ fn make_default(dir: &Path, staging: &Path, name: &Path) -> Result<PathBuf, Erro
 /// download for this platform, whose archive's digest is checked.
 pub async fn install_recommended(app_root: &Path) -> Result<PathBuf, Error> {
     if let Some(own) = bundled() {
-        // Named by its release, so `kernel/` says what it is. Replaced by
-        // a rename: a VM booting the old one has it open already.
-        let release = release_of(&own).unwrap_or_default();
-        return install_as(app_root, &own, Path::new(&format!("vmlinux-{release}")));
+        // Its name, vmlinux-RELEASE, says what it is. Replaced by a rename:
+        // a VM booting the old one has it open already.
+        return install(app_root, &own);
     }
     let recommended = recommended().ok_or_else(|| Error::Missing {
         what: "a recommended kernel for this platform".into(),
