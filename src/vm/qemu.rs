@@ -224,7 +224,10 @@ impl QemuDevice for Disk {
                 self.path.display()
             ),
             "-device".into(),
-            format!("virtio-blk-device,drive=disk{index}"),
+            // The guest reads ahead twice the optimal I/O size; its default
+            // of 128 KiB took a dozen round trips to load a program, 25 ms of
+            // a `run` under TCG. The disk is a local file: larger reads are free.
+            format!("virtio-blk-device,drive=disk{index},opt_io_size={OPTIMAL_IO_BYTES}"),
         ];
         Ok(Attachment {
             args,
@@ -402,6 +405,9 @@ async fn start_helpers(helpers: &[Helper]) -> Result<Vec<Child>, Error> {
     }
     Ok(children)
 }
+
+/// What a disk tells the guest its optimal I/O size is (see `Disk`).
+const OPTIMAL_IO_BYTES: u32 = 1 << 20;
 
 /// How long a helper may take to listen.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(10);

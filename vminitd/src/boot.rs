@@ -18,6 +18,7 @@ use crate::log;
 const MODULE_ORDER: &str = "/modules/order";
 
 pub fn setup() -> Result<(), String> {
+    root_with_parent()?;
     mount_standard()?;
     load_modules()?;
     loopback_up()?;
@@ -50,6 +51,29 @@ fn loopback_up() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Makes the guest's root a bind mount of the initramfs, as switch_root
+/// does. pivot_root cannot leave the initramfs itself (it has no parent
+/// mount), so without this every container start had to copy the guest's
+/// whole mount tree to pivot away from, and then detach both copies.
+/// Done first, while nothing is mounted, so the bind copies nothing.
+fn root_with_parent() -> Result<(), String> {
+    let stage = "/.root";
+    make_dir(stage)?;
+    mount(
+        Some("/"),
+        stage,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind the initramfs: {e}"))?;
+    nix::unistd::chdir(stage).map_err(|e| format!("chdir {stage}: {e}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("move the initramfs bind over /: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot into the initramfs bind: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
 fn mount_standard() -> Result<(), String> {

@@ -497,27 +497,15 @@ fn remount_read_only(path: &str) -> Result<(), String> {
 }
 
 /// Makes `root` the process's `/` and detaches the old root, so nothing of
-/// the guest stays reachable from the container.
+/// the guest stays reachable from the container. The guest's root has a
+/// parent mount (`boot::root_with_parent`), so pivot_root works directly;
+/// pivoting "." onto "." stacks the old root over the new one, to be
+/// detached at once, so the container's disk gets no directory for it.
 pub fn enter(root: &str, read_only: bool) -> Result<(), String> {
-    // The guest's own root is the initramfs, which pivot_root cannot leave:
-    // it has no parent mount. So first make a recursive bind of it our root
-    // (moved over `/`, as switch_root does); that mount has a parent.
-    let stage = "/run/container/.guest";
-    make_dir(stage)?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-    mount(Some("/"), stage, None::<&str>, flags, None::<&str>)
-        .map_err(|e| format!("bind the guest root: {e}"))?;
-    nix::unistd::chdir(stage).map_err(|e| e.to_string())?;
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(|e| format!("move the guest root: {e}"))?;
-    nix::unistd::chroot(".").map_err(|e| format!("chroot into the guest root: {e}"))?;
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {root}: {e}"))?;
+    pivot_root(".", ".").map_err(|e| format!("pivot_root to {root}: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| e.to_string())?;
-    let old = format!("{root}/.oldroot");
-    make_dir(&old)?;
-    pivot_root(root, old.as_str()).map_err(|e| format!("pivot_root to {root}: {e}"))?;
-    nix::unistd::chdir("/").map_err(|e| e.to_string())?;
-    umount2("/.oldroot", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
-    std::fs::remove_dir("/.oldroot").map_err(|e| format!("remove /.oldroot: {e}"))?;
     if read_only {
         remount_read_only("/")?;
     }
