@@ -4,9 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use agent_proto::output_chunk::Stream as OutputStream;
-use agent_proto::{
-    OutputChunk, ProcessRef, ResizeProcessRequest, SignalProcessRequest, StdinChunk,
-};
+use agent_proto::{OutputChunk, ResizeProcessRequest, SignalProcessRequest, StdinChunk};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -163,13 +161,12 @@ pub fn write_record(stream: logs::Stream, data: &[u8]) -> Result<(), Error> {
     written.map_err(io("write the container's output"))
 }
 
-/// Creates a process beside a container's main one and opens its output,
-/// ready to start.
+/// Creates a process beside a container's main one, not yet started.
 async fn create_in_container(
     agent: &mut agent::Client,
     id: &str,
     process: agent_proto::ProcessSpec,
-) -> Result<Streaming<OutputChunk>, Error> {
+) -> Result<(), Error> {
     let target = agent_proto::create_process_request::Target::ExecIn(INIT_PROCESS.into());
     agent
         .create_process(agent_proto::CreateProcessRequest {
@@ -178,7 +175,28 @@ async fn create_in_container(
             target: Some(target),
         })
         .await?;
-    Ok(agent.read_output(process_ref(id)).await?.into_inner())
+    Ok(())
+}
+
+/// Starts a created process and opens its output, both requests at once
+/// (each answer waited for costs a round trip into the guest); a pipe keeps
+/// what the process writes before its output is open.
+async fn start_reading(
+    agent: &mut agent::Client,
+    id: &str,
+) -> (
+    Result<Streaming<OutputChunk>, Error>,
+    Result<(), tonic::Status>,
+) {
+    let mut reader = agent.clone();
+    let (output, started) = tokio::join!(
+        reader.read_output(process_ref(id)),
+        agent.start_process(process_ref(id))
+    );
+    (
+        output.map(|o| o.into_inner()).map_err(Error::from),
+        started.map(drop),
+    )
 }
 
 /// Runs a process in a running container and attaches to it (unless detached).
@@ -199,14 +217,16 @@ pub async fn exec(
     }
     let stdin = process.stdin && !detach;
     let mut phases = crate::phases::Phases::start();
-    let output = create_in_container(&mut agent, &id, process).await?;
+    create_in_container(&mut agent, &id, process).await?;
     phases.done("exec: create");
-    if let Err(status) = agent.start_process(process_ref(&id)).await {
+    let (output, started) = start_reading(&mut agent, &id).await;
+    if let Err(status) = started {
         let code =
             super::supervisor::not_started(&status).ok_or_else(|| Error::from(status.clone()))?;
         eprintln!("Error: {}", status.message());
         return Ok(code);
     }
+    let output = output?;
     phases.done("exec: process started");
     if detach {
         // vminitd drains the output of a process nobody reads.
@@ -250,7 +270,7 @@ impl Session {
                 self.clone_agent().forward_signals(self.process.clone()),
             ));
         }
-        let result = async {
+        let pump = async {
             while let Some(chunk) = output.message().await? {
                 let written = match OutputStream::try_from(chunk.stream) {
                     Ok(OutputStream::Stderr) => {
@@ -260,16 +280,19 @@ impl Session {
                 };
                 written.map_err(io("write the container's output"))?;
             }
-            let mut agent = self.agent.clone();
-            let exit = agent
-                .wait_process(ProcessRef {
-                    id: self.process.clone(),
-                })
-                .await?
-                .into_inner();
-            Ok(exit.exit_code)
-        }
-        .await;
+            Ok::<_, Error>(())
+        };
+        // Asked with the output open, answered at the exit: no round trip after.
+        let mut waiter = self.agent.clone();
+        let wait = async {
+            Ok::<_, Error>(
+                waiter
+                    .wait_process(process_ref(&self.process))
+                    .await?
+                    .into_inner(),
+            )
+        };
+        let result = tokio::try_join!(pump, wait).map(|((), exit)| exit.exit_code);
         for task in background {
             task.abort();
         }
@@ -394,8 +417,10 @@ pub async fn builtin(
         ..Default::default()
     };
     process.set_builtin(builtin);
-    let mut stream = create_in_container(&mut agent, &id, process).await?;
-    agent.start_process(process_ref(&id)).await?;
+    create_in_container(&mut agent, &id, process).await?;
+    let (stream, started) = start_reading(&mut agent, &id).await;
+    started?;
+    let mut stream = stream?;
     if let Some(input) = input {
         let mut writer = agent.clone();
         // The first chunk names the process; the rest stream as they come.
