@@ -24,8 +24,12 @@ use crate::boot::make_dir;
 use crate::process::{self, Output, Table, Target};
 use crate::{cgroup, launch, log, resize};
 
-/// Serves the agent API; `started` is when vminitd started, on the boot clock.
-pub async fn serve(started: std::time::Duration) -> Result<(), Box<dyn std::error::Error>> {
+/// Serves the agent API once `setup` has set the guest up; `started` is
+/// when vminitd started, on the boot clock.
+pub async fn serve(
+    started: std::time::Duration,
+    setup: std::thread::JoinHandle<Result<(), String>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut service = Service {
         init_started: started,
         ..Service::default()
@@ -38,9 +42,13 @@ pub async fn serve(started: std::time::Duration) -> Result<(), Box<dyn std::erro
         }
     });
     let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_PORT))?;
-    service.agent_ready = log::since_boot();
     log::info(&format!("agent listening on vsock port {AGENT_PORT}"));
     tokio::spawn(announce_ready());
+    tokio::task::spawn_blocking(move || setup.join())
+        .await?
+        .map_err(|_| "boot setup panicked")?
+        .map_err(|e| format!("boot failed: {e}"))?;
+    service.agent_ready = log::since_boot();
     tonic::transport::Server::builder()
         .add_service(AgentServer::new(service))
         .serve_with_incoming(listener.incoming())

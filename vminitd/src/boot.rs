@@ -17,10 +17,17 @@ use crate::log;
 /// resolved modules.dep when it built the initfs).
 const MODULE_ORDER: &str = "/modules/order";
 
-pub fn setup() -> Result<(), String> {
+/// What must come before anything else, alone: the root (it changes the
+/// root of every thread) and the kernel modules (the agent's vsock may be
+/// one of them).
+pub fn first() -> Result<(), String> {
     root_with_parent()?;
+    load_modules()
+}
+
+/// The rest, which may run beside the agent's start.
+pub fn setup() -> Result<(), String> {
     mount_standard()?;
-    load_modules()?;
     loopback_up()?;
     log::info("guest ready");
     Ok(())

@@ -33,18 +33,20 @@ fn main() {
     }
     let started = log::since_boot();
     log::info("started");
-    if let Err(e) = boot::setup() {
+    if let Err(e) = boot::first() {
         log::error(&format!("boot failed: {e}"));
         std::process::exit(1);
     }
-    // One worker thread: the agent handles a handful of streams per VM, and
-    // every thread costs guest memory and start-up time.
+    // The rest of the guest's setup runs beside the agent's own start: the
+    // agent listens and tells the host at once, and serves once the guest
+    // is set up (the host's connection waits in the listen backlog).
+    let setup = std::thread::spawn(boot::setup);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build();
     let result = match runtime {
-        Ok(rt) => rt.block_on(agent::serve(started)),
+        Ok(rt) => rt.block_on(agent::serve(started, setup)),
         Err(e) => Err(e.into()),
     };
     if let Err(e) = result {
