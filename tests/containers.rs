@@ -279,7 +279,7 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
     let stopped = inspect(&cli, "web");
     assert_eq!(stopped["status"], "stopped");
     assert_eq!(stopped["exit_code"], 137);
-    assert!(cli.processes().is_empty(), "{:?}", cli.processes());
+    assert_eq!(cli.lingering(), Vec::<String>::new());
     assert_eq!(stdout(&cli, &["rm", "web"]), "web\n");
     assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
     let output = cli.run(&["inspect", "web"]);
@@ -316,7 +316,7 @@ fn kill_wait_and_force_removal() {
         text(&output).1
     );
     assert_eq!(stdout(&cli, &["rm", "-f", "b"]), "b\n");
-    assert!(cli.processes().is_empty(), "{:?}", cli.processes());
+    assert_eq!(cli.lingering(), Vec::<String>::new());
     let a = inspect(&cli, "a")["id"].as_str().unwrap().to_string();
     assert_eq!(stdout(&cli, &["prune"]), format!("{a}\n"));
     assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
@@ -453,7 +453,7 @@ fn a_vm_killed_from_outside_marks_the_container_stopped() {
     let reason = state["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("VM stopped unexpectedly"), "{reason}");
     assert_eq!(stdout(&cli, &["rm", "victim"]), "victim\n");
-    assert!(cli.processes().is_empty(), "{:?}", cli.processes());
+    assert_eq!(cli.lingering(), Vec::<String>::new());
 }
 
 #[test]
@@ -491,7 +491,7 @@ fn four_containers_at_once() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    assert!(cli.processes().is_empty());
+    assert_eq!(cli.lingering(), Vec::<String>::new());
 }
 
 #[test]

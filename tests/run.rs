@@ -15,7 +15,7 @@ fn echo_prints_exactly_its_output_and_leaves_nothing_running() {
     assert_eq!(stdout, "hello\n", "stderr: {stderr}");
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
     assert_eq!(
-        cli.processes(),
+        cli.lingering(),
         Vec::<String>::new(),
         "VM processes left behind"
     );
@@ -78,7 +78,7 @@ fn a_missing_command_exits_127() {
     assert_eq!(output.status.code(), Some(127));
     assert_eq!(stdout, "");
     assert!(stderr.contains("no-such-command"), "stderr: {stderr}");
-    assert_eq!(cli.processes(), Vec::<String>::new());
+    assert_eq!(cli.lingering(), Vec::<String>::new());
 }
 
 #[test]

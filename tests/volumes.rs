@@ -291,7 +291,7 @@ fn binds_volumes_and_tmpfs_reach_running_containers() {
     assert_eq!(shared[0]["containers"], serde_json::json!([]));
     assert_eq!(run(&cli, &["volume", "rm", "shared"]), "shared\n");
     // No virtiofsd (or any helper) outlives its VM.
-    assert_eq!(cli.processes(), Vec::<String>::new());
+    assert_eq!(cli.lingering(), Vec::<String>::new());
 }
 
 #[test]
@@ -344,7 +344,7 @@ fn cp_reaches_created_and_stopped_containers_and_their_volumes() {
     // Still stopped, and nothing of the brief VMs is left.
     let inspect: serde_json::Value = serde_json::from_str(&run(&cli, &["inspect", "c"])).unwrap();
     assert_eq!(inspect[0]["status"], "stopped");
-    assert_eq!(cli.processes(), Vec::<String>::new());
+    assert_eq!(cli.lingering(), Vec::<String>::new());
 }
 
 #[test]

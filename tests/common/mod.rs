@@ -269,6 +269,20 @@ impl Cli {
 
     /// Processes whose command line mentions this app root: the VMs and
     /// helpers of its containers.
+    /// The processes under this app root that are still there after up to
+    /// 5 s: a supervisor exits just after it records the container stopped,
+    /// and a VM killed with its supervisor goes a moment later.
+    pub fn lingering(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let found = self.processes();
+            if found.is_empty() || std::time::Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn processes(&self) -> Vec<String> {
         let root = self.app_root.path().to_string_lossy().into_owned();
         let mut found = Vec::new();
