@@ -8,6 +8,8 @@
 pub mod initfs;
 pub mod kernel;
 #[cfg(target_os = "linux")]
+mod qcow2;
+#[cfg(target_os = "linux")]
 mod qemu;
 // `vz-check` compiles the macOS backend on Linux only to type-check it
 // (scripts/check-macos); nothing calls it there, so its dead code is expected.

@@ -92,7 +92,6 @@ fn rdtsc() -> u64 {
 fn spawn_error(program: &str, source: std::io::Error) -> Error {
     let provider = match program {
         "qemu-system-x86_64" => "the Debian package qemu-system-x86",
-        "qemu-img" => "the Debian package qemu-utils",
         "vhost-device-vsock" => "`cargo install vhost-device-vsock`",
         "virtiofsd" => "`cargo install virtiofsd`",
         _ => "",
@@ -585,26 +584,22 @@ impl QemuVm {
 }
 
 /// Creates `dir/rootfs.qcow2`, a qcow2 overlay whose reads fall through to
-/// the raw base image. A reflink would need a host filesystem that has them
-/// (our hosts' ext4 does not); qcow2 works wherever QEMU does.
+/// the raw base image, of `size` bytes or the base's. A reflink would need a
+/// host filesystem that has them (our hosts' ext4 does not); qcow2 works
+/// wherever QEMU does.
 pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<Disk, Error> {
     let path = dir.join("rootfs.qcow2");
-    let output = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(base)
-        .arg(&path)
-        .args(size.map(|bytes| bytes.to_string()))
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|source| spawn_error("qemu-img", source))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        return Err(Error::Io {
-            context: "create the container's disk".into(),
-            source: std::io::Error::other(stderr),
-        });
-    }
+    let (base_owned, path_owned) = (base.to_path_buf(), path.clone());
+    tokio::task::spawn_blocking(move || {
+        let size = match size {
+            Some(size) => size,
+            None => std::fs::metadata(&base_owned)?.len(),
+        };
+        super::qcow2::create_overlay(&path_owned, &base_owned, size)
+    })
+    .await
+    .map_err(|e| Error::io("create the container's disk")(std::io::Error::other(e)))?
+    .map_err(Error::io("create the container's disk"))?;
     Ok(Disk {
         path,
         format: DiskFormat::Qcow2,
