@@ -37,12 +37,12 @@ fn which(program: &str) -> Option<PathBuf> {
 fn setup_installs_again_what_was_removed_and_links_container() {
     // Gone while dpkg still lists its package: the state an apt transaction
     // that removed it looks like to a check of dpkg's list made before it.
-    let qemu_img = which("qemu-img").expect("qemu-img is installed before the test");
-    let removed = root_or_sudo(&["rm", qemu_img.to_str().unwrap()])
+    let qemu = which("qemu-system-x86_64").expect("QEMU is installed before the test");
+    let removed = root_or_sudo(&["rm", qemu.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(removed.status.success(), "{removed:?}");
-    assert_eq!(which("qemu-img"), None);
+    assert_eq!(which("qemu-system-x86_64"), None);
 
     // The runtime names the package when the program is missing.
     let registry = Registry::start();
@@ -53,14 +53,14 @@ fn setup_installs_again_what_was_removed_and_links_container() {
     assert_eq!(output.status.code(), Some(125), "{stderr}");
     assert_eq!(
         stderr.trim(),
-        "Error: qemu-img is not installed: it comes with the Debian package qemu-utils, which scripts/setup installs"
+        "Error: qemu-system-x86_64 is not installed: it comes with the Debian package qemu-system-x86, which scripts/setup installs"
     );
 
     let setup = Command::new(repo_root().join("scripts/setup"))
         .output()
         .unwrap();
     assert!(setup.status.success(), "{}", text(&setup).1);
-    assert_eq!(which("qemu-img"), Some(qemu_img));
+    assert_eq!(which("qemu-system-x86_64"), Some(qemu));
 
     // `container` is on the PATH, linked to this build, and runs from anywhere.
     let bin = if unsafe { libc::geteuid() } == 0 {
