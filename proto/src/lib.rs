@@ -14,3 +14,4 @@ pub const READY_PORT: u32 = 1025;
 
 pub mod caps;
 pub mod copy;
+pub mod layer;

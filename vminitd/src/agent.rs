@@ -151,6 +151,24 @@ fn pump(
 }
 
 type OutputStreamBox = Pin<Box<dyn Stream<Item = Result<OutputChunk, Status>> + Send>>;
+type LayerStreamBox = Pin<Box<dyn Stream<Item = Result<LayerChunk, Status>> + Send>>;
+
+/// Hands what a blocking writer writes to an async stream in chunks.
+struct ChunkSender(mpsc::Sender<Result<LayerChunk, Status>>);
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let chunk = LayerChunk { data: buf.to_vec() };
+        self.0
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the host stopped reading"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 #[tonic::async_trait]
 impl Agent for Service {
@@ -497,6 +515,25 @@ impl Agent for Service {
             io_write_bytes: u.io_write_bytes,
             pids_current: u.pids_current,
         }))
+    }
+
+    async fn read_layer(
+        &self,
+        request: Request<ReadLayerRequest>,
+    ) -> Result<Response<LayerStreamBox>, Status> {
+        let r = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::task::spawn_blocking(move || {
+            let errors = tx.clone();
+            // Tar writes 512-byte blocks; send them in bigger messages.
+            let out = std::io::BufWriter::with_capacity(1 << 16, ChunkSender(tx));
+            let upper = std::path::Path::new(&r.upper);
+            if let Err(e) = agent_proto::layer::pack_upper(upper, r.clamp_mtime, &r.exclude, out) {
+                let status = Status::internal(format!("read the changes in {}: {e}", r.upper));
+                let _ = errors.blocking_send(Err(status));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn shutdown(
