@@ -5,6 +5,7 @@
 
 pub mod app_root;
 pub(crate) mod atomic;
+pub mod build;
 pub mod bytes;
 pub mod cli;
 pub mod ext4;

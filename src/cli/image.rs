@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::container::parse_scheme;
 use super::progress::{self, Direction};
-use crate::image::{ImageInfo, ImageStore, Platform, PullOptions, PushOptions, Scheme};
+use crate::image::{ImageInfo, ImageStore, Platform, PullOptions, PushOptions, Roots, Scheme};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -179,13 +179,16 @@ pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
             } else {
                 args.images
             };
-            let removed = tokio::task::block_in_place(|| images.remove(&names, args.force))?;
+            let roots = gc_roots(app_root)?;
+            let removed =
+                tokio::task::block_in_place(|| images.remove(&names, args.force, &roots))?;
             for reference in removed.images {
                 println!("{reference}");
             }
         }
         ImageCommand::Prune { all } => {
-            let removed = tokio::task::block_in_place(|| images.prune(all))?;
+            let roots = gc_roots(app_root)?;
+            let removed = tokio::task::block_in_place(|| images.prune(all, &roots))?;
             for reference in removed.images {
                 println!("Deleted: {reference}");
             }
@@ -342,6 +345,15 @@ fn save(
         let _ = std::fs::remove_file(path);
     }
     Ok(result?)
+}
+
+/// What image garbage collection must keep: the images containers use and
+/// the build cache's layers, each from its owner.
+pub(super) fn gc_roots(app_root: &Path) -> Result<Roots> {
+    Ok(Roots {
+        in_use: crate::runtime::Containers::open(app_root)?.images_in_use(),
+        blobs: crate::build::cached_layers(app_root),
+    })
 }
 
 #[cfg(test)]

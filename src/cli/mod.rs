@@ -1,6 +1,7 @@
 //! The command line: parse, set up logging, hand over to the library, and
 //! turn any error into one line on stderr and a non-zero exit.
 
+mod build;
 mod container;
 mod image;
 mod network;
@@ -32,6 +33,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile.
+    Build(Box<build::BuildArgs>),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Run a command in a new container.
     Run(Box<container::RunArgs>),
     /// Create a container without starting it.
@@ -119,6 +125,8 @@ pub fn main() -> i32 {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Build(args) => build::build(&app_root, *args).await,
+            Command::Builder(command) => build::builder(&app_root, command).await,
             Command::Run(args) => container::run(&app_root, *args).await,
             Command::Create(args) => container::create(&app_root, *args).await,
             Command::Start(args) => container::start(&app_root, args).await,
@@ -158,6 +166,17 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => fail(e.as_ref(), failed),
     }
+}
+
+/// `KEY=VALUE` items (labels, options) as a map; `KEY` alone is empty.
+fn pairs(items: &[String]) -> std::collections::BTreeMap<String, String> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((key, value)) => (key.to_string(), value.to_string()),
+            None => (item.clone(), String::new()),
+        })
+        .collect()
 }
 
 fn fail(e: &dyn std::error::Error, code: i32) -> i32 {

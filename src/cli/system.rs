@@ -76,7 +76,8 @@ pub async fn run(
         }
         SystemCommand::Property(PropertyCommand::Clear { key }) => properties.set(&key, None)?,
         SystemCommand::Df { format } => {
-            let usage = ImageStore::open(app_root)?.disk_usage()?;
+            let usage =
+                ImageStore::open(app_root)?.disk_usage(&super::image::gc_roots(app_root)?)?;
             let volumes = crate::volume::Volumes::open(app_root)?.usage()?;
             if let Format::Json = format {
                 let mut json = serde_json::to_value(&usage)?;

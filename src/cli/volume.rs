@@ -1,12 +1,12 @@
 //! `container volume`: create, list, inspect, remove and prune volumes.
 //! Thin: the volume module acts.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use clap::{Args, Subcommand};
 
 use super::image::{Format, ListArgs, print_table};
+use super::pairs;
 use crate::volume::{self, Volume, Volumes};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -52,17 +52,6 @@ pub struct CreateArgs {
     opt: Vec<String>,
     /// The volume's name [default: a random one].
     name: Option<String>,
-}
-
-/// `KEY=VALUE` pairs; a bare `KEY` has an empty value.
-fn pairs(items: &[String]) -> BTreeMap<String, String> {
-    items
-        .iter()
-        .map(|item| match item.split_once('=') {
-            Some((key, value)) => (key.to_string(), value.to_string()),
-            None => (item.clone(), String::new()),
-        })
-        .collect()
 }
 
 fn json(volumes: &Volumes, volume: &Volume) -> Result<serde_json::Value> {

@@ -1,6 +1,8 @@
 //! Removing images and collecting what no image needs: blobs not reachable
-//! from any record (or from an image a container uses), and snapshots of
-//! manifests no record names.
+//! from any record or root (an image a container uses, a build cache
+//! layer), and snapshots of manifests no record or container names. The
+//! roots come from their owners (`runtime`, `build`) through the caller:
+//! this module reads no other module's files.
 //!
 //! Collection holds `content/gc.lock` exclusively while pulls and loads hold
 //! it shared, so it never sees a blob whose record is still being written;
@@ -10,10 +12,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 
-use super::in_use::images_in_use;
 use super::records::Record;
 use super::{Error, ImageStore, IoContext, info};
 use crate::atomic;
+
+/// What other parts of the system keep alive.
+#[derive(Debug, Default)]
+pub struct Roots {
+    /// Manifest digest -> the ID of one container using that image.
+    pub in_use: BTreeMap<String, String>,
+    /// Further blobs to keep: the build cache's layers.
+    pub blobs: BTreeSet<String>,
+}
 
 /// What a removal or prune deleted.
 #[derive(Debug, Default)]
@@ -41,10 +51,15 @@ pub struct DiskUsage {
 /// its image, not each name of it: a reference goes even while a container
 /// uses the image, as long as another reference to the image stays; only
 /// removing its last one needs `force`. Nothing is removed on an error.
-pub fn remove(images: &ImageStore, names: &[String], force: bool) -> Result<Removed, Error> {
+pub fn remove(
+    images: &ImageStore,
+    names: &[String],
+    force: bool,
+    roots: &Roots,
+) -> Result<Removed, Error> {
     let _gc = atomic::lock(&images.gc_lock)?;
     let records = images.records.list()?;
-    let in_use = images_in_use(&images.root);
+    let in_use = &roots.in_use;
     let mut targets: Vec<Record> = Vec::new();
     for name in names {
         for record in info::matching(images, name, &records)? {
@@ -70,12 +85,12 @@ pub fn remove(images: &ImageStore, names: &[String], force: bool) -> Result<Remo
         }
     }
     let targets: Vec<String> = targets.into_iter().map(|t| t.reference).collect();
-    finish(images, &targets, &in_use)
+    finish(images, &targets, roots)
 }
 
-pub fn prune(images: &ImageStore, all: bool) -> Result<Removed, Error> {
+pub fn prune(images: &ImageStore, all: bool, roots: &Roots) -> Result<Removed, Error> {
     let _gc = atomic::lock(&images.gc_lock)?;
-    let in_use = images_in_use(&images.root);
+    let in_use = &roots.in_use;
     let targets: Vec<String> = if all {
         images
             .records
@@ -87,27 +102,24 @@ pub fn prune(images: &ImageStore, all: bool) -> Result<Removed, Error> {
     } else {
         Vec::new()
     };
-    finish(images, &targets, &in_use)
+    finish(images, &targets, roots)
 }
 
-fn finish(
-    images: &ImageStore,
-    targets: &[String],
-    in_use: &BTreeMap<String, String>,
-) -> Result<Removed, Error> {
+fn finish(images: &ImageStore, targets: &[String], roots: &Roots) -> Result<Removed, Error> {
     let removed = images.records.remove(targets)?;
-    let bytes = collect(images, in_use)?;
+    let bytes = collect(images, roots)?;
     Ok(Removed {
         images: removed.into_iter().map(|r| r.reference).collect(),
         bytes,
     })
 }
 
-pub fn disk_usage(images: &ImageStore) -> Result<DiskUsage, Error> {
+pub fn disk_usage(images: &ImageStore, roots: &Roots) -> Result<DiskUsage, Error> {
     let records = images.records.list()?;
-    let in_use = images_in_use(&images.root);
+    let in_use = &roots.in_use;
     let digests: BTreeSet<&String> = records.iter().map(|r| &r.digest).collect();
-    let needed = reachable(images, in_use.keys().map(String::as_str));
+    let mut needed = reachable(images, in_use.keys().map(String::as_str));
+    needed.extend(roots.blobs.iter().cloned());
     let mut usage = DiskUsage {
         images: digests.len(),
         active: digests.iter().filter(|d| in_use.contains_key(**d)).count(),
@@ -131,17 +143,18 @@ pub fn disk_usage(images: &ImageStore) -> Result<DiskUsage, Error> {
     Ok(usage)
 }
 
-/// Deletes every blob and snapshot no record or container needs; returns
-/// the bytes freed. Call with the gc lock held.
-fn collect(images: &ImageStore, in_use: &BTreeMap<String, String>) -> Result<u64, Error> {
+/// Deletes every blob and snapshot no record or root needs; returns the
+/// bytes freed. Call with the gc lock held.
+fn collect(images: &ImageStore, roots: &Roots) -> Result<u64, Error> {
     let records = images.records.list()?;
-    let roots: BTreeSet<&str> = records
+    let manifests: BTreeSet<&str> = records
         .iter()
         .map(|r| r.digest.as_str())
-        .chain(in_use.keys().map(String::as_str))
+        .chain(roots.in_use.keys().map(String::as_str))
         .collect();
-    let mut keep = reachable(images, roots.iter().copied());
+    let mut keep = reachable(images, manifests.iter().copied());
     keep.extend(records.iter().filter_map(|r| r.index_digest.clone()));
+    keep.extend(roots.blobs.iter().cloned());
     let mut freed = 0;
     for digest in images.content.digests()? {
         if !keep.contains(&digest) {
@@ -149,7 +162,7 @@ fn collect(images: &ImageStore, in_use: &BTreeMap<String, String>) -> Result<u64
         }
     }
     for (digest, path) in snapshots(images)? {
-        if !roots.contains(digest.as_str()) {
+        if !manifests.contains(digest.as_str()) {
             let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
             match std::fs::remove_file(&path) {
                 Ok(()) => freed += bytes,

@@ -2,7 +2,10 @@
 //! that pulling and unpacking need. Unknown fields are ignored, so the two
 //! formats share one set of types.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::platform::Platform;
 use super::{Error, RunConfig};
@@ -11,6 +14,8 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Every manifest type we can pull, for the registry's `Accept` header.
 pub const ACCEPTED_MANIFESTS: [&str; 4] = [
@@ -88,32 +93,109 @@ impl Document {
     }
 }
 
-/// The parts of an image config (OCI or Docker) we read.
-#[derive(Debug, Deserialize)]
+/// An image config (OCI or Docker), whole: `build` edits and writes it
+/// back, so fields we do not interpret are kept in `extra`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     #[serde(flatten)]
     pub platform: Platform,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ContainerConfig>,
+    #[serde(default)]
+    pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
 }
 
-/// The image config's `config` object; Docker writes `null` for empty lists.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The layers' uncompressed digests, bottom first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub diff_ids: Vec<String>,
+}
+
+impl Default for RootFs {
+    fn default() -> Self {
+        RootFs {
+            kind: "layers".to_string(),
+            diff_ids: Vec::new(),
+        }
+    }
+}
+
+/// What made one layer (or, with `empty_layer`, one config change).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
+}
+
+/// The image config's `config` object, with Docker's extensions (`Shell`,
+/// `Healthcheck`, `OnBuild`) that OCI leaves out; Docker writes `null`
+/// for empty lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerConfig {
-    #[serde(default)]
-    env: Option<Vec<String>>,
-    #[serde(default)]
-    entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    cmd: Option<Vec<String>>,
-    #[serde(default)]
-    working_dir: Option<String>,
-    #[serde(default)]
-    user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `EXPOSE` ports (`80/tcp`), as the keys of an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
     /// `VOLUME` paths, as the keys of an object (`{"/data": {}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_build: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// Docker's `HEALTHCHECK`, durations in nanoseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Healthcheck {
     #[serde(default)]
-    volumes: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
+    pub test: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 impl ImageConfig {
@@ -122,6 +204,19 @@ impl ImageConfig {
             digest: digest.to_string(),
             reason: e.to_string(),
         })
+    }
+
+    /// A config for an image with no layers yet (`FROM scratch`).
+    pub fn empty(platform: Platform) -> ImageConfig {
+        ImageConfig {
+            created: None,
+            author: None,
+            platform,
+            config: Some(ContainerConfig::default()),
+            rootfs: RootFs::default(),
+            history: Vec::new(),
+            extra: BTreeMap::new(),
+        }
     }
 
     pub fn run_config(&self) -> RunConfig {
@@ -134,6 +229,23 @@ impl ImageConfig {
             user: c.user.unwrap_or_default(),
             volumes: c.volumes.unwrap_or_default().into_keys().collect(),
         }
+    }
+}
+
+/// A manifest as we write it (`build`, `load`): OCI unless a Docker
+/// archive's layers say otherwise.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestDocument<'a> {
+    pub schema_version: u32,
+    pub media_type: &'a str,
+    pub config: &'a Descriptor,
+    pub layers: &'a [Descriptor],
+}
+
+impl ManifestDocument<'_> {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a manifest serializes")
     }
 }
 
@@ -219,6 +331,38 @@ mod tests {
 
         let bare = ImageConfig::parse(br#"{"architecture":"arm64","os":"linux"}"#, D).unwrap();
         assert!(bare.run_config().cmd.is_empty());
+    }
+
+    #[test]
+    fn config_round_trips_fields_it_does_not_interpret() {
+        let docker = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "os.version": "x",
+            "created": "2024-01-01T00:00:00Z",
+            "container_config": {"Hostname": "abc"},
+            "config": {
+                "Env": ["PATH=/bin"],
+                "Cmd": ["sh"],
+                "ArgsEscaped": true,
+                "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30000000000u64, "Retries": 3},
+                "OnBuild": ["RUN echo hi"],
+                "Shell": ["/bin/bash", "-c"],
+                "ExposedPorts": {"80/tcp": {}}
+            },
+            "rootfs": {"type": "layers", "diff_ids": [D]},
+            "history": [{"created_by": "/bin/sh -c #(nop) CMD [\"sh\"]", "empty_layer": true}]
+        });
+        let parsed = ImageConfig::parse(docker.to_string().as_bytes(), D).unwrap();
+        let inner = parsed.config.as_ref().unwrap();
+        assert_eq!(inner.healthcheck.as_ref().unwrap().retries, Some(3));
+        assert_eq!(
+            inner.shell.as_deref(),
+            Some(&["/bin/bash".to_string(), "-c".into()][..])
+        );
+        assert!(parsed.history[0].empty_layer);
+        let back: Value = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(back, docker);
     }
 
     #[test]

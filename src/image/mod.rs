@@ -15,7 +15,6 @@
 mod archive;
 mod auth;
 mod gc;
-mod in_use;
 mod info;
 mod manifest;
 mod platform;
@@ -27,6 +26,7 @@ mod reference;
 mod registry;
 mod snapshot;
 mod store;
+mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -34,8 +34,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::Flock;
 
 pub use auth::Credentials;
-pub use gc::{DiskUsage, Removed};
-pub use in_use::images_in_use;
+pub use gc::{DiskUsage, Removed, Roots};
 pub use info::{ImageInfo, LayerInfo};
 pub use platform::Platform;
 pub use progress::{Event, Progress, ProgressSink};
@@ -43,10 +42,12 @@ pub use reference::Reference;
 pub use registry::check_login;
 pub use snapshot::{LAYER_READ_BUFFER, SNAPSHOT_SIZE_BYTES};
 
-use manifest::{Document, ImageConfig};
+use manifest::Document;
+pub use manifest::{ContainerConfig, Descriptor, Healthcheck, History, ImageConfig};
 use records::{Record, Records};
 pub(crate) use reference::is_valid_registry;
 use store::ContentStore;
+pub use writer::{LayerWriter, NewLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -322,20 +323,21 @@ impl ImageStore {
         })
     }
 
-    /// Removes images by name, then the content no image needs any more.
-    pub fn remove(&self, names: &[String], force: bool) -> Result<Removed, Error> {
-        gc::remove(self, names, force)
+    /// Removes images by name, then the content no image or root needs
+    /// any more.
+    pub fn remove(&self, names: &[String], force: bool, roots: &Roots) -> Result<Removed, Error> {
+        gc::remove(self, names, force, roots)
     }
 
-    /// Removes content no image needs; with `all`, also every image no
-    /// container uses.
-    pub fn prune(&self, all: bool) -> Result<Removed, Error> {
-        gc::prune(self, all)
+    /// Removes content no image or root needs; with `all`, also every
+    /// image no container uses.
+    pub fn prune(&self, all: bool, roots: &Roots) -> Result<Removed, Error> {
+        gc::prune(self, all, roots)
     }
 
     /// What the store holds and what pruning would free.
-    pub fn disk_usage(&self) -> Result<DiskUsage, Error> {
-        gc::disk_usage(self)
+    pub fn disk_usage(&self, roots: &Roots) -> Result<DiskUsage, Error> {
+        gc::disk_usage(self, roots)
     }
 
     /// Writes images as an OCI image layout tar; with `platform`, only if
@@ -362,8 +364,27 @@ impl ImageStore {
         snapshot::snapshot(self, &image.digest)
     }
 
-    /// Held while adding content, so garbage collection waits (see the module doc).
-    fn adding_content(&self) -> Result<Flock<File>, Error> {
+    /// The snapshot of an image by manifest digest (a build's states,
+    /// which have no record). Blocking, as `snapshot` is.
+    pub fn snapshot_of(&self, digest: &str) -> Result<PathBuf, Error> {
+        snapshot::snapshot(self, digest)
+    }
+
+    /// Names the image with manifest `digest` `reference` (a build's result).
+    pub fn record(&self, reference: &Reference, digest: &str) -> Result<(), Error> {
+        self.records.put(Record {
+            reference: reference.to_string(),
+            digest: digest.to_string(),
+            index_digest: None,
+            pulled_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+    }
+
+    /// Held while adding content, so garbage collection waits (see the
+    /// module doc); a build holds it from its first layer to its record.
+    pub fn adding_content(&self) -> Result<Flock<File>, Error> {
         Ok(crate::atomic::lock_shared(&self.gc_lock)?)
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ext4::{FormatOptions, Formatter};
 
-use super::manifest::{Compression, Manifest};
+use super::manifest::{Compression, Descriptor, Manifest};
 use super::reference::is_sha256_digest;
 use super::{Error, ImageStore, IoContext};
 use crate::atomic;
@@ -61,18 +61,34 @@ fn build(images: &ImageStore, manifest: &Manifest, path: &Path) -> Result<(), Er
     )?
     .with_journal(SNAPSHOT_JOURNAL_BYTES)?;
     for layer in &manifest.layers {
-        let blob =
-            BufReader::with_capacity(LAYER_READ_BUFFER, images.content.open_blob(&layer.digest)?);
-        match Compression::of_layer(&layer.media_type)? {
-            Compression::None => fs.unpack_layer(blob)?,
-            // Multi-member: some tools write a gzip layer as several members.
-            Compression::Gzip => fs.unpack_layer(flate2::bufread::MultiGzDecoder::new(blob))?,
-            Compression::Zstd => {
-                let path = images.content.path(&layer.digest)?;
-                fs.unpack_layer(zstd::Decoder::with_buffer(blob).at(&path)?)?
-            }
-        }
+        fs.unpack_layer(images.open_layer(layer)?)?;
     }
     fs.finish()?;
     Ok(())
+}
+
+impl ImageStore {
+    /// A layer's tar, decompressed as its media type says.
+    pub fn open_layer(&self, layer: &Descriptor) -> Result<Box<dyn std::io::Read + Send>, Error> {
+        let blob =
+            BufReader::with_capacity(LAYER_READ_BUFFER, self.content.open_blob(&layer.digest)?);
+        Ok(match Compression::of_layer(&layer.media_type)? {
+            Compression::None => Box::new(blob),
+            // Multi-member: some tools write a gzip layer as several members.
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+            Compression::Zstd => {
+                let path = self.content.path(&layer.digest)?;
+                Box::new(zstd::Decoder::with_buffer(blob).at(&path)?)
+            }
+        })
+    }
+
+    /// Deletes the snapshot of a manifest, if there is one (a build's
+    /// intermediate states).
+    pub fn remove_snapshot(&self, digest: &str) {
+        if is_sha256_digest(digest) {
+            let hex = &digest["sha256:".len()..];
+            let _ = std::fs::remove_file(self.snapshots.join(format!("{hex}.ext4")));
+        }
+    }
 }

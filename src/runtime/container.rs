@@ -192,6 +192,23 @@ impl Containers {
         Ok(all)
     }
 
+    /// Image manifest digest -> the ID of one container using it: the roots
+    /// image garbage collection must keep. A broken record hides only itself.
+    pub fn images_in_use(&self) -> std::collections::BTreeMap<String, String> {
+        let mut used = std::collections::BTreeMap::new();
+        let entries = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten();
+        for entry in entries {
+            if let Ok(Some(container)) = self.load(&entry.path()) {
+                used.entry(container.config.image_digest.clone())
+                    .or_insert_with(|| container.config.id.clone());
+            }
+        }
+        used
+    }
+
     fn load(&self, dir: &Path) -> Result<Option<Container>, Error> {
         let path = dir.join("config.json");
         let Ok(bytes) = std::fs::read(&path) else {
@@ -343,6 +360,22 @@ mod tests {
         assert_eq!(a.state().unwrap().status, Status::Created);
         containers.remove(&a).unwrap();
         assert_eq!(containers.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn images_in_use_skips_broken_records() {
+        let root = tempfile::tempdir().unwrap();
+        let containers = Containers::open(root.path()).unwrap();
+        assert!(containers.images_in_use().is_empty());
+        create(&containers, "abc", "web").unwrap();
+        create(&containers, "abd", "db").unwrap();
+        let broken = root.path().join("containers/bad");
+        std::fs::create_dir_all(&broken).unwrap();
+        std::fs::write(broken.join("config.json"), "not json").unwrap();
+        std::fs::create_dir_all(root.path().join("containers/half-made")).unwrap();
+        let used = containers.images_in_use();
+        assert_eq!(used.len(), 1);
+        assert!(["abc", "abd"].contains(&used["sha256:00"].as_str()));
     }
 
     #[test]

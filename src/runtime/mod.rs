@@ -15,6 +15,7 @@ pub mod container;
 mod id;
 pub mod logs;
 mod mounts;
+mod step;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use agent_proto::{ProcessRef, Rlimit, SignalProcessRequest};
 use serde::{Deserialize, Serialize};
 
 pub use container::{Container, Containers, State, Status};
+pub use step::{Step, run_step};
 pub use supervisor::{EXIT_RUNTIME_ERROR, SUPERVISE_COMMAND, supervise};
 
 use crate::image::{self, ImageStore, PullOptions};

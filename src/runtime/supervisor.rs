@@ -43,7 +43,7 @@ const DEFAULT_CPUS: u32 = 2;
 const DEFAULT_MEMORY_MIB: u64 = 1024;
 /// How long a cold boot may take before we give up. Generous: software
 /// emulation on a loaded 2-core host is slow.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The exit code for a container the runtime could not run (Docker's).
 pub const EXIT_RUNTIME_ERROR: i32 = 125;
 
@@ -292,7 +292,7 @@ fn disposable(container: &Container, mounts: &Plan) -> bool {
 
 /// Whatever happened, the VM goes: if `graceful`, give the guest a moment
 /// to power off (the agent was asked to), then pull the plug.
-async fn stop_vm(mut vm: impl VirtualMachine, console_log: &Path, graceful: bool) {
+pub(crate) async fn stop_vm(mut vm: impl VirtualMachine, console_log: &Path, graceful: bool) {
     if graceful
         && tokio::time::timeout(Duration::from_secs(5), vm.wait())
             .await
@@ -641,20 +641,10 @@ async fn run_main_process(
     pinged?;
     created?;
     phases.done("network, mounts, create");
-    // The output is read (and the exit awaited) from the start: a pipe
-    // keeps what the process writes before the stream opens.
-    let mut reader = agent.clone();
-    let (output, started) = tokio::join!(
-        reader.read_output(process_ref(INIT_PROCESS)),
-        agent.start_process(process_ref(INIT_PROCESS))
-    );
-    if let Err(status) = started {
-        return match not_started(&status) {
-            Some(code) => Ok(Ended::NotStarted(code, status.message().into())),
-            None => Err(status.into()),
-        };
-    }
-    let mut output = output?.into_inner();
+    let mut output = match start_with_output(agent).await? {
+        Ok(output) => output,
+        Err((code, message)) => return Ok(Ended::NotStarted(code, message)),
+    };
     phases.done("process started");
     let proxy = serve_agent_socket(container, vm.dialer())?;
     report.say("running");
@@ -685,6 +675,27 @@ async fn run_main_process(
     proxy.abort();
     let _ = std::fs::remove_file(container.agent_socket());
     Ok(Ended::Exited(exit.exit_code))
+}
+
+/// Starts the created main process with its output already open (a pipe
+/// keeps what the process writes before the stream opens). The inner
+/// error is a process that could not start: the exit code a shell gives
+/// for that, and why.
+pub(crate) async fn start_with_output(
+    agent: &mut agent::Client,
+) -> Result<Result<tonic::Streaming<agent_proto::OutputChunk>, (i32, String)>, Error> {
+    let mut reader = agent.clone();
+    let (output, started) = tokio::join!(
+        reader.read_output(process_ref(INIT_PROCESS)),
+        agent.start_process(process_ref(INIT_PROCESS))
+    );
+    if let Err(status) = started {
+        return match not_started(&status) {
+            Some(code) => Ok(Err((code, status.message().into()))),
+            None => Err(status.into()),
+        };
+    }
+    Ok(Ok(output?.into_inner()))
 }
 
 /// Mounts the container's disk and shares in the guest, and creates its
@@ -792,20 +803,41 @@ fn vm_config(
     run_dir: std::path::PathBuf,
     console_log: std::path::PathBuf,
 ) -> Result<VmConfig, Error> {
-    let app_root = container.app_root();
     let spec = &container.config.spec;
+    let mut config = machine(
+        container.app_root(),
+        spec.cpus,
+        spec.memory_mib,
+        run_dir,
+        console_log,
+    )?;
+    config.disks = std::iter::once(container.config.disk.clone())
+        .chain(mounts.disks.iter().cloned())
+        .collect();
+    config.nics = nics;
+    config.shares = mounts.shares.clone();
+    Ok(config)
+}
+
+/// A VM with our kernel and init and no devices yet: `cpus` and `memory_mib`
+/// as asked (the defaults otherwise), plus the guest's own overhead.
+pub(crate) fn machine(
+    app_root: &Path,
+    cpus: Option<u32>,
+    memory_mib: Option<u64>,
+    run_dir: std::path::PathBuf,
+    console_log: std::path::PathBuf,
+) -> Result<VmConfig, Error> {
     Ok(VmConfig {
         kernel: vm::Kernel::find(app_root)?,
         vminitd: vm::initfs::vminitd_path().map_err(vm::Error::from)?,
         cache_dir: app_root.join("kernel"),
         kernel_args: vec![],
-        cpus: spec.cpus.unwrap_or(DEFAULT_CPUS),
-        memory_mib: spec.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
-        disks: std::iter::once(container.config.disk.clone())
-            .chain(mounts.disks.iter().cloned())
-            .collect(),
-        nics,
-        shares: mounts.shares.clone(),
+        cpus: cpus.unwrap_or(DEFAULT_CPUS),
+        memory_mib: memory_mib.unwrap_or(DEFAULT_MEMORY_MIB) + MEMORY_OVERHEAD_MIB,
+        disks: vec![],
+        nics: vec![],
+        shares: vec![],
         run_dir,
         console_log,
     })

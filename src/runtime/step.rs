@@ -1,0 +1,249 @@
+//! Build steps: a `RUN` executed in its own VM over its parent's root
+//! filesystem, with exactly its changes captured as a layer.
+//!
+//! The parent's snapshot is the guest's read-only `/dev/vda` and the lower
+//! directory of an overlayfs whose upper directory lives on a scratch disk
+//! (`/dev/vdb`). The command runs in a container on that overlay, as `run`
+//! would run it (same launcher, user resolution, capabilities), and what
+//! the overlay's upper directory then holds is the step's change set, which
+//! vminitd streams back as an OCI layer tar (`ReadLayer`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use agent_proto::create_process_request::Target;
+use agent_proto::{
+    AGENT_PORT, ContainerConfig, CreateProcessRequest, MountRequest, NewContainer, ProcessSpec,
+    READY_PORT, ReadLayerRequest, ShutdownRequest,
+};
+
+use super::supervisor::{BOOT_TIMEOUT, INIT_PROCESS, machine, start_with_output, stop_vm};
+use super::{Error, agent, io, process_ref};
+use crate::vm::{self, VirtualMachine};
+
+/// Guest paths of the step's filesystems.
+const LOWER: &str = "/run/build/lower";
+const SCRATCH: &str = "/run/build/scratch";
+const ROOT: &str = "/run/build/root";
+/// The scratch disk holds the step's changes; sparse, so only what the
+/// step writes takes space.
+const SCRATCH_BYTES: u64 = 64 << 30;
+/// What the launcher writes into every container's root: not the step's.
+const RUNTIME_FILES: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+/// The host name RUN steps see (BuildKit's, which some scripts expect).
+const HOSTNAME: &str = "buildkitsandbox";
+
+/// One `RUN`: the parent's root filesystem and the process to run on it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The parent state's ext4 snapshot; the guest only reads it.
+    pub parent: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// As `run --user` takes it; empty for root.
+    pub user: String,
+    /// SOURCE_DATE_EPOCH: no file in the layer is dated later.
+    pub clamp_mtime: Option<u64>,
+}
+
+/// How a step ended: its exit code (127 and 126 when the command could not
+/// start, as a shell says), and with 0 the layer is written.
+pub async fn run_step(
+    app_root: &Path,
+    step: &Step,
+    output: &mut (dyn FnMut(&[u8]) + Send),
+    layer: &mut (dyn Write + Send),
+) -> Result<i32, Error> {
+    let work = WorkDir::create(app_root)?;
+    let scratch = work.path.join("scratch.ext4");
+    format_scratch(&scratch)?;
+    let mut config = machine(
+        app_root,
+        None,
+        None,
+        work.path.clone(),
+        work.path.join("boot.log"),
+    )?;
+    config.disks = vec![
+        vm::Disk {
+            path: step.parent.clone(),
+            format: vm::DiskFormat::Raw,
+            read_only: true,
+        },
+        vm::Disk {
+            path: scratch,
+            format: vm::DiskFormat::Raw,
+            read_only: false,
+        },
+    ];
+    let mut vm = vm::boot(&config).await?;
+    let result = match drive(&mut vm, &config.console_log, step, output, layer).await {
+        // A broken agent connection usually means the VM died: say so.
+        Err(Error::Agent(message)) => Err(Error::Agent(match vm.exited() {
+            Some(reason) => format!("the VM stopped unexpectedly ({reason})"),
+            None => message,
+        })),
+        other => other,
+    };
+    // Nothing in the VM outlives the step: its disks are thrown away.
+    stop_vm(vm, &config.console_log, false).await;
+    result
+}
+
+async fn drive(
+    vm: &mut vm::Vm,
+    console_log: &Path,
+    step: &Step,
+    output: &mut (dyn FnMut(&[u8]) + Send),
+    layer: &mut (dyn Write + Send),
+) -> Result<i32, Error> {
+    let mut ready = vm.listen(READY_PORT)?;
+    vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, console_log).await?;
+    let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
+    for mount in mounts() {
+        agent.mount(mount).await?;
+    }
+    let process = ProcessSpec {
+        args: step.args.clone(),
+        env: step.env.clone(),
+        cwd: step.cwd.clone(),
+        user: step.user.clone(),
+        ..Default::default()
+    };
+    agent
+        .create_process(CreateProcessRequest {
+            id: INIT_PROCESS.into(),
+            process: Some(process),
+            target: Some(Target::Container(NewContainer {
+                root: ROOT.into(),
+                config: Some(ContainerConfig {
+                    hostname: HOSTNAME.into(),
+                    ..Default::default()
+                }),
+            })),
+        })
+        .await?;
+    let mut stream = match start_with_output(&mut agent).await? {
+        Ok(stream) => stream,
+        Err((code, message)) => {
+            output(format!("{message}\n").as_bytes());
+            return Ok(code);
+        }
+    };
+    let mut waiter = agent.clone();
+    let wait = async {
+        Ok::<_, Error>(
+            waiter
+                .wait_process(process_ref(INIT_PROCESS))
+                .await?
+                .into_inner(),
+        )
+    };
+    let pump = async {
+        while let Some(chunk) = stream.message().await? {
+            output(&chunk.data);
+        }
+        Ok::<_, Error>(())
+    };
+    let ((), exit) = tokio::try_join!(pump, wait)?;
+    if exit.exit_code != 0 {
+        return Ok(exit.exit_code);
+    }
+    let mut chunks = agent
+        .read_layer(ReadLayerRequest {
+            upper: format!("{SCRATCH}/upper"),
+            clamp_mtime: step.clamp_mtime,
+            exclude: RUNTIME_FILES.iter().map(|f| f.to_string()).collect(),
+        })
+        .await?
+        .into_inner();
+    while let Some(chunk) = chunks.message().await? {
+        layer
+            .write_all(&chunk.data)
+            .map_err(io("write the step's layer"))?;
+    }
+    let _ = agent.shutdown(ShutdownRequest {}).await;
+    Ok(0)
+}
+
+/// The parent read-only, the scratch disk, and the overlay of the two
+/// that becomes the container's root. Redirects and metacopy stay off so
+/// that every change is a plain file, directory or whiteout in the upper
+/// directory, which is what a layer can say.
+fn mounts() -> Vec<MountRequest> {
+    let ext4 = |source: &str, target: &str, options: &[&str]| MountRequest {
+        source: source.into(),
+        target: target.into(),
+        fstype: "ext4".into(),
+        options: options.iter().map(|o| o.to_string()).collect(),
+        grow: false,
+    };
+    vec![
+        ext4("/dev/vda", LOWER, &["ro", "noload"]),
+        ext4("/dev/vdb", SCRATCH, &[]),
+        MountRequest {
+            source: "overlay".into(),
+            target: ROOT.into(),
+            fstype: "overlay".into(),
+            options: vec![
+                format!("lowerdir={LOWER}"),
+                format!("upperdir={SCRATCH}/upper"),
+                format!("workdir={SCRATCH}/work"),
+                "redirect_dir=off".into(),
+                "metacopy=off".into(),
+                "index=off".into(),
+            ],
+            grow: false,
+        },
+    ]
+}
+
+/// An empty ext4 with the overlay's `upper` and `work` directories.
+fn format_scratch(path: &Path) -> Result<(), Error> {
+    let mut tar = agent_proto::layer::Writer::new(Vec::new(), None);
+    let meta = agent_proto::layer::Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+    };
+    let fail = |e: std::io::Error| Error::Io {
+        context: format!("prepare {}", path.display()),
+        source: e,
+    };
+    tar.dir("upper", meta, &[]).map_err(fail)?;
+    tar.dir("work", meta, &[]).map_err(fail)?;
+    let tar = tar.finish().map_err(fail)?;
+    let mut fs = crate::ext4::Formatter::create(
+        path,
+        crate::ext4::FormatOptions {
+            size_bytes: SCRATCH_BYTES,
+        },
+    )
+    .map_err(crate::image::Error::from)?;
+    fs.unpack_layer(&tar[..])
+        .map_err(crate::image::Error::from)?;
+    fs.finish().map_err(crate::image::Error::from)?;
+    Ok(())
+}
+
+/// The step's scratch disk and VM sockets; removed however the step ends.
+struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    fn create(app_root: &Path) -> Result<WorkDir, Error> {
+        let id = crate::id::random().map_err(io("read /dev/urandom"))?;
+        let path = super::run_dir(app_root, &format!("b{id}"));
+        std::fs::create_dir_all(&path).map_err(io(format!("create {}", path.display())))?;
+        Ok(WorkDir { path })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

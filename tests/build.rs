@@ -1,0 +1,313 @@
+//! `container build` end to end: base images from a real registry on
+//! loopback, each RUN in a real VM, the result run, pushed and pulled back.
+//! VMs are few: every RUN costs one, so the Dockerfiles keep RUNs scarce.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Cli, Registry, text};
+
+fn write(dir: &Path, path: &str, contents: &str) {
+    let path = dir.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+/// A gzip tar holding `inside/file.txt` (owned by 7:8, which ADD keeps),
+/// for ADD to extract.
+fn archive() -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_ustar();
+    header.set_size(9);
+    header.set_mode(0o644);
+    header.set_uid(7);
+    header.set_gid(8);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "inside/file.txt", &b"from tar\n"[..])
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+fn dockerfile(base: &str) -> String {
+    format!(
+        r#"# syntax=docker/dockerfile:1
+ARG BASE={base}
+FROM ${{BASE}} AS builder
+ARG GREETING=hello
+RUN <<EOF
+mkdir -p /out
+echo "$GREETING from builder" > /out/g
+EOF
+
+FROM builder AS unused
+RUN exit 3
+
+FROM $BASE
+LABEL org.example.name="demo app" version=1
+ENV APP=/app \
+    MODE=test
+WORKDIR $APP
+COPY app/ ./
+COPY --from=builder /out/ /from-builder/
+COPY --chown=app:staff --chmod=640 app/hello.txt /owned.txt
+ADD files.tar.gz /extracted/
+COPY <<EOF /inline.txt
+mode is ${{MODE}}
+EOF
+COPY ignored/ /ignored/
+RUN rm /bin/true && echo "$MODE in $(pwd)" > ran.txt && echo step output
+EXPOSE 8080 9090/udp
+VOLUME /data
+STOPSIGNAL SIGTERM
+SHELL ["/bin/sh", "-c"]
+HEALTHCHECK --interval=30s --retries=3 CMD true
+ONBUILD RUN echo triggered
+MAINTAINER someone@example.com
+USER app
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /app/hello.txt /from-builder/g /inline.txt /app/ran.txt /extracted/inside/file.txt; ls /ignored; test -e /bin/true || echo true-gone; id -u; stat -c '%u:%g %a' /owned.txt /extracted/inside/file.txt"]
+"#
+    )
+}
+
+fn context(base: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "Dockerfile", &dockerfile(base));
+    write(root, "app/hello.txt", "hello v1\n");
+    write(root, "app/sub/x.txt", "x\n");
+    write(root, "secret.key", "do not copy\n");
+    write(root, "ignored/drop.txt", "dropped\n");
+    write(root, "ignored/keep.txt", "kept\n");
+    write(root, ".dockerignore", "*.key\nignored\n!ignored/keep.txt\n");
+    std::fs::write(root.join("files.tar.gz"), archive()).unwrap();
+    dir
+}
+
+fn build(cli: &Cli, args: &[&str]) -> (i32, String, String) {
+    let output = cli.run(&[&["build"], args].concat());
+    let (stdout, stderr) = text(&output);
+    (output.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// Finished snapshots under the app root.
+fn snapshots(cli: &Cli) -> usize {
+    std::fs::read_dir(cli.app_root.path().join("snapshots"))
+        .unwrap()
+        .filter(|e| {
+            let path = e.as_ref().unwrap().path();
+            path.extension().is_some_and(|x| x == "ext4")
+        })
+        .count()
+}
+
+fn inspect(cli: &Cli, name: &str) -> serde_json::Value {
+    let output = cli.run(&["image", "inspect", name]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    value[0].clone()
+}
+
+#[test]
+fn a_dockerfile_with_every_instruction_builds_caches_runs_and_travels() {
+    let registry = Registry::start();
+    let base = registry.busybox();
+    let cli = Cli::new();
+    let ctx = context(&base);
+    let dir = ctx.path().to_str().unwrap();
+    let tag = format!("{}/built:v1", registry.addr());
+
+    // Cold: the two RUNs the target needs run, the unused stage's does not.
+    let (code, stdout, stderr) = build(&cli, &["-t", &tag, "--progress", "plain", dir]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("#2 [builder 2/2] RUN <<EOF\n"), "{stderr}");
+    assert!(stderr.contains("] RUN rm /bin/true"), "{stderr}");
+    assert!(
+        stderr.contains(" step output\n"),
+        "RUN output streams: {stderr}"
+    );
+    assert!(
+        !stderr.contains("exit 3"),
+        "the unused stage was skipped: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("naming to {tag} done")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");
+
+    let image = inspect(&cli, &tag);
+    let config = &image["config"];
+    let c = &config["config"];
+    assert_eq!(c["Labels"]["org.example.name"], "demo app");
+    assert_eq!(c["Labels"]["version"], "1");
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["User"], "app");
+    assert_eq!(c["StopSignal"], "SIGTERM");
+    assert!(c["Env"].as_array().unwrap().contains(&"MODE=test".into()));
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}, "9090/udp": {}})
+    );
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "true"])
+    );
+    assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert_eq!(c["OnBuild"], serde_json::json!(["RUN echo triggered"]));
+    assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(config["author"], "someone@example.com");
+    // One layer from the base, seven from COPY, ADD and RUN; a history entry each.
+    let layers = image["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 8, "{image:#}");
+    assert!(
+        layers[1..]
+            .iter()
+            .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip")
+    );
+    let history = config["history"].as_array().unwrap();
+    let made: Vec<&str> = history
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .map(|h| h["created_by"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(made[made.len() - 7], "COPY app/ ./", "{made:?}");
+    assert!(
+        made[made.len() - 1].starts_with("RUN rm /bin/true"),
+        "{made:?}"
+    );
+    // No snapshot of the build's intermediate states is left.
+    assert_eq!(snapshots(&cli), 0, "the steps' parents' snapshots are gone");
+
+    // The image runs as built.
+    let output = cli.run(&["run", "--rm", &tag]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        "hello v1\nhello from builder\nmode is test\ntest in /app\nfrom tar\nkeep.txt\ntrue-gone\n1000\n1000:50 640\n7:8 644\n"
+    );
+
+    // Fully cached: nothing runs, the same image comes out.
+    let digest = image["digest"].as_str().unwrap().to_string();
+    let (code, _, stderr) = build(&cli, &["-t", &tag, dir]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("CACHED").count(), 8, "{stderr}");
+    let ran = |log: &str| {
+        log.lines()
+            .any(|l| l.ends_with(" step output") && !l.contains("RUN"))
+    };
+    assert!(!ran(&stderr), "{stderr}");
+    assert_eq!(inspect(&cli, &tag)["digest"], digest.as_str());
+
+    // A changed file: its COPY and the steps after it run again, the
+    // builder stage stays cached.
+    write(ctx.path(), "app/hello.txt", "hello v2\n");
+    let (code, stdout, stderr) = build(&cli, &["-q", "-t", &tag, dir]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("sha256:"), "-q prints the ID: {stdout}");
+    assert_ne!(stdout.trim(), digest);
+    let (code, _, stderr) = build(&cli, &["-t", &tag, dir]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("CACHED").count(), 8, "{stderr}");
+
+    // --no-cache runs the builder's RUN again, and --target stops there.
+    let (code, _, stderr) = build(
+        &cli,
+        &["--no-cache", "--target", "builder", "-t", "stage:only", dir],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("CACHED").count(), 0, "{stderr}");
+    assert!(!stderr.contains("COPY"), "{stderr}");
+
+    // Pushed to the registry and pulled into a fresh app root: the same image.
+    let push = cli.run(&["image", "push", &tag]);
+    assert!(push.status.success(), "{}", text(&push).1);
+    let other = Cli::new();
+    let pull = other.run(&["image", "pull", &tag]);
+    assert!(pull.status.success(), "{}", text(&pull).1);
+    let built = inspect(&cli, &tag);
+    let pulled = inspect(&other, &tag);
+    assert_eq!(pulled["digest"], built["digest"]);
+    assert_eq!(pulled["config"], built["config"]);
+    assert_eq!(cli.lingering(), Vec::<String>::new());
+}
+
+#[test]
+fn bad_input_names_its_line_and_leaves_nothing() {
+    let registry = Registry::start();
+    let base = registry.busybox();
+    let cli = Cli::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let dir = ctx.path().to_str().unwrap();
+    write(ctx.path(), "present.txt", "x\n");
+    let cases = [
+        (
+            format!("FROM {base}\nFORM x\n"),
+            "Dockerfile: line 2: unknown instruction 'FORM'",
+        ),
+        (
+            format!("FROM {base}\n\nCOPY missing.txt /\n"),
+            "Dockerfile: line 3: missing.txt: no such file or directory in the build context",
+        ),
+        (
+            format!("FROM {base}\nCOPY ../outside /\n"),
+            "Dockerfile: line 2: ../outside is outside the build context",
+        ),
+        (
+            format!("FROM {}/nosuch:latest\n", registry.addr()),
+            "Dockerfile: line 1: image",
+        ),
+        (
+            format!("FROM {base}\nADD https://example.com/x.tar /\n"),
+            "Dockerfile: line 2: ADD https://example.com/x.tar: downloading from a URL needs the network",
+        ),
+        (
+            format!("FROM {base}\nCOPY present.txt /\nRUN echo first; echo boom >&2; exit 4\n"),
+            "Dockerfile: line 3: RUN echo first; echo boom >&2; exit 4 failed with exit code 4: first | boom",
+        ),
+    ];
+    for (text_of_file, expected) in cases {
+        write(ctx.path(), "Dockerfile", &text_of_file);
+        let (code, _, stderr) = build(&cli, &["-t", "never:tagged", dir]);
+        assert_eq!(code, 1, "{text_of_file}: {stderr}");
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with(&format!("Error: {expected}")),
+            "{text_of_file}\nwanted: {expected}\ngot: {last}"
+        );
+    }
+    let (code, _, stderr) = build(&cli, &["--target", "nope", "-t", "never:tagged", dir]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no build stage named \"nope\""), "{stderr}");
+
+    // Nothing was named, and no VM, disk or temporary file is left.
+    let ls = cli.run(&["image", "ls"]);
+    assert!(!text(&ls).0.contains("never"), "{}", text(&ls).0);
+    assert_eq!(cli.lingering(), Vec::<String>::new());
+    let leftovers: Vec<String> = std::fs::read_dir(cli.app_root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("build-") && n != "build-cache" || n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let run = cli.app_root.path().join("run");
+    let runs = std::fs::read_dir(&run).map_or(0, |d| d.count());
+    assert_eq!(
+        runs,
+        0,
+        "a step's work directory was left in {}",
+        run.display()
+    );
+    assert_eq!(
+        snapshots(&cli),
+        0,
+        "the failed step's parent snapshot is gone"
+    );
+}
