@@ -14,11 +14,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{DOCKER_MANIFEST, Document, OCI_INDEX};
+use super::manifest::{DOCKER_MANIFEST, Descriptor, Document, ManifestDocument, OCI_INDEX};
 use super::platform::{self, Platform};
 use super::records::Record;
-use super::reference::is_sha256_digest;
-use super::{Error, ImageStore, Reference, info};
+use super::{Digest, Error, ImageStore, Reference, info};
 
 const NAME_ANNOTATION: &str = "io.containerd.image.name";
 const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -311,7 +310,7 @@ fn docker_manifest(
     ) {
         (Some(digest), _) => digest,
         (None, Some(bytes)) => {
-            let digest = super::sha256_digest(bytes);
+            let digest = String::from(super::Digest::of(bytes));
             images.content.put(&digest, bytes)?;
             digest
         }
@@ -336,31 +335,37 @@ fn docker_manifest(
         } else {
             "application/vnd.docker.image.rootfs.diff.tar"
         };
-        layers.push(serde_json::json!({ "mediaType": media_type, "size": size, "digest": digest }));
+        layers.push(Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            platform: None,
+        });
     }
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.docker.container.image.v1+json",
-            "size": config_size,
-            "digest": config_digest,
+    let bytes = ManifestDocument {
+        schema_version: 2,
+        media_type: DOCKER_MANIFEST,
+        config: &Descriptor {
+            media_type: "application/vnd.docker.container.image.v1+json".to_string(),
+            digest: config_digest,
+            size: config_size,
+            platform: None,
         },
-        "layers": layers,
-    });
-    let bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
-    let digest = super::sha256_digest(&bytes);
+        layers: &layers,
+    }
+    .to_bytes();
+    let digest = String::from(super::Digest::of(&bytes));
     images.content.put(&digest, &bytes)?;
     Ok(digest)
 }
 
 fn blob_path(digest: &str) -> String {
-    format!("blobs/sha256/{}", &digest["sha256:".len()..])
+    let hex = Digest::parse(digest).map_or_else(|_| digest.to_string(), |d| d.hex().to_string());
+    format!("blobs/sha256/{hex}")
 }
 
 fn digest_of_blob_path(path: &str) -> Option<String> {
-    let digest = format!("sha256:{}", path.strip_prefix("blobs/sha256/")?);
-    is_sha256_digest(&digest).then_some(digest)
+    Digest::from_hex(path.strip_prefix("blobs/sha256/")?).map(String::from)
 }
 
 /// Streams a tar entry through `write` in bounded chunks.

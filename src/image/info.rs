@@ -6,7 +6,6 @@ use serde::Serialize;
 use super::manifest::ImageConfig;
 use super::platform::Platform;
 use super::records::Record;
-use super::reference::is_sha256_digest;
 use super::{Error, ImageStore, Reference};
 
 /// One image record with what its manifest and config say.
@@ -77,7 +76,7 @@ pub fn matching(images: &ImageStore, name: &str, records: &[Record]) -> Result<V
         return Ok(vec![record]);
     }
     let prefix = match name.strip_prefix("sha256:") {
-        Some(hex) if is_sha256_digest(name) => hex,
+        Some(hex) if super::Digest::parse(name).is_ok() => hex,
         None if name.len() >= 6 && name.bytes().all(|b| b.is_ascii_hexdigit()) => name,
         _ => {
             // Surface a malformed reference as such.
@@ -87,7 +86,7 @@ pub fn matching(images: &ImageStore, name: &str, records: &[Record]) -> Result<V
     };
     let found: Vec<Record> = records
         .iter()
-        .filter(|r| r.digest["sha256:".len()..].starts_with(prefix))
+        .filter(|r| super::Digest::parse(&r.digest).is_ok_and(|d| d.hex().starts_with(prefix)))
         .cloned()
         .collect();
     if found.is_empty() {

@@ -14,6 +14,7 @@
 
 mod archive;
 mod auth;
+mod digest;
 mod gc;
 mod info;
 mod manifest;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::Flock;
 
 pub use auth::Credentials;
+pub use digest::Digest;
 pub use gc::{DiskUsage, Removed, Roots};
 pub use info::{ImageInfo, LayerInfo};
 pub use platform::Platform;
@@ -156,12 +158,6 @@ pub fn normalize_registry(server: &str) -> Result<String, Error> {
         });
     }
     Ok(host)
-}
-
-/// `sha256:<hex>` of some bytes: the only digest we compute.
-fn sha256_digest(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// What the image says about how to run it (the OCI config's `config` object).

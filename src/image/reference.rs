@@ -95,7 +95,7 @@ impl Reference {
 
         let (rest, digest) = match input.split_once('@') {
             Some((rest, digest)) => {
-                if !is_sha256_digest(digest) {
+                if super::Digest::parse(digest).is_err() {
                     return Err(invalid(
                         "the digest must be sha256: followed by 64 lowercase hex digits",
                     ));
@@ -167,14 +167,6 @@ impl Reference {
             digest,
         })
     }
-}
-
-/// `sha256:` and 64 lowercase hex digits: the only digest this store accepts,
-/// checked before a digest ever becomes part of a file name.
-pub(crate) fn is_sha256_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
 }
 
 fn is_valid_tag(tag: &str) -> bool {

@@ -62,7 +62,7 @@ impl Registry {
             .pull_manifest_raw(&oci_reference(reference), &self.auth, &ACCEPTED_MANIFESTS)
             .await
             .map_err(|e| map_error(e, reference))?;
-        Ok((body.to_vec(), super::sha256_digest(&body)))
+        Ok((body.to_vec(), super::Digest::of(&body).into()))
     }
 
     /// Streams one blob into the store. Memory use is one network chunk,

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::ext4::{FormatOptions, Formatter};
 
 use super::manifest::{Compression, Descriptor, Manifest};
-use super::reference::is_sha256_digest;
-use super::{Error, ImageStore, IoContext};
+use super::{Digest, Error, ImageStore, IoContext};
 use crate::atomic;
 
 /// Size of every snapshot filesystem: 8 GiB, enough for nearly any image, and
@@ -27,10 +26,8 @@ const SNAPSHOT_JOURNAL_BYTES: u64 = 64 << 20;
 pub const LAYER_READ_BUFFER: usize = 1 << 20;
 
 pub fn snapshot(images: &ImageStore, digest: &str) -> Result<PathBuf, Error> {
-    if !is_sha256_digest(digest) {
-        return Err(Error::InvalidDigest(digest.to_string()));
-    }
-    let hex = &digest["sha256:".len()..];
+    let digest = Digest::parse(digest)?;
+    let hex = digest.hex();
     let target = images.snapshots.join(format!("{hex}.ext4"));
     if target.exists() {
         return Ok(target);
@@ -40,7 +37,7 @@ pub fn snapshot(images: &ImageStore, digest: &str) -> Result<PathBuf, Error> {
     if target.exists() {
         return Ok(target);
     }
-    let manifest = images.manifest(digest)?;
+    let manifest = images.manifest(digest.as_str())?;
     let temp = atomic::temp_path(&images.snapshots, &format!("{hex}.ext4"));
     let result = build(images, &manifest, &temp).and_then(|()| {
         File::open(&temp).and_then(|f| f.sync_all()).at(&temp)?;
@@ -86,8 +83,8 @@ impl ImageStore {
     /// Deletes the snapshot of a manifest, if there is one (a build's
     /// intermediate states).
     pub fn remove_snapshot(&self, digest: &str) {
-        if is_sha256_digest(digest) {
-            let hex = &digest["sha256:".len()..];
+        if let Ok(digest) = Digest::parse(digest) {
+            let hex = digest.hex();
             let _ = std::fs::remove_file(self.snapshots.join(format!("{hex}.ext4")));
         }
     }

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use super::reference::is_sha256_digest;
-use super::{Error, IoContext};
+use super::{Digest, Error, IoContext};
 use crate::atomic;
 
 pub struct ContentStore {
@@ -36,10 +35,7 @@ impl ContentStore {
     /// Where a blob lives. Digests come from registries, so they are checked
     /// before they become part of a path.
     pub fn path(&self, digest: &str) -> Result<PathBuf, Error> {
-        if !is_sha256_digest(digest) {
-            return Err(Error::InvalidDigest(digest.to_string()));
-        }
-        Ok(self.blobs.join(&digest["sha256:".len()..]))
+        Ok(self.blobs.join(Digest::parse(digest)?.hex()))
     }
 
     /// Whether the blob is already stored (with the size its descriptor claims).
@@ -73,9 +69,8 @@ impl ContentStore {
 
     /// Starts writing a blob that is expected to have this digest and size.
     pub fn ingest(&self, digest: &str, size: u64) -> Result<Ingest, Error> {
-        self.path(digest)?;
         self.start(Some(Expected {
-            digest: digest.to_string(),
+            digest: Digest::parse(digest)?,
             size,
         }))
     }
@@ -87,9 +82,7 @@ impl ContentStore {
     }
 
     fn start(&self, expected: Option<Expected>) -> Result<Ingest, Error> {
-        let stem = expected
-            .as_ref()
-            .map_or("blob", |e| &e.digest["sha256:".len()..]);
+        let stem = expected.as_ref().map_or("blob", |e| e.digest.hex());
         let temp = atomic::temp_path(&self.ingest, stem);
         let file = File::create(&temp).at(&temp)?;
         Ok(Ingest {
@@ -109,9 +102,8 @@ impl ContentStore {
         let mut digests = Vec::new();
         for entry in entries {
             let name = entry.at(&self.blobs)?.file_name();
-            let digest = format!("sha256:{}", name.to_string_lossy());
-            if is_sha256_digest(&digest) {
-                digests.push(digest);
+            if let Some(digest) = Digest::from_hex(&name.to_string_lossy()) {
+                digests.push(digest.into());
             }
         }
         Ok(digests)
@@ -130,7 +122,7 @@ impl ContentStore {
 }
 
 struct Expected {
-    digest: String,
+    digest: Digest,
     size: u64,
 }
 
@@ -162,28 +154,28 @@ impl Ingest {
     /// Verifies size and digest, then moves the blob into the store durably.
     /// Returns its digest.
     pub fn commit(mut self) -> Result<String, Error> {
-        let actual = format!("sha256:{}", hex::encode(self.hasher.finalize_reset()));
+        let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if let Some(expected) = &self.expected {
             if self.written != expected.size {
                 return Err(self.size_mismatch(expected));
             }
             if actual != expected.digest {
                 return Err(Error::DigestMismatch {
-                    expected: expected.digest.clone(),
-                    actual,
+                    expected: expected.digest.to_string(),
+                    actual: actual.into(),
                 });
             }
         }
         self.file.sync_all().at(&self.temp)?;
-        let target = self.blobs.join(&actual["sha256:".len()..]);
+        let target = self.blobs.join(actual.hex());
         atomic::commit(&self.temp, &target)?;
         self.committed = true;
-        Ok(actual)
+        Ok(actual.into())
     }
 
     fn size_mismatch(&self, expected: &Expected) -> Error {
         Error::SizeMismatch {
-            digest: expected.digest.clone(),
+            digest: expected.digest.to_string(),
             expected: expected.size,
             actual: self.written,
         }

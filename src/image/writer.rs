@@ -12,7 +12,7 @@ use super::manifest::{
     Descriptor, ImageConfig, ManifestDocument, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
 };
 use super::store::Ingest;
-use super::{Error, ImageStore};
+use super::{Digest, Error, ImageStore};
 
 /// Where a layer's tar is written. Dropping it without `finish` leaves
 /// nothing behind (the ingest file goes with it).
@@ -66,7 +66,7 @@ impl LayerWriter {
             path: "a new layer".into(),
             source,
         };
-        let diff_id = format!("sha256:{}", hex::encode(self.diff.finalize()));
+        let diff_id = String::from(Digest::from_hasher(self.diff));
         let Counted { ingest, size } = self.gzip.finish().map_err(io)?;
         let digest = ingest.commit()?;
         Ok(NewLayer {
@@ -103,7 +103,7 @@ impl ImageStore {
         layers: &[Descriptor],
     ) -> Result<String, Error> {
         let config_bytes = serde_json::to_vec(config).expect("an image config serializes");
-        let config_digest = super::sha256_digest(&config_bytes);
+        let config_digest = String::from(Digest::of(&config_bytes));
         self.content.put(&config_digest, &config_bytes)?;
         let manifest = ManifestDocument {
             schema_version: 2,
@@ -117,7 +117,7 @@ impl ImageStore {
             layers,
         }
         .to_bytes();
-        let digest = super::sha256_digest(&manifest);
+        let digest = String::from(Digest::of(&manifest));
         self.content.put(&digest, &manifest)?;
         Ok(digest)
     }
@@ -155,7 +155,7 @@ mod tests {
         let a = layer(b"same bytes");
         let b = layer(b"same bytes");
         assert_eq!(a.descriptor.digest, b.descriptor.digest);
-        assert_eq!(a.diff_id, super::super::sha256_digest(b"same bytes"));
+        assert_eq!(a.diff_id, Digest::of(b"same bytes").as_str());
         assert_ne!(a.descriptor.digest, a.diff_id, "the blob is compressed");
         assert_eq!(
             store.content.read(&a.descriptor.digest).unwrap().len() as u64,
