@@ -65,7 +65,7 @@ VOLUME /data
 STOPSIGNAL SIGTERM
 SHELL ["/bin/sh", "-c"]
 HEALTHCHECK --interval=30s --retries=3 CMD true
-ONBUILD RUN echo triggered
+ONBUILD COPY app/hello.txt /onbuild.txt
 MAINTAINER someone@example.com
 USER app
 ENTRYPOINT ["/bin/sh", "-c"]
@@ -160,7 +160,10 @@ fn a_dockerfile_with_every_instruction_builds_caches_runs_and_travels() {
         serde_json::json!(["CMD-SHELL", "true"])
     );
     assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000u64);
-    assert_eq!(c["OnBuild"], serde_json::json!(["RUN echo triggered"]));
+    assert_eq!(
+        c["OnBuild"],
+        serde_json::json!(["COPY app/hello.txt /onbuild.txt"])
+    );
     assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-c"]));
     assert_eq!(config["author"], "someone@example.com");
     // One layer from the base, seven from COPY, ADD and RUN; a history entry each.
@@ -236,6 +239,25 @@ fn a_dockerfile_with_every_instruction_builds_caches_runs_and_travels() {
     let pulled = inspect(&other, &tag);
     assert_eq!(pulled["digest"], built["digest"]);
     assert_eq!(pulled["config"], built["config"]);
+
+    // A child image runs the ONBUILD trigger against its own context
+    // (a COPY: no VM) and does not pass it on.
+    let child = tempfile::tempdir().unwrap();
+    write(
+        child.path(),
+        "Dockerfile",
+        &format!("FROM {tag}\nLABEL child=yes\n"),
+    );
+    write(child.path(), "app/hello.txt", "child's\n");
+    let (code, _, stderr) = build(&cli, &["-t", "child:1", child.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("ONBUILD COPY app/hello.txt /onbuild.txt"),
+        "{stderr}"
+    );
+    let image = inspect(&cli, "child:1");
+    assert_eq!(image["layers"].as_array().unwrap().len(), 9);
+    assert!(image["config"]["config"]["OnBuild"].is_null(), "{image:#}");
     assert_eq!(cli.lingering(), Vec::<String>::new());
 }
 
@@ -310,4 +332,80 @@ fn bad_input_names_its_line_and_leaves_nothing() {
         0,
         "the failed step's parent snapshot is gone"
     );
+}
+
+/// Runs `container build ARGS` with `input` on its stdin.
+fn build_with_stdin(cli: &Cli, args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = cli
+        .command()
+        .arg("build")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    (output.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+#[test]
+fn the_context_or_the_dockerfile_can_come_from_stdin() {
+    let registry = Registry::start();
+    let base = registry.busybox();
+    let cli = Cli::new();
+    // A context tar with its Dockerfile; COPY only, so no VM boots.
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, contents) in [
+        (
+            "Dockerfile",
+            format!("FROM {base}\nCOPY note.txt /note.txt\n"),
+        ),
+        ("note.txt", "from a tar\n".to_string()),
+    ] {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, path, contents.as_bytes())
+            .unwrap();
+    }
+    let context = tar.into_inner().unwrap();
+    let (code, stdout, stderr) = build_with_stdin(&cli, &["-q", "-t", "from:tar", "-"], &context);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("sha256:"), "{stdout}");
+    assert_eq!(
+        inspect(&cli, "from:tar")["layers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "other.txt", "x\n");
+    let dockerfile = format!("FROM {base}\nCOPY other.txt /\nLABEL from=stdin\n");
+    let path = dir.path().to_str().unwrap();
+    let (code, _, stderr) = build_with_stdin(
+        &cli,
+        &["-t", "from:stdin", "-f", "-", path],
+        dockerfile.as_bytes(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let image = inspect(&cli, "from:stdin");
+    assert_eq!(image["config"]["config"]["Labels"]["from"], "stdin");
+
+    let (code, _, stderr) = build_with_stdin(&cli, &["-f", "-", "-"], b"");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot both come from stdin"), "{stderr}");
+    // The unpacked context is gone.
+    let left: Vec<String> = std::fs::read_dir(cli.app_root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("build-context"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

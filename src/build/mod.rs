@@ -77,6 +77,8 @@ pub enum StepError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("the base image's ONBUILD trigger is invalid: {0}")]
+    Trigger(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -440,6 +442,21 @@ impl Builder<'_> {
             id,
             elapsed: started.elapsed(),
         });
+        // The base's ONBUILD triggers run first, as if written here; the
+        // image this stage makes does not pass them on.
+        let triggers = state.config.config.as_mut().and_then(|c| c.on_build.take());
+        if let Some(triggers) = triggers.filter(|t| !t.is_empty()) {
+            // The parser wants a FROM before anything else.
+            let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+            let parsed = dockerfile::parse(&text)
+                .map_err(|e| self.at(from, StepError::Trigger(e.to_string())))?;
+            for trigger in &parsed.instructions[1..] {
+                let name = format!("[{label}1/{total}] ONBUILD {}", trigger.text);
+                self.instruction(&mut state, trigger, &name, stages, index, built, globals)
+                    .await
+                    .map_err(|e| self.at(from, e))?;
+            }
+        }
         for instruction in stage.instructions {
             if makes_layer(&instruction) {
                 number += 1;
@@ -1087,7 +1104,7 @@ impl<W: Write> Hashed<W> {
     fn finish(self) -> (W, String) {
         (
             self.inner,
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            String::from(image::Digest::from_hasher(self.hasher)),
         )
     }
 }
