@@ -39,8 +39,10 @@ ARG BASE={base}
 FROM ${{BASE}} AS builder
 ARG GREETING=hello
 RUN <<EOF
+#!/bin/sh -e
 mkdir -p /out
 echo "$GREETING from builder" > /out/g
+case $- in *e*) echo "run by sh -e" >> /out/g;; esac
 EOF
 
 FROM builder AS unused
@@ -194,7 +196,7 @@ fn a_dockerfile_with_every_instruction_builds_caches_runs_and_travels() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(
         stdout,
-        "hello v1\nhello from builder\nmode is test\ntest in /app\nfrom tar\nkeep.txt\ntrue-gone\n1000\n1000:50 640\n7:8 644\n"
+        "hello v1\nhello from builder\nrun by sh -e\nmode is test\ntest in /app\nfrom tar\nkeep.txt\ntrue-gone\n1000\n1000:50 640\n7:8 644\n"
     );
 
     // Fully cached: nothing runs, the same image comes out.

@@ -524,7 +524,16 @@ impl Builder<'_> {
                         network.as_deref().unwrap_or_default()
                     )));
                 }
-                let args = self.command_args(state, command);
+                // A heredoc script with a `#!` line runs under its interpreter,
+                // which reads it on stdin.
+                let (args, stdin) = match command {
+                    Command::Shell(script) if script.starts_with("#!") => {
+                        let shebang = script.lines().next().unwrap_or_default();
+                        let interpreter = shebang[2..].split_whitespace().map(String::from);
+                        (interpreter.collect(), Some(script.clone().into_bytes()))
+                    }
+                    other => (self.command_args(state, other), None),
+                };
                 let key = cache::key(&[
                     &state.key,
                     &format!("{kind:?}"),
@@ -538,7 +547,9 @@ impl Builder<'_> {
                         entry
                     }
                     None => {
-                        let entry = self.run_step(state, args, id, &instruction.text).await?;
+                        let entry = self
+                            .run_step(state, args, stdin, id, &instruction.text)
+                            .await?;
                         self.cache.put(&key, &entry).map_err(image::Error::from)?;
                         entry
                     }
@@ -736,6 +747,7 @@ impl Builder<'_> {
         &mut self,
         state: &State,
         args: Vec<String>,
+        stdin: Option<Vec<u8>>,
         id: usize,
         text: &str,
     ) -> Result<cache::Entry, StepError> {
@@ -756,6 +768,7 @@ impl Builder<'_> {
             env,
             cwd: config.working_dir.clone().unwrap_or_default(),
             user: config.user.clone().unwrap_or_default(),
+            stdin,
             clamp_mtime: self.options.source_date_epoch,
         };
         let mut layer = self.images.new_layer()?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use agent_proto::create_process_request::Target;
 use agent_proto::{
     AGENT_PORT, ContainerConfig, CreateProcessRequest, MountRequest, NewContainer, ProcessSpec,
-    READY_PORT, ReadLayerRequest, ShutdownRequest,
+    READY_PORT, ReadLayerRequest, ShutdownRequest, StdinChunk,
 };
 
 use super::supervisor::{BOOT_TIMEOUT, INIT_PROCESS, machine, start_with_output, stop_vm};
@@ -43,6 +43,9 @@ pub struct Step {
     pub cwd: String,
     /// As `run --user` takes it; empty for root.
     pub user: String,
+    /// What the process reads on its stdin (a heredoc script for its
+    /// interpreter); none: stdin is empty.
+    pub stdin: Option<Vec<u8>>,
     /// SOURCE_DATE_EPOCH: no file in the layer is dated later.
     pub clamp_mtime: Option<u64>,
 }
@@ -109,6 +112,7 @@ async fn drive(
         env: step.env.clone(),
         cwd: step.cwd.clone(),
         user: step.user.clone(),
+        stdin: step.stdin.is_some(),
         ..Default::default()
     };
     agent
@@ -146,7 +150,19 @@ async fn drive(
         }
         Ok::<_, Error>(())
     };
-    let ((), exit) = tokio::try_join!(pump, wait)?;
+    let mut writer = agent.clone();
+    let feed = async {
+        if let Some(data) = &step.stdin {
+            let chunk = StdinChunk {
+                id: INIT_PROCESS.into(),
+                data: data.clone(),
+            };
+            // The stream's end closes the process's stdin.
+            writer.write_stdin(tokio_stream::iter([chunk])).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let ((), exit, ()) = tokio::try_join!(pump, wait, feed)?;
     if exit.exit_code != 0 {
         return Ok(exit.exit_code);
     }
