@@ -252,6 +252,16 @@ struct State {
     cmd_set: bool,
 }
 
+/// What an instruction may refer to beyond its own stage: the stages
+/// built before it, and the global ARGs.
+struct Scope<'s, 'd> {
+    stages: &'s [Stage<'d>],
+    /// This stage's index: only earlier stages can be named.
+    index: usize,
+    built: &'s [Option<State>],
+    globals: &'s BTreeMap<String, String>,
+}
+
 struct Builder<'a> {
     app_root: &'a Path,
     options: &'a Options,
@@ -294,9 +304,13 @@ impl Builder<'_> {
                         .unwrap_or(format!("stage-{index}"))
                 )
             };
-            let state = self
-                .stage(&stages, index, &label, &built, &global_args)
-                .await?;
+            let scope = Scope {
+                stages: &stages,
+                index,
+                built: &built,
+                globals: &global_args,
+            };
+            let state = self.stage(&scope, &label).await?;
             built[index] = Some(state);
         }
         let state = built[target].take().expect("the target was built");
@@ -382,14 +396,9 @@ impl Builder<'_> {
         needed
     }
 
-    async fn stage(
-        &mut self,
-        stages: &[Stage<'_>],
-        index: usize,
-        label: &str,
-        built: &[Option<State>],
-        globals: &BTreeMap<String, String>,
-    ) -> Result<State, Error> {
+    async fn stage(&mut self, scope: &Scope<'_, '_>, label: &str) -> Result<State, Error> {
+        let (stages, index, built, globals) =
+            (scope.stages, scope.index, scope.built, scope.globals);
         let stage = &stages[index];
         // Steps as BuildKit counts them: FROM and what makes a layer.
         let makes_layer =
@@ -452,7 +461,7 @@ impl Builder<'_> {
                 .map_err(|e| self.at(from, StepError::Trigger(e.to_string())))?;
             for trigger in &parsed.instructions[1..] {
                 let name = format!("[{label}1/{total}] ONBUILD {}", trigger.text);
-                self.instruction(&mut state, trigger, &name, stages, index, built, globals)
+                self.instruction(&mut state, trigger, &name, scope)
                     .await
                     .map_err(|e| self.at(from, e))?;
             }
@@ -462,24 +471,16 @@ impl Builder<'_> {
                 number += 1;
             }
             let name = format!("[{label}{number}/{total}] {}", instruction.text);
-            self.instruction(
-                &mut state,
-                instruction,
-                &name,
-                stages,
-                index,
-                built,
-                globals,
-            )
-            .await
-            .map_err(|e| match e {
-                // It names its line already.
-                StepError::Expand(source) => Error::Parse {
-                    file: self.file.clone(),
-                    source,
-                },
-                other => self.at(instruction, other),
-            })?;
+            self.instruction(&mut state, instruction, &name, scope)
+                .await
+                .map_err(|e| match e {
+                    // It names its line already.
+                    StepError::Expand(source) => Error::Parse {
+                        file: self.file.clone(),
+                        source,
+                    },
+                    other => self.at(instruction, other),
+                })?;
         }
         Ok(state)
     }
@@ -500,93 +501,101 @@ impl Builder<'_> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Carries out one instruction: RUN, COPY and ADD are steps of their
+    /// own (numbered, cached, timed); the rest only change the config.
     async fn instruction(
         &mut self,
         state: &mut State,
         instruction: &Instruction,
         name: &str,
-        stages: &[Stage<'_>],
-        index: usize,
-        built: &[Option<State>],
-        globals: &BTreeMap<String, String>,
+        scope: &Scope<'_, '_>,
     ) -> Result<(), StepError> {
         let vars = self.vars(state);
         let kind = instruction.expanded(self.dockerfile.escape, &|name| vars.get(name).cloned())?;
+        let text = &instruction.text;
+        if !matches!(kind, Kind::Run { .. } | Kind::Copy(_) | Kind::Add(_)) {
+            return self.configure(state, kind, scope.globals, text);
+        }
+        let id = self.start(name);
+        let started = std::time::Instant::now();
         match &kind {
             Kind::Run { command, network } => {
-                if network
-                    .as_deref()
-                    .is_some_and(|n| n != "none" && n != "default")
-                {
-                    return Err(StepError::Unsupported(format!(
-                        "RUN --network={}: build steps have no network yet",
-                        network.as_deref().unwrap_or_default()
-                    )));
-                }
-                // A heredoc script with a `#!` line runs under its interpreter,
-                // which reads it on stdin.
-                let (args, stdin) = match command {
-                    Command::Shell(script) if script.starts_with("#!") => {
-                        let shebang = script.lines().next().unwrap_or_default();
-                        let interpreter = shebang[2..].split_whitespace().map(String::from);
-                        (interpreter.collect(), Some(script.clone().into_bytes()))
-                    }
-                    other => (self.command_args(state, other), None),
-                };
-                let key = cache::key(&[
-                    &state.key,
-                    &format!("{kind:?}"),
-                    &format!("{:?}", state.args),
-                ]);
-                let id = self.start(name);
-                let started = std::time::Instant::now();
-                let entry = match self.cached(&key) {
-                    Some(entry) => {
-                        (self.progress)(Event::Cached { id });
-                        entry
-                    }
-                    None => {
-                        let entry = self
-                            .run_step(state, args, stdin, id, &instruction.text)
-                            .await?;
-                        self.cache.put(&key, &entry).map_err(image::Error::from)?;
-                        entry
-                    }
-                };
-                self.add_layer(state, entry, &instruction.text);
-                state.key = key;
-                (self.progress)(Event::Done {
-                    id,
-                    elapsed: started.elapsed(),
-                });
-                return Ok(());
+                self.run_instruction(state, &kind, command, network, id, text)
+                    .await?
             }
-            Kind::Copy(copy) | Kind::Add(copy) => {
-                let id = self.start(name);
-                let started = std::time::Instant::now();
-                let is_add = matches!(kind, Kind::Add(_));
-                self.copy(
-                    state,
-                    copy,
-                    is_add,
-                    &kind,
-                    stages,
-                    index,
-                    built,
-                    id,
-                    &instruction.text,
-                )
-                .await?;
-                (self.progress)(Event::Done {
-                    id,
-                    elapsed: started.elapsed(),
-                });
-                return Ok(());
+            Kind::Copy(copy) => {
+                self.copy(state, copy, false, &kind, scope, id, text)
+                    .await?
             }
-            _ => {}
+            Kind::Add(copy) => self.copy(state, copy, true, &kind, scope, id, text).await?,
+            _ => unreachable!("configure took the rest"),
         }
-        // Everything else only changes the config: no step of its own.
+        (self.progress)(Event::Done {
+            id,
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    /// A RUN: from the cache, or in a VM.
+    async fn run_instruction(
+        &mut self,
+        state: &mut State,
+        kind: &Kind,
+        command: &Command,
+        network: &Option<String>,
+        id: usize,
+        text: &str,
+    ) -> Result<(), StepError> {
+        if network
+            .as_deref()
+            .is_some_and(|n| n != "none" && n != "default")
+        {
+            return Err(StepError::Unsupported(format!(
+                "RUN --network={}: build steps have no network yet",
+                network.as_deref().unwrap_or_default()
+            )));
+        }
+        // A heredoc script with a `#!` line runs under its interpreter,
+        // which reads it on stdin.
+        let (args, stdin) = match command {
+            Command::Shell(script) if script.starts_with("#!") => {
+                let shebang = script.lines().next().unwrap_or_default();
+                let interpreter = shebang[2..].split_whitespace().map(String::from);
+                (interpreter.collect(), Some(script.clone().into_bytes()))
+            }
+            other => (self.command_args(state, other), None),
+        };
+        let key = cache::key(&[
+            &state.key,
+            &format!("{kind:?}"),
+            &format!("{:?}", state.args),
+        ]);
+        let entry = match self.cached(&key) {
+            Some(entry) => {
+                (self.progress)(Event::Cached { id });
+                entry
+            }
+            None => {
+                let entry = self.run_step(state, args, stdin, id, text).await?;
+                self.cache.put(&key, &entry).map_err(image::Error::from)?;
+                entry
+            }
+        };
+        self.add_layer(state, entry, text);
+        state.key = key;
+        Ok(())
+    }
+
+    /// Everything but RUN, COPY and ADD: a change to the config, no step
+    /// of its own.
+    fn configure(
+        &self,
+        state: &mut State,
+        kind: Kind,
+        globals: &BTreeMap<String, String>,
+        text: &str,
+    ) -> Result<(), StepError> {
         if let Kind::Maintainer(who) = &kind {
             state.config.author = Some(who.clone());
         }
@@ -711,7 +720,7 @@ impl Builder<'_> {
             };
             state.config.history.push(History {
                 created: Some(created),
-                created_by: Some(instruction.text.clone()),
+                created_by: Some(text.to_string()),
                 comment: Some("buildkit.dockerfile.v0".into()),
                 empty_layer: true,
             });
@@ -815,12 +824,11 @@ impl Builder<'_> {
         request: &dockerfile::Copy,
         is_add: bool,
         kind: &Kind,
-        stages: &[Stage<'_>],
-        index: usize,
-        built: &[Option<State>],
+        scope: &Scope<'_, '_>,
         id: usize,
         text: &str,
     ) -> Result<(), StepError> {
+        let (stages, index, built) = (scope.stages, scope.index, scope.built);
         let mut paths = Vec::new();
         let mut inline = Vec::new();
         for source in &request.sources {

@@ -162,7 +162,16 @@ pub async fn build(app_root: &Path, args: BuildArgs) -> Result<i32> {
             plain.show(event);
         }
     };
-    let built = build::build(app_root, &options, &mut show).await;
+    // Ctrl-C drops the build: its VM is killed and its temporary files go
+    // with it, as on any other error.
+    let built = tokio::select! {
+        built = build::build(app_root, &options, &mut show) => built,
+        _ = tokio::signal::ctrl_c() => {
+            drop(unpacked);
+            eprintln!("Error: the build was interrupted");
+            return Ok(130);
+        }
+    };
     drop(unpacked);
     let built = built?;
     if quiet {
