@@ -336,6 +336,34 @@ fn containers_reach_each_other_the_host_and_the_world_and_networks_are_isolated(
     );
     assert_eq!(ok(output), "lo\n");
 
+    // A build's RUN joins the network it is given, reaches the world the
+    // same way, and leaves nothing of it behind.
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {image}\nRUN timeout 10 wget -qO- http://www.example.test/cgi-bin/who\n"),
+    )
+    .unwrap();
+    let before = bridges();
+    let output = test.container(
+        &cli,
+        &[
+            "build",
+            "--network",
+            "back",
+            "--progress",
+            "plain",
+            context.path().to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&output).1;
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("203.0.113.2]"), "{stderr}");
+    assert_eq!(bridges(), before);
+    let leases = std::fs::read_dir(cli.app_root.path().join("networks/back/leases"))
+        .map_or(0, |d| d.count());
+    assert_eq!(leases, 0, "the step's address was given back");
+
     // A network in use is not removed; after rm -f -a and network rm, no
     // bridge, tap or table of ours is left.
     let output = cli.run(&["network", "rm", "front"]);

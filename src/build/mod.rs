@@ -50,6 +50,8 @@ pub enum Error {
     NoSuchTarget(String),
     #[error(transparent)]
     Image(#[from] image::Error),
+    #[error(transparent)]
+    Network(Box<runtime::Error>),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -112,6 +114,9 @@ pub struct Options {
     pub target: Option<String>,
     pub no_cache: bool,
     pub labels: BTreeMap<String, String>,
+    /// The network RUN steps join, as `run --network` names it (`none`:
+    /// only loopback); the `network.default` setting's when None.
+    pub network: Option<String>,
     /// For base images not in the store.
     pub pull: PullOptions,
     /// SOURCE_DATE_EPOCH: the image's times, and no file newer.
@@ -206,6 +211,15 @@ pub async fn build(
         context: "open the build cache".into(),
         source,
     })?;
+    // Checked before any work, as tags are.
+    let network = runtime::network_name(app_root, options.network.as_deref())
+        .map_err(|e| Error::Network(Box::new(e)))?;
+    let network = (network != crate::network::NONE).then_some(network);
+    if let Some(name) = &network {
+        crate::network::Networks::open(app_root)
+            .and_then(|n| n.get(name))
+            .map_err(|e| Error::Network(Box::new(e.into())))?;
+    }
     let _adding = images.adding_content()?;
     let mut builder = Builder {
         app_root,
@@ -217,6 +231,7 @@ pub async fn build(
         cache,
         progress,
         next_id: 0,
+        network,
         snapshots: BTreeSet::new(),
     };
     let result = builder.run().await;
@@ -272,6 +287,8 @@ struct Builder<'a> {
     cache: cache::Cache,
     progress: Progress<'a>,
     next_id: usize,
+    /// The network RUN steps join by default; None: only loopback.
+    network: Option<String>,
     /// Snapshots made for `RUN` parents, removed when the build ends.
     snapshots: BTreeSet<String>,
 }
@@ -547,15 +564,15 @@ impl Builder<'_> {
         id: usize,
         text: &str,
     ) -> Result<(), StepError> {
-        if network
-            .as_deref()
-            .is_some_and(|n| n != "none" && n != "default")
-        {
-            return Err(StepError::Unsupported(format!(
-                "RUN --network={}: build steps have no network yet",
-                network.as_deref().unwrap_or_default()
-            )));
-        }
+        let network = match network.as_deref() {
+            Some("none") => None,
+            None | Some("default") => self.network.clone(),
+            Some(other) => {
+                return Err(StepError::Unsupported(format!(
+                    "RUN --network={other}: use default or none"
+                )));
+            }
+        };
         // A heredoc script with a `#!` line runs under its interpreter,
         // which reads it on stdin.
         let (args, stdin) = match command {
@@ -577,7 +594,7 @@ impl Builder<'_> {
                 entry
             }
             None => {
-                let entry = self.run_step(state, args, stdin, id, text).await?;
+                let entry = self.run_step(state, args, stdin, network, id, text).await?;
                 self.cache.put(&key, &entry).map_err(image::Error::from)?;
                 entry
             }
@@ -757,6 +774,7 @@ impl Builder<'_> {
         state: &State,
         args: Vec<String>,
         stdin: Option<Vec<u8>>,
+        network: Option<String>,
         id: usize,
         text: &str,
     ) -> Result<cache::Entry, StepError> {
@@ -779,6 +797,7 @@ impl Builder<'_> {
             user: config.user.clone().unwrap_or_default(),
             stdin,
             clamp_mtime: self.options.source_date_epoch,
+            network,
         };
         let mut layer = self.images.new_layer()?;
         let mut tail = Tail::default();

@@ -41,9 +41,10 @@ pub struct BuildArgs {
     /// Print only the image ID, nothing else.
     #[arg(short, long)]
     quiet: bool,
-    /// The network of RUN steps: `none` (build steps have no network yet).
-    #[arg(long, default_value = "none", value_name = "MODE")]
-    network: String,
+    /// The network RUN steps join: `default` (the `network.default`
+    /// setting's, as for `run`), `none`, or a network's name.
+    #[arg(long, value_name = "NETWORK")]
+    network: Option<String>,
     /// Registry scheme for base images: https, http, or auto (http for loopback and private addresses).
     #[arg(long, default_value = "auto", value_parser = parse_scheme)]
     scheme: Scheme,
@@ -81,13 +82,6 @@ enum ProgressMode {
 }
 
 pub async fn build(app_root: &Path, args: BuildArgs) -> Result<i32> {
-    if args.network != "none" {
-        return Err(format!(
-            "--network {}: build steps have no network yet; use --network none",
-            args.network
-        )
-        .into());
-    }
     // A context from stdin is unpacked here and removed with this.
     let mut unpacked = None;
     let context = if args.context == "-" {
@@ -149,6 +143,7 @@ pub async fn build(app_root: &Path, args: BuildArgs) -> Result<i32> {
         target: args.target,
         no_cache: args.no_cache,
         labels: pairs(&args.label),
+        network: args.network.filter(|n| n != "default"),
         pull: PullOptions {
             scheme: args.scheme,
             ..PullOptions::default()

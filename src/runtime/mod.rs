@@ -15,6 +15,7 @@ pub mod container;
 mod id;
 pub mod logs;
 mod mounts;
+mod plugged;
 mod step;
 mod supervisor;
 
@@ -100,6 +101,17 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
+/// The network a VM joins: the one asked for, else the `network.default`
+/// setting, else `default` (`none` means none).
+pub fn network_name(app_root: &Path, requested: Option<&str>) -> Result<String, Error> {
+    Ok(match requested {
+        Some(name) => name.to_string(),
+        None => crate::properties::Properties::open(app_root)
+            .get(crate::properties::NETWORK_DEFAULT)?
+            .unwrap_or_else(|| network::DEFAULT.to_string()),
+    })
+}
+
 /// A resource limit as `--ulimit` gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ulimit {
@@ -182,12 +194,7 @@ pub async fn create(
         return Err(Error::InvalidName(name.clone()));
     }
     let networks = Networks::open(app_root)?;
-    let network_name = match &spec.network {
-        Some(name) => name.clone(),
-        None => crate::properties::Properties::open(app_root)
-            .get(crate::properties::NETWORK_DEFAULT)?
-            .unwrap_or_else(|| network::DEFAULT.to_string()),
-    };
+    let network_name = network_name(app_root, spec.network.as_deref())?;
     if network_name == network::NONE {
         if !spec.publish.is_empty() {
             return Err(network::Error::NoNetwork("publishing a port (-p)").into());

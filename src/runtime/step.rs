@@ -17,8 +17,11 @@ use agent_proto::{
     READY_PORT, ReadLayerRequest, ShutdownRequest, StdinChunk,
 };
 
+use super::plugged::{Plug, Plugged};
 use super::supervisor::{BOOT_TIMEOUT, INIT_PROCESS, machine, start_with_output, stop_vm};
 use super::{Error, agent, io, process_ref};
+use crate::network::dns::DnsConfig;
+use crate::network::{Endpoint, Lease, Networks};
 use crate::vm::{self, VirtualMachine};
 
 /// Guest paths of the step's filesystems.
@@ -48,6 +51,9 @@ pub struct Step {
     pub stdin: Option<Vec<u8>>,
     /// SOURCE_DATE_EPOCH: no file in the layer is dated later.
     pub clamp_mtime: Option<u64>,
+    /// The network the step's VM joins, as `run --network` names it; none:
+    /// only loopback.
+    pub network: Option<String>,
 }
 
 /// How a step ended: its exit code (127 and 126 when the command could not
@@ -59,6 +65,10 @@ pub async fn run_step(
     layer: &mut (dyn Write + Send),
 ) -> Result<i32, Error> {
     let work = WorkDir::create(app_root)?;
+    let joined = match &step.network {
+        Some(name) => Some(Joined::join(app_root, name, &work.id)?),
+        None => None,
+    };
     let scratch = work.path.join("scratch.ext4");
     format_scratch(&scratch)?;
     let mut config = machine(
@@ -80,8 +90,35 @@ pub async fn run_step(
             read_only: false,
         },
     ];
-    let mut vm = vm::boot(&config).await?;
-    let result = match drive(&mut vm, &config.console_log, step, output, layer).await {
+    let mut plugged = match &joined {
+        Some(joined) => Plugged::plug(Plug {
+            app_root,
+            id: &work.id,
+            hostname: HOSTNAME,
+            endpoint: Some(joined.endpoint.clone()),
+            publish: &[],
+        })?,
+        None => None,
+    };
+    config.nics = plugged.iter().map(|p| p.nic.clone()).collect();
+    let result = boot_and_drive(&config, plugged.as_mut(), step, output, layer).await;
+    // The VM is gone and our copy of the tap closes here.
+    drop(config);
+    if let Some(plugged) = plugged {
+        plugged.unplug().await;
+    }
+    result
+}
+
+async fn boot_and_drive(
+    config: &vm::VmConfig,
+    plugged: Option<&mut Plugged>,
+    step: &Step,
+    output: &mut (dyn FnMut(&[u8]) + Send),
+    layer: &mut (dyn Write + Send),
+) -> Result<i32, Error> {
+    let mut vm = vm::boot(config).await?;
+    let result = match drive(&mut vm, &config.console_log, plugged, step, output, layer).await {
         // A broken agent connection usually means the VM died: say so.
         Err(Error::Agent(message)) => Err(Error::Agent(match vm.exited() {
             Some(reason) => format!("the VM stopped unexpectedly ({reason})"),
@@ -97,6 +134,7 @@ pub async fn run_step(
 async fn drive(
     vm: &mut vm::Vm,
     console_log: &Path,
+    plugged: Option<&mut Plugged>,
     step: &Step,
     output: &mut (dyn FnMut(&[u8]) + Send),
     layer: &mut (dyn Write + Send),
@@ -106,6 +144,17 @@ async fn drive(
     let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
     for mount in mounts() {
         agent.mount(mount).await?;
+    }
+    let mut config = ContainerConfig {
+        hostname: HOSTNAME.into(),
+        ..Default::default()
+    };
+    if let Some(plugged) = plugged {
+        plugged.configure_guest(&mut agent).await?;
+        config.hosts = vec![format!("{}\t{HOSTNAME}", plugged.endpoint.address)];
+        config.resolv_conf = DnsConfig::default()
+            .resolv_conf(plugged.dns_server)
+            .unwrap_or_default();
     }
     let process = ProcessSpec {
         args: step.args.clone(),
@@ -121,10 +170,7 @@ async fn drive(
             process: Some(process),
             target: Some(Target::Container(NewContainer {
                 root: ROOT.into(),
-                config: Some(ContainerConfig {
-                    hostname: HOSTNAME.into(),
-                    ..Default::default()
-                }),
+                config: Some(config),
             })),
         })
         .await?;
@@ -246,15 +292,43 @@ fn format_scratch(path: &Path) -> Result<(), Error> {
 
 /// The step's scratch disk and VM sockets; removed however the step ends.
 struct WorkDir {
+    /// Names the step's tap and network lease.
+    id: String,
     path: PathBuf,
 }
 
 impl WorkDir {
     fn create(app_root: &Path) -> Result<WorkDir, Error> {
-        let id = crate::id::random().map_err(io("read /dev/urandom"))?;
-        let path = super::run_dir(app_root, &format!("b{id}"));
+        let id = format!("b{}", crate::id::random().map_err(io("read /dev/urandom"))?);
+        let path = super::run_dir(app_root, &id);
         std::fs::create_dir_all(&path).map_err(io(format!("create {}", path.display())))?;
-        Ok(WorkDir { path })
+        Ok(WorkDir { id, path })
+    }
+}
+
+/// The step's address on its network, given back however the step ends.
+struct Joined {
+    networks: Networks,
+    endpoint: Endpoint,
+}
+
+impl Joined {
+    fn join(app_root: &Path, name: &str, id: &str) -> Result<Joined, Error> {
+        let networks = Networks::open(app_root)?;
+        let endpoint = networks.attach(
+            name,
+            &Lease {
+                container: id.to_string(),
+                name: HOSTNAME.to_string(),
+            },
+        )?;
+        Ok(Joined { networks, endpoint })
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        let _ = self.networks.release(&self.endpoint);
     }
 }
 

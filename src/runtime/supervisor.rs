@@ -15,17 +15,16 @@ use std::time::Duration;
 
 use agent_proto::create_process_request::Target;
 use agent_proto::{
-    AGENT_PORT, ContainerConfig, CreateProcessRequest, DhcpAcquireRequest, IpAddrAddRequest,
-    IpLinkSetRequest, IpRouteAddRequest, NewContainer, PingRequest, ProcessSpec, READY_PORT,
-    ShutdownRequest,
+    AGENT_PORT, ContainerConfig, CreateProcessRequest, NewContainer, PingRequest, ProcessSpec,
+    READY_PORT, ShutdownRequest,
 };
 use tokio::net::UnixListener;
 use tonic::Code;
 
 use super::container::{Container, Containers, State, Status, now};
 use super::mounts::Plan;
+use super::plugged::{Plug, Plugged};
 use super::{Error, agent, io, logs, process_ref};
-use crate::network::{self, Endpoint, Network, Networks};
 use crate::phases::Phases;
 use crate::vm::{self, VirtualMachine, VmConfig};
 
@@ -249,7 +248,7 @@ async fn run(
     let run_dir = container.run_dir();
     std::fs::create_dir_all(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
     let mounts = super::mounts::plan_for(container)?;
-    let mut plugged = Plugged::plug(container)?;
+    let mut plugged = Plugged::plug(Plug::container(container))?;
     let nics = plugged.iter().map(|p| p.nic.clone()).collect();
     let config = vm_config(container, nics, &mounts, run_dir, container.boot_log())?;
     phases.done("plan mounts and network");
@@ -278,7 +277,7 @@ async fn run(
     // come down if this was its last container.
     drop(config);
     if let Some(plugged) = plugged {
-        plugged.unplug(container).await;
+        plugged.unplug().await;
     }
     result
 }
@@ -310,248 +309,6 @@ pub(crate) async fn stop_vm(mut vm: impl VirtualMachine, console_log: &Path, gra
         }
     }
 }
-
-/// The container's place on its network while it runs: on Linux as root a
-/// tap on the network's bridge, made ready before the VM boots, with the
-/// network's DNS server served; on Linux without root QEMU's user-mode
-/// stack, which forwards the published ports itself; on macOS the host's
-/// NAT. Where the guest gets its address by DHCP, what the lease says
-/// replaces the placeholders once the guest has it.
-struct Plugged {
-    /// The network as the guest sees it (its subnet and gateway).
-    network: Network,
-    endpoint: Endpoint,
-    /// The name server the container's resolv.conf names.
-    dns_server: Option<std::net::Ipv4Addr>,
-    nic: vm::Nic,
-    /// Published ports, bound, relayed once the guest's address is known.
-    published: Option<network::ports::Published>,
-    /// The DNS server and port relays: they stop with the container.
-    services: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// The guest's interface.
-const INTERFACE: &str = "eth0";
-/// How long the guest may take to get a lease.
-const DHCP_TIMEOUT_MS: u32 = 15_000;
-
-impl Plugged {
-    /// Published ports are bound first: a taken one fails the start before
-    /// anything is made.
-    fn plug(container: &Container) -> Result<Option<Plugged>, Error> {
-        let Some(endpoint) = container.config.endpoint.clone() else {
-            return Ok(None);
-        };
-        let ports = &container.config.spec.publish;
-        let published = network::ports::Published::bind(ports)?;
-        let mac = vm::MacAddress::derive(container.id());
-        // Until a lease says otherwise (DHCP modes).
-        let placeholder = |gateway| Network {
-            name: endpoint.network.clone(),
-            subnet: ipnet::Ipv4Net::new(endpoint.address, network::user_mode::PREFIX)
-                .expect("a valid prefix")
-                .trunc(),
-            gateway,
-            internal: false,
-            created: 0,
-        };
-        let (network, dns_server, attachment, published, services) = match endpoint.mode {
-            network::Mode::User => {
-                // QEMU binds the ports itself; ours only showed they are free.
-                drop(published);
-                let forwards = ports
-                    .iter()
-                    .map(|p| vm::PortForward {
-                        udp: p.protocol == network::ports::Protocol::Udp,
-                        host: std::net::SocketAddr::new(p.host_ip, p.host_port),
-                        guest_port: p.container_port,
-                    })
-                    .collect();
-                (
-                    placeholder(network::user_mode::GATEWAY),
-                    None,
-                    vm::NicAttachment::User { forwards },
-                    None,
-                    vec![],
-                )
-            }
-            network::Mode::Nat => (
-                placeholder(std::net::Ipv4Addr::UNSPECIFIED),
-                None,
-                vm::NicAttachment::Nat,
-                Some(published),
-                vec![],
-            ),
-            network::Mode::Bridge => {
-                let networks = Networks::open(container.app_root())?;
-                let network = networks.get(&endpoint.network)?;
-                let (tap, dns) = plug_bridge(container, &networks, &network)?;
-                (
-                    network.clone(),
-                    Some(network.gateway),
-                    tap,
-                    Some(published),
-                    vec![dns],
-                )
-            }
-        };
-        Ok(Some(Plugged {
-            network,
-            endpoint,
-            dns_server,
-            nic: vm::Nic { mac, attachment },
-            published,
-            services,
-        }))
-    }
-
-    /// Stops its services, and takes the network's host side down if this
-    /// was its last container.
-    async fn unplug(self, container: &Container) {
-        let Plugged {
-            network,
-            endpoint,
-            nic,
-            services,
-            ..
-        } = self;
-        for service in &services {
-            service.abort();
-        }
-        // Our copy of the tap: the tap goes away when the last one closes,
-        // and the host side waits for that.
-        drop(nic);
-        #[cfg(target_os = "linux")]
-        if endpoint.mode == network::Mode::Bridge {
-            let Ok(networks) = Networks::open(container.app_root()) else {
-                return;
-            };
-            let host = network::bridge::Host::new(networks.root(), &network);
-            let id = container.id().to_string();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || host.unplug(&id)).await {
-                eprintln!("Error: take network {} down: {e}", network.name);
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (network, endpoint, container);
-    }
-
-    /// Brings the guest's interface up with the container's address (asking
-    /// the link's DHCP server for it first, where one hands them out), and
-    /// a default route through the gateway unless the network is internal;
-    /// then relays the published ports to that address.
-    async fn configure_guest(
-        &mut self,
-        agent: &mut agent::Client,
-        container: &Container,
-    ) -> Result<(), Error> {
-        agent
-            .ip_link_set(IpLinkSetRequest {
-                interface: INTERFACE.into(),
-                up: true,
-                mtu: MTU,
-            })
-            .await?;
-        if self.endpoint.mode.dhcp() {
-            self.take_lease(agent, container).await?;
-        }
-        agent
-            .ip_addr_add(IpAddrAddRequest {
-                interface: INTERFACE.into(),
-                address: format!(
-                    "{}/{}",
-                    self.endpoint.address,
-                    self.network.subnet.prefix_len()
-                ),
-            })
-            .await?;
-        if !self.network.internal && !self.network.gateway.is_unspecified() {
-            agent
-                .ip_route_add(IpRouteAddRequest {
-                    destination: "default".into(),
-                    gateway: self.network.gateway.to_string(),
-                    interface: INTERFACE.into(),
-                })
-                .await?;
-        }
-        if let Some(published) = self.published.take() {
-            self.services
-                .push(published.serve(self.endpoint.address.into())?);
-        }
-        Ok(())
-    }
-
-    /// Gets the guest a lease, takes its address, gateway and name server,
-    /// and records the address for `ls` and `inspect`.
-    async fn take_lease(
-        &mut self,
-        agent: &mut agent::Client,
-        container: &Container,
-    ) -> Result<(), Error> {
-        let lease = agent
-            .dhcp_acquire(DhcpAcquireRequest {
-                interface: INTERFACE.into(),
-                hostname: container.config.name.clone(),
-                timeout_ms: DHCP_TIMEOUT_MS,
-            })
-            .await?
-            .into_inner();
-        let subnet: ipnet::Ipv4Net = lease.address.parse().map_err(|_| {
-            Error::Agent(format!(
-                "the guest's DHCP lease has a bad address {:?}",
-                lease.address
-            ))
-        })?;
-        self.endpoint.address = subnet.addr();
-        self.network.subnet = subnet.trunc();
-        if let Ok(gateway) = lease.gateway.parse() {
-            self.network.gateway = gateway;
-        }
-        self.dns_server = lease.dns.iter().find_map(|s| s.parse().ok());
-        let mut state = container.state()?;
-        state.address = Some(subnet.addr());
-        container.save_state(&state)
-    }
-}
-
-/// A tap on the network's bridge (made if missing), and the network's DNS
-/// server on it.
-#[cfg(target_os = "linux")]
-fn plug_bridge(
-    container: &Container,
-    networks: &Networks,
-    network: &Network,
-) -> Result<(vm::NicAttachment, tokio::task::JoinHandle<()>), Error> {
-    let host = network::bridge::Host::new(networks.root(), network);
-    let tap = host.plug(container.id())?;
-    let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let dns = network::dns::Server::bind(networks, network, &network::nameservers(&host_conf))
-        .and_then(network::dns::Server::serve);
-    match dns {
-        Ok(dns) => Ok((vm::NicAttachment::Tap(std::sync::Arc::new(tap)), dns)),
-        Err(e) => {
-            drop(tap);
-            let _ = host.unplug(container.id());
-            Err(e.into())
-        }
-    }
-}
-
-/// Bridges are Linux's; `network::mode_for` never picks them elsewhere.
-#[cfg(not(target_os = "linux"))]
-fn plug_bridge(
-    _: &Container,
-    _: &Networks,
-    network: &Network,
-) -> Result<(vm::NicAttachment, tokio::task::JoinHandle<()>), Error> {
-    Err(network::Error::Host(format!("network {}: bridges need Linux", network.name)).into())
-}
-
-/// The MTU of the guest's interface: the bridge's.
-#[cfg(target_os = "linux")]
-const MTU: u32 = network::bridge::MTU;
-#[cfg(not(target_os = "linux"))]
-const MTU: u32 = 1500;
 
 /// Everything between boot and power-off, for any backend (a fake one in
 /// the tests below).
@@ -630,9 +387,12 @@ async fn run_main_process(
     };
     let create = async {
         if let Some(plugged) = plugged.as_deref_mut() {
-            plugged
-                .configure_guest(&mut agent.clone(), container)
-                .await?;
+            // A lease's address is recorded for `ls` and `inspect`.
+            if let Some(address) = plugged.configure_guest(&mut agent.clone()).await? {
+                let mut state = container.state()?;
+                state.address = Some(address);
+                container.save_state(&state)?;
+            }
         }
         let (process, config) = main_process(container, plugged.as_deref(), size)?;
         create_container(&mut agent.clone(), container, mounts, process, config).await
@@ -945,6 +705,7 @@ mod tests {
     use tonic::{Request, Response, Status};
 
     use super::*;
+    use crate::network::{self, Endpoint};
     use crate::runtime::RunSpec;
 
     /// The guest: records what it is asked, leases 127.0.0.1/8 (so the
@@ -1176,7 +937,7 @@ mod tests {
             .unwrap();
         std::fs::create_dir_all(container.run_dir()).unwrap();
 
-        let mut plugged = Plugged::plug(&container).unwrap().unwrap();
+        let mut plugged = Plugged::plug(Plug::container(&container)).unwrap().unwrap();
         assert!(matches!(plugged.nic.attachment, vm::NicAttachment::Nat));
         let agent = FakeAgent::default();
         let mut fake = FakeVm(agent.clone());
