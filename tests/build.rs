@@ -290,7 +290,7 @@ fn bad_input_names_its_line_and_leaves_nothing() {
         ),
         (
             format!("FROM {base}\nADD https://example.com/x.tar /\n"),
-            "Dockerfile: line 2: ADD https://example.com/x.tar: downloading from a URL needs the network",
+            "Dockerfile: line 2: ADD https://example.com/x.tar: downloading needs a network, and this build has none",
         ),
         (
             format!("FROM {base}\nCOPY present.txt /\nRUN echo first; echo boom >&2; exit 4\n"),
@@ -410,4 +410,68 @@ fn the_context_or_the_dockerfile_can_come_from_stdin() {
         .filter(|n| n.starts_with("build-context"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Serves one HTTP response with `body` on 127.0.0.1; returns the port.
+fn serve_once(body: &'static str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 15 Nov 1994 08:12:31 GMT\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    port
+}
+
+#[test]
+fn add_downloads_a_url_only_where_the_build_has_a_network() {
+    let registry = Registry::start();
+    let base = registry.busybox();
+    let cli = Cli::new();
+    let port = serve_once("downloaded\n");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "Dockerfile",
+        &format!("FROM {base}\nADD http://127.0.0.1:{port}/files/data.txt?x=1 /data/\n"),
+    );
+    let path = dir.path().to_str().unwrap();
+    // This app root's builds have no network (network.default is none).
+    let (code, _, stderr) = build(&cli, &["-t", "added:1", path]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("this build has none"), "{stderr}");
+    let (code, _, stderr) = build(&cli, &["--network", "default", "-t", "added:1", path]);
+    assert_eq!(code, 0, "{stderr}");
+    // The layer holds the file as Docker writes it: 0600, dated by Last-Modified.
+    let image = inspect(&cli, "added:1");
+    let layer = image["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_string();
+    let blob =
+        std::fs::File::open(cli.app_root.path().join("content/blobs/sha256").join(layer)).unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let found: Vec<(String, u32, u64)> = tar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            (path, h.mode().unwrap(), h.mtime().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        found.last().unwrap(),
+        &("data/data.txt".to_string(), 0o600, 784_887_151)
+    );
 }

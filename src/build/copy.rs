@@ -28,6 +28,8 @@ pub enum Error {
     NotFoundInStage(String),
     #[error("when copying several sources, the destination {0} must end with '/'")]
     DestinationNotDirectory(String),
+    #[error("downloading {url} failed: {reason}")]
+    Download { url: String, reason: String },
     #[error("invalid source pattern {0:?}: {1}")]
     InvalidPattern(String, String),
     #[error("invalid --chmod {0:?}: use an octal mode such as 755")]
@@ -442,6 +444,48 @@ fn join(dir: &str, name: &str) -> String {
 
 fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])
+}
+
+/// Whether an ADD source is a URL to download.
+pub fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// Downloads `url` into `dir` as Docker's ADD does: named by the URL's last
+/// path segment, mode 0600, dated by the server's Last-Modified (else the
+/// epoch, so an unchanged file gives an unchanged layer). Returns the name.
+pub async fn download(url: &str, dir: &Path) -> Result<String, Error> {
+    let fail = |reason: String| Error::Download {
+        url: url.to_string(),
+        reason,
+    };
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|n| !n.is_empty() && n.contains(|c: char| c != '.') && !n.contains(':'))
+        .unwrap_or("download")
+        .to_string();
+    let mut response = reqwest::get(url).await.map_err(|e| fail(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("the server answered {}", response.status())));
+    }
+    let modified = response
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let path = dir.join(&name);
+    let mut file = std::fs::File::create(&path).map_err(io_at(&path))?;
+    while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
+        file.write_all(&chunk).map_err(io_at(&path))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io_at(&path))?;
+    file.set_modified(modified.unwrap_or(std::time::UNIX_EPOCH))
+        .map_err(io_at(&path))?;
+    Ok(name)
 }
 
 /// Unpacks the files under `prefixes` (relative paths; empty for all) of

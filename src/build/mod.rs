@@ -850,15 +850,10 @@ impl Builder<'_> {
         let (stages, index, built) = (scope.stages, scope.index, scope.built);
         let mut paths = Vec::new();
         let mut inline = Vec::new();
+        let mut urls = Vec::new();
         for source in &request.sources {
             match source {
-                Source::Path(path)
-                    if is_add && (path.starts_with("http://") || path.starts_with("https://")) =>
-                {
-                    return Err(StepError::Unsupported(format!(
-                        "ADD {path}: downloading from a URL needs the network, which build steps do not have; download it into the context and COPY it"
-                    )));
-                }
+                Source::Path(path) if is_add && copy::is_url(path) => urls.push(path.clone()),
                 Source::Path(path) if is_add && path.starts_with("git@") => {
                     return Err(StepError::Unsupported(format!(
                         "ADD {path}: git sources are not supported"
@@ -886,7 +881,25 @@ impl Builder<'_> {
             .tempdir_in(self.app_root)
             .map_err(io("make a temporary directory"))?;
         let none = Ignore::none();
+        if !urls.is_empty() {
+            if !paths.is_empty() || !inline.is_empty() {
+                return Err(StepError::Unsupported(
+                    "ADD of a URL cannot be mixed with other sources: use one ADD each".into(),
+                ));
+            }
+            // Fetched on the host, but only where the build has a network.
+            if self.network.is_none() {
+                return Err(StepError::Unsupported(format!(
+                    "ADD {}: downloading needs a network, and this build has none (--network)",
+                    urls[0]
+                )));
+            }
+            for url in &urls {
+                paths.push(copy::download(url, unpacked.path()).await?);
+            }
+        }
         let (root, ignore, keep_owner) = match &request.from {
+            None if !urls.is_empty() => (unpacked.path(), &none, false),
             None => (self.options.context.as_path(), &self.ignore, false),
             Some(from) => {
                 let layers = match stage_index(stages, from, index) {
@@ -948,7 +961,8 @@ impl Builder<'_> {
             dest: &dest,
             owner,
             chmod,
-            extract: is_add,
+            // Docker extracts local archives only.
+            extract: is_add && urls.is_empty(),
         };
         // The tar is written once: its digest is the step's input, and on a
         // miss the same bytes become the layer.

@@ -41,8 +41,8 @@ pub struct BuildArgs {
     /// Print only the image ID, nothing else.
     #[arg(short, long)]
     quiet: bool,
-    /// The network RUN steps join: `default` (the `network.default`
-    /// setting's, as for `run`), `none`, or a network's name.
+    /// The network RUN steps join, as for `run`: a network's name (such as
+    /// `default`) or `none` [default: the `network.default` setting's].
     #[arg(long, value_name = "NETWORK")]
     network: Option<String>,
     /// Registry scheme for base images: https, http, or auto (http for loopback and private addresses).
@@ -143,7 +143,7 @@ pub async fn build(app_root: &Path, args: BuildArgs) -> Result<i32> {
         target: args.target,
         no_cache: args.no_cache,
         labels: pairs(&args.label),
-        network: args.network.filter(|n| n != "default"),
+        network: args.network,
         pull: PullOptions {
             scheme: args.scheme,
             ..PullOptions::default()
