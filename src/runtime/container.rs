@@ -193,17 +193,23 @@ impl Containers {
     }
 
     /// Image manifest digest -> the ID of one container using it: the roots
-    /// image garbage collection must keep. A broken record hides only itself.
+    /// image garbage collection must keep. Only the digest is read, so a
+    /// record that is otherwise damaged still keeps its image; one without
+    /// a readable digest hides only itself.
     pub fn images_in_use(&self) -> std::collections::BTreeMap<String, String> {
+        #[derive(serde::Deserialize)]
+        struct Pins {
+            image_digest: String,
+        }
         let mut used = std::collections::BTreeMap::new();
-        let entries = std::fs::read_dir(&self.root)
-            .into_iter()
-            .flatten()
-            .flatten();
+        let entries = std::fs::read_dir(&self.root).into_iter().flatten().flatten();
         for entry in entries {
-            if let Ok(Some(container)) = self.load(&entry.path()) {
-                used.entry(container.config.image_digest.clone())
-                    .or_insert_with(|| container.config.id.clone());
+            let Ok(bytes) = std::fs::read(entry.path().join("config.json")) else {
+                continue;
+            };
+            if let Ok(pins) = serde_json::from_slice::<Pins>(&bytes) {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                used.entry(pins.image_digest).or_insert(id);
             }
         }
         used
@@ -363,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn images_in_use_skips_broken_records() {
+    fn images_in_use_reads_only_the_digest_and_skips_broken_records() {
         let root = tempfile::tempdir().unwrap();
         let containers = Containers::open(root.path()).unwrap();
         assert!(containers.images_in_use().is_empty());
@@ -372,10 +378,14 @@ mod tests {
         let broken = root.path().join("containers/bad");
         std::fs::create_dir_all(&broken).unwrap();
         std::fs::write(broken.join("config.json"), "not json").unwrap();
+        let partial = root.path().join("containers/partial");
+        std::fs::create_dir_all(&partial).unwrap();
+        std::fs::write(partial.join("config.json"), r#"{"image_digest":"sha256:11"}"#).unwrap();
         std::fs::create_dir_all(root.path().join("containers/half-made")).unwrap();
         let used = containers.images_in_use();
-        assert_eq!(used.len(), 1);
+        assert_eq!(used.len(), 2);
         assert!(["abc", "abd"].contains(&used["sha256:00"].as_str()));
+        assert_eq!(used["sha256:11"], "partial");
     }
 
     #[test]
