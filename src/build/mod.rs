@@ -234,11 +234,8 @@ pub async fn build(
         network,
         snapshots: BTreeSet::new(),
     };
-    let result = builder.run().await;
-    for digest in &builder.snapshots {
-        images.remove_snapshot(digest);
-    }
-    let digest = result?;
+    let digest = builder.run().await?;
+    drop(builder);
     let mut references = Vec::new();
     for tag in tags {
         images.record(&tag, &digest)?;
@@ -1096,6 +1093,16 @@ impl Builder<'_> {
             None => SystemTime::now(),
         };
         humantime::format_rfc3339_seconds(time).to_string()
+    }
+}
+
+/// However the build ends (an error, or dropped on Ctrl-C), the snapshots
+/// it made for its steps go.
+impl Drop for Builder<'_> {
+    fn drop(&mut self) {
+        for digest in &self.snapshots {
+            self.images.remove_snapshot(digest);
+        }
     }
 }
 

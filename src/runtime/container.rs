@@ -202,7 +202,10 @@ impl Containers {
             image_digest: String,
         }
         let mut used = std::collections::BTreeMap::new();
-        let entries = std::fs::read_dir(&self.root).into_iter().flatten().flatten();
+        let entries = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten();
         for entry in entries {
             let Ok(bytes) = std::fs::read(entry.path().join("config.json")) else {
                 continue;
@@ -380,7 +383,11 @@ mod tests {
         std::fs::write(broken.join("config.json"), "not json").unwrap();
         let partial = root.path().join("containers/partial");
         std::fs::create_dir_all(&partial).unwrap();
-        std::fs::write(partial.join("config.json"), r#"{"image_digest":"sha256:11"}"#).unwrap();
+        std::fs::write(
+            partial.join("config.json"),
+            r#"{"image_digest":"sha256:11"}"#,
+        )
+        .unwrap();
         std::fs::create_dir_all(root.path().join("containers/half-made")).unwrap();
         let used = containers.images_in_use();
         assert_eq!(used.len(), 2);
