@@ -11,14 +11,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use agent_proto::create_process_request::Target;
 use agent_proto::{
-    AGENT_PORT, ContainerConfig, CreateProcessRequest, MountRequest, NewContainer, ProcessSpec,
-    READY_PORT, ReadLayerRequest, ShutdownRequest, StdinChunk,
+    AGENT_PORT, ContainerConfig, MountRequest, ProcessSpec, READY_PORT, ReadLayerRequest,
+    ShutdownRequest, StdinChunk,
 };
 
 use super::plugged::{Plug, Plugged};
-use super::supervisor::{BOOT_TIMEOUT, INIT_PROCESS, machine, start_with_output, stop_vm};
+use super::supervisor::{
+    BOOT_TIMEOUT, INIT_PROCESS, create_init, machine, start_with_output, stop_vm,
+};
 use super::{Error, agent, io, process_ref};
 use crate::network::dns::DnsConfig;
 use crate::network::{Endpoint, Lease, Networks};
@@ -164,16 +165,7 @@ async fn drive(
         stdin: step.stdin.is_some(),
         ..Default::default()
     };
-    agent
-        .create_process(CreateProcessRequest {
-            id: INIT_PROCESS.into(),
-            process: Some(process),
-            target: Some(Target::Container(NewContainer {
-                root: ROOT.into(),
-                config: Some(config),
-            })),
-        })
-        .await?;
+    create_init(&mut agent, ROOT, process, config).await?;
     let mut stream = match start_with_output(&mut agent).await? {
         Ok(stream) => stream,
         Err((code, message)) => {

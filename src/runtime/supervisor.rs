@@ -478,12 +478,22 @@ async fn create_container(
         agent.mount(share.clone()).await?;
     }
     config.mounts = mounts.container.clone();
+    create_init(agent, ROOTFS, process, config).await
+}
+
+/// Creates the main process (not started) in a new container on `root`.
+pub(crate) async fn create_init(
+    agent: &mut agent::Client,
+    root: &str,
+    process: ProcessSpec,
+    config: ContainerConfig,
+) -> Result<(), Error> {
     agent
         .create_process(CreateProcessRequest {
             id: INIT_PROCESS.into(),
             process: Some(process),
             target: Some(Target::Container(NewContainer {
-                root: ROOTFS.into(),
+                root: root.into(),
                 config: Some(config),
             })),
         })
