@@ -293,8 +293,8 @@ fn bad_input_names_its_line_and_leaves_nothing() {
             "Dockerfile: line 2: ADD https://example.com/x.tar: downloading needs a network, and this build has none",
         ),
         (
-            format!("FROM {base}\nCOPY present.txt /\nRUN echo first; echo boom >&2; exit 4\n"),
-            "Dockerfile: line 3: RUN echo first; echo boom >&2; exit 4 failed with exit code 4: first | boom",
+            format!("FROM {base}\nCOPY present.txt /\nRUN echo first >&2; echo boom >&2; exit 4\n"),
+            "Dockerfile: line 3: RUN echo first >&2; echo boom >&2; exit 4 failed with exit code 4: first | boom",
         ),
     ];
     for (text_of_file, expected) in cases {
