@@ -43,6 +43,7 @@ RUN <<EOF
 mkdir -p /out
 echo "$GREETING from builder" > /out/g
 case $- in *e*) echo "run by sh -e" >> /out/g;; esac
+nproc >> /out/g
 EOF
 
 FROM builder AS unused
@@ -124,7 +125,21 @@ fn a_dockerfile_with_every_instruction_builds_caches_runs_and_travels() {
     let tag = format!("{}/built:v1", registry.addr());
 
     // Cold: the two RUNs the target needs run, the unused stage's does not.
-    let (code, stdout, stderr) = build(&cli, &["-t", &tag, "--progress", "plain", dir]);
+    // One CPU for the steps' VMs: the builder's RUN records what it saw.
+    let (code, stdout, stderr) = build(
+        &cli,
+        &[
+            "-t",
+            &tag,
+            "--progress",
+            "plain",
+            "-c",
+            "1",
+            "-m",
+            "512M",
+            dir,
+        ],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "");
     assert!(stderr.contains("#2 [builder 2/2] RUN <<EOF\n"), "{stderr}");
@@ -196,7 +211,7 @@ fn a_dockerfile_with_every_instruction_builds_caches_runs_and_travels() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(
         stdout,
-        "hello v1\nhello from builder\nrun by sh -e\nmode is test\ntest in /app\nfrom tar\nkeep.txt\ntrue-gone\n1000\n1000:50 640\n7:8 644\n"
+        "hello v1\nhello from builder\nrun by sh -e\n1\nmode is test\ntest in /app\nfrom tar\nkeep.txt\ntrue-gone\n1000\n1000:50 640\n7:8 644\n"
     );
 
     // Fully cached: nothing runs, the same image comes out.
@@ -310,6 +325,17 @@ fn bad_input_names_its_line_and_leaves_nothing() {
     let (code, _, stderr) = build(&cli, &["--target", "nope", "-t", "never:tagged", dir]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no build stage named \"nope\""), "{stderr}");
+    // A bad tag or network is refused before any work.
+    let (code, _, stderr) = build(&cli, &["-t", "Bad:Tag!", dir]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("Error: invalid image reference \"Bad:Tag!\""),
+        "{stderr}"
+    );
+    let (code, _, stderr) = build(&cli, &["--network", "nosuch", dir]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("nosuch"), "{stderr}");
+    assert!(!stderr.contains("#1"), "nothing ran: {stderr}");
 
     // Nothing was named, and no VM, disk or temporary file is left.
     let ls = cli.run(&["image", "ls"]);

@@ -117,6 +117,9 @@ pub struct Options {
     /// The network RUN steps join, as `run --network` names it (`none`:
     /// only loopback); the `network.default` setting's when None.
     pub network: Option<String>,
+    /// The size of each RUN step's VM; the defaults `run` uses when None.
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
     /// For base images not in the store.
     pub pull: PullOptions,
     /// SOURCE_DATE_EPOCH: the image's times, and no file newer.
@@ -795,6 +798,8 @@ impl Builder<'_> {
             stdin,
             clamp_mtime: self.options.source_date_epoch,
             network,
+            cpus: self.options.cpus,
+            memory_mib: self.options.memory_mib,
         };
         let mut layer = self.images.new_layer()?;
         let mut tail = Tail::default();

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::container::parse_scheme;
+use super::container::{parse_memory_mib, parse_scheme};
 use super::pairs;
 use crate::build::{self, DockerfileSource, Event};
 use crate::image::{PullOptions, Scheme};
@@ -45,6 +45,12 @@ pub struct BuildArgs {
     /// `default`) or `none` [default: the `network.default` setting's].
     #[arg(long, value_name = "NETWORK")]
     network: Option<String>,
+    /// Number of CPUs each RUN step's VM gets (Apple's `build --cpus`).
+    #[arg(short, long)]
+    cpus: Option<u32>,
+    /// Memory each RUN step's VM gets, with a K, M, G or T suffix (MiB without one).
+    #[arg(short, long, value_parser = parse_memory_mib)]
+    memory: Option<u64>,
     /// Registry scheme for base images: https, http, or auto (http for loopback and private addresses).
     #[arg(long, default_value = "auto", value_parser = parse_scheme)]
     scheme: Scheme,
@@ -144,6 +150,8 @@ pub async fn build(app_root: &Path, args: BuildArgs) -> Result<i32> {
         no_cache: args.no_cache,
         labels: pairs(&args.label),
         network: args.network,
+        cpus: args.cpus,
+        memory_mib: args.memory,
         pull: PullOptions {
             scheme: args.scheme,
             ..PullOptions::default()

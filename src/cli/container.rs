@@ -908,7 +908,7 @@ pub(super) fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
 }
 
 /// Parses `512M`, `1G`, `1536` (MiB) into MiB, in whole MiB.
-fn parse_memory_mib(s: &str) -> std::result::Result<u64, String> {
+pub(super) fn parse_memory_mib(s: &str) -> std::result::Result<u64, String> {
     let mib = crate::bytes::parse(s, MIB, "memory size")?.div_ceil(MIB);
     if mib < MIN_MEMORY_MIB {
         return Err(format!(

@@ -55,6 +55,9 @@ pub struct Step {
     /// The network the step's VM joins, as `run --network` names it; none:
     /// only loopback.
     pub network: Option<String>,
+    /// The VM's size; `run`'s defaults when None.
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
 }
 
 /// How a step ended: its exit code (127 and 126 when the command could not
@@ -74,8 +77,8 @@ pub async fn run_step(
     format_scratch(&scratch)?;
     let mut config = machine(
         app_root,
-        None,
-        None,
+        step.cpus,
+        step.memory_mib,
         work.path.clone(),
         work.path.join("boot.log"),
     )?;
