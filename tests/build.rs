@@ -426,6 +426,26 @@ fn the_context_or_the_dockerfile_can_come_from_stdin() {
     let image = inspect(&cli, "from:stdin");
     assert_eq!(image["config"]["config"]["Labels"]["from"], "stdin");
 
+    // The build cache keeps its layers through image rm and prune: the
+    // same build is all cached afterwards. builder prune forgets it.
+    let rm = cli.run(&["image", "rm", "from:tar", "from:stdin"]);
+    assert!(rm.status.success(), "{}", text(&rm).1);
+    let prune = cli.run(&["image", "prune"]);
+    assert!(prune.status.success(), "{}", text(&prune).1);
+    let (code, _, stderr) = build_with_stdin(&cli, &["-t", "from:tar", "-"], &context);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("#2 CACHED"), "{stderr}");
+    let prune = cli.run(&["builder", "prune"]);
+    assert_eq!(
+        text(&prune).0.lines().next(),
+        Some("Deleted 2 build cache entries"),
+        "{}",
+        text(&prune).1
+    );
+    let (code, _, stderr) = build_with_stdin(&cli, &["-t", "from:tar", "-"], &context);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("CACHED"), "{stderr}");
+
     let (code, _, stderr) = build_with_stdin(&cli, &["-f", "-", "-"], b"");
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot both come from stdin"), "{stderr}");
