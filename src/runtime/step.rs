@@ -18,9 +18,9 @@ use agent_proto::{
 
 use super::plugged::{Plug, Plugged};
 use super::supervisor::{
-    BOOT_TIMEOUT, INIT_PROCESS, create_init, machine, start_with_output, stop_vm,
+    BOOT_TIMEOUT, INIT_PROCESS, create_init, machine, start_with_output, stop_vm, wait_init,
 };
-use super::{Error, agent, io, process_ref};
+use super::{Error, agent, io};
 use crate::network::dns::DnsConfig;
 use crate::network::{Endpoint, Lease, Networks};
 use crate::vm::{self, VirtualMachine};
@@ -176,15 +176,7 @@ async fn drive(
             return Ok(code);
         }
     };
-    let mut waiter = agent.clone();
-    let wait = async {
-        Ok::<_, Error>(
-            waiter
-                .wait_process(process_ref(INIT_PROCESS))
-                .await?
-                .into_inner(),
-        )
-    };
+    let wait = wait_init(agent.clone());
     let pump = async {
         while let Some(chunk) = stream.message().await? {
             output(&chunk.data);
@@ -204,8 +196,8 @@ async fn drive(
         Ok::<_, Error>(())
     };
     let ((), exit, ()) = tokio::try_join!(pump, wait, feed)?;
-    if exit.exit_code != 0 {
-        return Ok(exit.exit_code);
+    if exit != 0 {
+        return Ok(exit);
     }
     let mut chunks = agent
         .read_layer(ReadLayerRequest {

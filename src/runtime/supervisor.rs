@@ -421,20 +421,12 @@ async fn run_main_process(
         Ok::<_, Error>(())
     };
     // Asked with the output open, answered at the exit: no round trip after.
-    let mut waiter = agent.clone();
-    let wait = async {
-        Ok::<_, Error>(
-            waiter
-                .wait_process(process_ref(INIT_PROCESS))
-                .await?
-                .into_inner(),
-        )
-    };
+    let wait = wait_init(agent.clone());
     let ((), exit) = tokio::try_join!(pump, wait)?;
     phases.done("process ran");
     proxy.abort();
     let _ = std::fs::remove_file(container.agent_socket());
-    Ok(Ended::Exited(exit.exit_code))
+    Ok(Ended::Exited(exit))
 }
 
 /// Starts the created main process with its output already open (a pipe
@@ -479,6 +471,12 @@ async fn create_container(
     }
     config.mounts = mounts.container.clone();
     create_init(agent, ROOTFS, process, config).await
+}
+
+/// The main process's exit code, once it exits.
+pub(crate) async fn wait_init(mut agent: agent::Client) -> Result<i32, Error> {
+    let exit = agent.wait_process(process_ref(INIT_PROCESS)).await?;
+    Ok(exit.into_inner().exit_code)
 }
 
 /// Creates the main process (not started) in a new container on `root`.
