@@ -62,7 +62,7 @@ impl Cache {
         entries
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|bytes| serde_json::from_slice::<Entry>(&bytes).ok())
-            .map(|entry| entry.layer.digest)
+            .map(|entry| entry.layer.digest.to_string())
             .collect()
     }
 
@@ -89,7 +89,7 @@ mod tests {
         let entry = Entry {
             layer: Descriptor {
                 media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-                digest: format!("sha256:{}", "a".repeat(64)),
+                digest: crate::image::Digest::of(b"layer"),
                 size: 3,
                 platform: None,
             },
@@ -98,7 +98,7 @@ mod tests {
         };
         cache.put(&k, &entry).unwrap();
         assert_eq!(cache.get(&k).unwrap().layer.digest, entry.layer.digest);
-        assert!(cache.layers().contains(&entry.layer.digest));
+        assert!(cache.layers().contains(entry.layer.digest.as_str()));
         std::fs::write(root.path().join("build-cache/bad.json"), "{").unwrap();
         assert!(cache.get("bad").is_none());
         assert_eq!(

@@ -38,7 +38,7 @@ struct LayoutIndex {
 #[serde(rename_all = "camelCase")]
 struct LayoutEntry {
     media_type: String,
-    digest: String,
+    digest: Digest,
     size: u64,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
@@ -94,8 +94,9 @@ pub fn save(
         manifests: Vec::new(),
     };
     let mut docker: Vec<DockerEntry> = Vec::new();
-    let mut blobs: Vec<String> = Vec::new();
+    let mut blobs: Vec<Digest> = Vec::new();
     for record in &records {
+        let record_digest = Digest::parse(&record.digest)?;
         let manifest = images.manifest(&record.digest)?;
         let reference: Reference = record.reference.parse()?;
         let mut annotations =
@@ -105,11 +106,11 @@ pub fn save(
         }
         index.manifests.push(LayoutEntry {
             media_type: manifest.media_type.clone(),
-            digest: record.digest.clone(),
-            size: images.content.read(&record.digest)?.len() as u64,
+            digest: record_digest.clone(),
+            size: images.content.read(&record_digest)?.len() as u64,
             annotations,
         });
-        let layers: Vec<String> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+        let layers: Vec<Digest> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
         let tags = reference.tag().map(|_| record.reference.clone());
         match docker
             .iter_mut()
@@ -122,7 +123,7 @@ pub fn save(
                 layers: layers.iter().map(|d| blob_path(d)).collect(),
             }),
         }
-        for digest in [record.digest.clone(), manifest.config.digest]
+        for digest in [record_digest, manifest.config.digest]
             .into_iter()
             .chain(layers)
         {
@@ -163,7 +164,7 @@ pub fn load(images: &ImageStore, input: impl Read) -> Result<Vec<String>, Error>
     let invalid = |reason: String| Error::InvalidArchive(reason);
     // Layers of old `docker save` archives, by path; their digests are
     // only known once they are read.
-    let mut layer_digests: HashMap<String, String> = HashMap::new();
+    let mut layer_digests: HashMap<String, Digest> = HashMap::new();
     let mut metadata: HashMap<String, Vec<u8>> = HashMap::new();
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(|e| invalid(e.to_string()))? {
@@ -175,7 +176,7 @@ pub fn load(images: &ImageStore, input: impl Read) -> Result<Vec<String>, Error>
         let path = path.to_string_lossy().trim_start_matches("./").to_string();
         let size = entry.size();
         if let Some(digest) = digest_of_blob_path(&path) {
-            if !images.content.contains(&digest, size)? {
+            if !images.content.contains(&digest, size) {
                 let mut ingest = images.content.ingest(&digest, size)?;
                 copy(&mut entry, |chunk| ingest.write(chunk))?;
                 ingest.commit()?;
@@ -255,7 +256,7 @@ fn layout_name(annotations: &BTreeMap<String, String>) -> Option<Reference> {
 fn oci_record(
     images: &ImageStore,
     reference: Reference,
-    digest: String,
+    digest: Digest,
     now: u64,
 ) -> Result<Record, Error> {
     let (digest, index_digest) = match Document::parse(&images.content.read(&digest)?, &digest)? {
@@ -272,12 +273,12 @@ fn oci_record(
                         .collect::<Vec<_>>()
                         .join(", "),
                 })?;
-            (entry.digest.clone(), Some(digest))
+            (entry.digest.clone(), Some(digest.to_string()))
         }
     };
-    let manifest = images.manifest(&digest)?;
+    let manifest = images.manifest(digest.as_str())?;
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        if !images.content.contains(&blob.digest, blob.size)? {
+        if !images.content.contains(&blob.digest, blob.size) {
             return Err(Error::InvalidArchive(format!(
                 "{reference} needs blob {} which the archive lacks",
                 blob.digest
@@ -286,7 +287,7 @@ fn oci_record(
     }
     Ok(Record {
         reference: reference.to_string(),
-        digest,
+        digest: digest.into(),
         index_digest,
         pulled_at: now,
     })
@@ -297,7 +298,7 @@ fn docker_manifest(
     images: &ImageStore,
     entry: &DockerEntry,
     metadata: &HashMap<String, Vec<u8>>,
-    layer_digests: &HashMap<String, String>,
+    layer_digests: &HashMap<String, Digest>,
 ) -> Result<String, Error> {
     let missing = |path: &str| {
         Error::InvalidArchive(format!(
@@ -310,7 +311,7 @@ fn docker_manifest(
     ) {
         (Some(digest), _) => digest,
         (None, Some(bytes)) => {
-            let digest = String::from(super::Digest::of(bytes));
+            let digest = Digest::of(bytes);
             images.content.put(&digest, bytes)?;
             digest
         }
@@ -354,18 +355,17 @@ fn docker_manifest(
         layers: &layers,
     }
     .to_bytes();
-    let digest = String::from(super::Digest::of(&bytes));
+    let digest = Digest::of(&bytes);
     images.content.put(&digest, &bytes)?;
-    Ok(digest)
+    Ok(digest.into())
 }
 
-fn blob_path(digest: &str) -> String {
-    let hex = Digest::parse(digest).map_or_else(|_| digest.to_string(), |d| d.hex().to_string());
-    format!("blobs/sha256/{hex}")
+fn blob_path(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
 }
 
-fn digest_of_blob_path(path: &str) -> Option<String> {
-    Digest::from_hex(path.strip_prefix("blobs/sha256/")?).map(String::from)
+fn digest_of_blob_path(path: &str) -> Option<Digest> {
+    Digest::from_hex(path.strip_prefix("blobs/sha256/")?)
 }
 
 /// Streams a tar entry through `write` in bounded chunks.

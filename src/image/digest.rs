@@ -12,7 +12,12 @@ use super::Error;
 
 const PREFIX: &str = "sha256:";
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Deserializing checks it: a manifest naming a bad digest is refused
+/// where it is read.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 
 impl Digest {
@@ -52,6 +57,14 @@ impl Digest {
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<Digest, Error> {
+        Digest::parse(&text)
     }
 }
 

@@ -126,10 +126,10 @@ pub fn disk_usage(images: &ImageStore, roots: &Roots) -> Result<DiskUsage, Error
         ..DiskUsage::default()
     };
     for digest in images.content.digests()? {
-        let path = images.content.path(&digest)?;
+        let path = images.content.path(&digest);
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
         usage.content_bytes += size;
-        if !needed.contains(&digest) {
+        if !needed.contains(digest.as_str()) {
             usage.reclaimable_bytes += size;
         }
     }
@@ -157,7 +157,7 @@ fn collect(images: &ImageStore, roots: &Roots) -> Result<u64, Error> {
     keep.extend(roots.blobs.iter().cloned());
     let mut freed = 0;
     for digest in images.content.digests()? {
-        if !keep.contains(&digest) {
+        if !keep.contains(digest.as_str()) {
             freed += images.content.remove(&digest)?;
         }
     }
@@ -184,8 +184,8 @@ fn reachable<'a>(
     for digest in manifests {
         keep.insert(digest.to_string());
         if let Ok(manifest) = images.manifest(digest) {
-            keep.insert(manifest.config.digest);
-            keep.extend(manifest.layers.into_iter().map(|l| l.digest));
+            keep.insert(manifest.config.digest.into());
+            keep.extend(manifest.layers.into_iter().map(|l| l.digest.into()));
         }
     }
     keep

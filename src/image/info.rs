@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::manifest::ImageConfig;
 use super::platform::Platform;
 use super::records::Record;
-use super::{Error, ImageStore, Reference};
+use super::{Digest, Error, ImageStore, Reference};
 
 /// One image record with what its manifest and config say.
 #[derive(Debug, Clone, Serialize)]
@@ -97,12 +97,12 @@ pub fn matching(images: &ImageStore, name: &str, records: &[Record]) -> Result<V
 
 fn describe(images: &ImageStore, record: &Record, all: &[Record]) -> Result<ImageInfo, Error> {
     let manifest = images.manifest(&record.digest)?;
-    let manifest_size = images.content.read(&record.digest)?.len() as u64;
+    let manifest_size = images.content.read(&Digest::parse(&record.digest)?)?.len() as u64;
     let config_digest = &manifest.config.digest;
     let config_bytes = images.content.read(config_digest)?;
     let platform = ImageConfig::parse(&config_bytes, config_digest)?.platform;
     let config = serde_json::from_slice(&config_bytes).map_err(|e| Error::InvalidConfig {
-        digest: config_digest.clone(),
+        digest: config_digest.to_string(),
         reason: e.to_string(),
     })?;
     let layers: Vec<LayerInfo> = manifest
@@ -110,7 +110,7 @@ fn describe(images: &ImageStore, record: &Record, all: &[Record]) -> Result<Imag
         .iter()
         .map(|l| LayerInfo {
             media_type: l.media_type.clone(),
-            digest: l.digest.clone(),
+            digest: l.digest.to_string(),
             size: l.size,
         })
         .collect();

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Digest;
 use super::platform::Platform;
 use super::{Error, RunConfig};
 
@@ -30,7 +31,7 @@ pub const ACCEPTED_MANIFESTS: [&str; 4] = [
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     pub media_type: String,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
@@ -53,7 +54,7 @@ pub enum Document {
 }
 
 impl Document {
-    pub fn parse(bytes: &[u8], digest: &str) -> Result<Document, Error> {
+    pub fn parse(bytes: &[u8], digest: &dyn std::fmt::Display) -> Result<Document, Error> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Probe {
@@ -199,7 +200,7 @@ pub struct Healthcheck {
 }
 
 impl ImageConfig {
-    pub fn parse(bytes: &[u8], digest: &str) -> Result<ImageConfig, Error> {
+    pub fn parse(bytes: &[u8], digest: &dyn std::fmt::Display) -> Result<ImageConfig, Error> {
         serde_json::from_slice(bytes).map_err(|e| Error::InvalidConfig {
             digest: digest.to_string(),
             reason: e.to_string(),
@@ -288,7 +289,7 @@ mod tests {
         let index = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D}","size":3,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#
         );
-        let Document::Index(entries) = Document::parse(index.as_bytes(), D).unwrap() else {
+        let Document::Index(entries) = Document::parse(index.as_bytes(), &D).unwrap() else {
             panic!("not an index");
         };
         assert_eq!(
@@ -299,12 +300,12 @@ mod tests {
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"x","digest":"{D}","size":1}},"layers":[{{"mediaType":"y","digest":"{D}","size":2}}]}}"#
         );
-        let Document::Manifest(m) = Document::parse(manifest.as_bytes(), D).unwrap() else {
+        let Document::Manifest(m) = Document::parse(manifest.as_bytes(), &D).unwrap() else {
             panic!("not a manifest");
         };
         assert_eq!((m.config.size, m.layers.len(), m.layers[0].size), (1, 1, 2));
 
-        let err = Document::parse(br#"{"mediaType":"application/vnd.example+json"}"#, D)
+        let err = Document::parse(br#"{"mediaType":"application/vnd.example+json"}"#, &D)
             .err()
             .unwrap()
             .to_string();
@@ -312,13 +313,13 @@ mod tests {
             err.contains("unsupported media type application/vnd.example+json"),
             "{err}"
         );
-        assert!(Document::parse(b"not json", D).is_err());
+        assert!(Document::parse(b"not json", &D).is_err());
     }
 
     #[test]
     fn reads_run_config_including_docker_nulls() {
         let config = br#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Entrypoint":null,"Cmd":["sh","-c","x"],"WorkingDir":"/w","User":"1000:1000"}}"#;
-        let parsed = ImageConfig::parse(config, D).unwrap();
+        let parsed = ImageConfig::parse(config, &D).unwrap();
         assert_eq!(parsed.platform.architecture, "amd64");
         let run = parsed.run_config();
         assert_eq!(run.env, ["A=1"]);
@@ -329,7 +330,7 @@ mod tests {
             ("/w", "1000:1000")
         );
 
-        let bare = ImageConfig::parse(br#"{"architecture":"arm64","os":"linux"}"#, D).unwrap();
+        let bare = ImageConfig::parse(br#"{"architecture":"arm64","os":"linux"}"#, &D).unwrap();
         assert!(bare.run_config().cmd.is_empty());
     }
 
@@ -353,7 +354,7 @@ mod tests {
             "rootfs": {"type": "layers", "diff_ids": [D]},
             "history": [{"created_by": "/bin/sh -c #(nop) CMD [\"sh\"]", "empty_layer": true}]
         });
-        let parsed = ImageConfig::parse(docker.to_string().as_bytes(), D).unwrap();
+        let parsed = ImageConfig::parse(docker.to_string().as_bytes(), &D).unwrap();
         let inner = parsed.config.as_ref().unwrap();
         assert_eq!(inner.healthcheck.as_ref().unwrap().retries, Some(3));
         assert_eq!(

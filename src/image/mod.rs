@@ -388,7 +388,7 @@ impl ImageStore {
     fn image(&self, reference: String, digest: String) -> Result<Image, Error> {
         let manifest = self.manifest(&digest)?;
         let config_digest = &manifest.config.digest;
-        let config = ImageConfig::parse(&self.content.read(config_digest)?, config_digest)?;
+        let config = ImageConfig::parse(&self.content.read(config_digest)?, &config_digest)?;
         Ok(Image {
             reference,
             digest,
@@ -398,7 +398,7 @@ impl ImageStore {
     }
 
     fn manifest(&self, digest: &str) -> Result<manifest::Manifest, Error> {
-        match Document::parse(&self.content.read(digest)?, digest)? {
+        match Document::parse(&self.content.read(&Digest::parse(digest)?)?, &digest)? {
             Document::Manifest(manifest) => Ok(manifest),
             Document::Index(_) => Err(Error::InvalidManifest {
                 digest: digest.to_string(),

@@ -152,17 +152,38 @@ mod tests {
         }
     }
 
-    fn entry(digest: &str, p: Option<Platform>) -> Descriptor {
+    /// Every entry name the tests use.
+    const NAMES: [&str; 11] = [
+        "amd64",
+        "any",
+        "arm64",
+        "attestation",
+        "bare",
+        "first",
+        "second",
+        "v6",
+        "v7",
+        "v9",
+        "win",
+    ];
+
+    /// An index entry whose digest stands for `name`.
+    fn entry(name: &str, p: Option<Platform>) -> Descriptor {
         Descriptor {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            digest: digest.into(),
+            digest: crate::image::Digest::of(name.as_bytes()),
             size: 1,
             platform: p,
         }
     }
 
+    /// The name of the entry chosen.
     fn pick(entries: &[Descriptor], p: &Platform) -> Option<String> {
-        select(entries, p).map(|d| d.digest.clone())
+        let chosen = select(entries, p)?;
+        NAMES
+            .into_iter()
+            .find(|n| crate::image::Digest::of(n.as_bytes()) == chosen.digest)
+            .map(String::from)
     }
 
     #[test]

@@ -33,12 +33,12 @@ pub async fn pull(
             let entry = platform::select(&entries, &wanted)
                 .ok_or_else(|| no_platform(reference, &wanted, &entries))?;
             let (manifest_bytes, manifest_digest) = registry
-                .manifest(&reference.with_digest(&entry.digest))
+                .manifest(&reference.with_digest(entry.digest.as_str()))
                 .await?;
             if manifest_digest != entry.digest {
                 return Err(Error::DigestMismatch {
-                    expected: entry.digest.clone(),
-                    actual: manifest_digest,
+                    expected: entry.digest.to_string(),
+                    actual: manifest_digest.into(),
                 });
             }
             (manifest_bytes, manifest_digest, Some((bytes, digest)))
@@ -48,7 +48,7 @@ pub async fn pull(
         Document::Manifest(manifest) => manifest,
         Document::Index(_) => {
             return Err(Error::InvalidManifest {
-                digest: manifest_digest,
+                digest: manifest_digest.into(),
                 reason: "an index entry points at another index".to_string(),
             });
         }
@@ -65,9 +65,9 @@ pub async fn pull(
         if !seen.insert(&blob.digest) {
             continue;
         }
-        if content.contains(&blob.digest, blob.size)? {
+        if content.contains(&blob.digest, blob.size) {
             options.progress.emit(Event::Exists {
-                digest: &blob.digest,
+                digest: blob.digest.as_str(),
                 size: blob.size,
             });
         } else {
@@ -104,8 +104,8 @@ pub async fn pull(
     }
     let record = Record {
         reference: reference.to_string(),
-        digest: manifest_digest.clone(),
-        index_digest: index.map(|(_, digest)| digest),
+        digest: manifest_digest.to_string(),
+        index_digest: index.map(|(_, digest)| digest.into()),
         pulled_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -114,7 +114,7 @@ pub async fn pull(
 
     Ok(Image {
         reference: reference.to_string(),
-        digest: manifest_digest,
+        digest: manifest_digest.into(),
         config: config.run_config(),
         platform: config.platform,
     })

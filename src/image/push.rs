@@ -35,8 +35,8 @@ pub async fn push(
         .collect();
     for blob in &blobs {
         // Fail before uploading anything if the store lost a blob.
-        if !images.content.contains(&blob.digest, blob.size)? {
-            return Err(Error::MissingContent(blob.digest.clone()));
+        if !images.content.contains(&blob.digest, blob.size) {
+            return Err(Error::MissingContent(blob.digest.to_string()));
         }
     }
     registry.authorize_push(target).await?;
@@ -50,7 +50,9 @@ pub async fn push(
         .try_collect::<()>()
         .await?;
 
-    let bytes = images.content.read(&record.digest)?;
+    let bytes = images
+        .content
+        .read(&super::Digest::parse(&record.digest)?)?;
     registry
         .push_manifest(target, bytes, &manifest.media_type)
         .await?;

@@ -56,13 +56,13 @@ impl Registry {
 
     /// Fetches the manifest or index `reference` names, and its sha256 digest.
     /// When the reference pins a digest, oci-client has already checked it.
-    pub async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, String), Error> {
+    pub async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, super::Digest), Error> {
         let (body, _) = self
             .client
             .pull_manifest_raw(&oci_reference(reference), &self.auth, &ACCEPTED_MANIFESTS)
             .await
             .map_err(|e| map_error(e, reference))?;
-        Ok((body.to_vec(), super::Digest::of(&body).into()))
+        Ok((body.to_vec(), super::Digest::of(&body)))
     }
 
     /// Streams one blob into the store. Memory use is one network chunk,
@@ -85,7 +85,7 @@ impl Registry {
             digest,
             size: blob.size,
         });
-        let mut ingest = store.ingest(digest, blob.size)?;
+        let mut ingest = store.ingest(&blob.digest, blob.size)?;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(bytes) => {
@@ -101,7 +101,7 @@ impl Registry {
                 Err(e) if is_digest_error(&e) => break,
                 Err(e) => {
                     return Err(Error::Transfer {
-                        digest: blob.digest.clone(),
+                        digest: blob.digest.to_string(),
                         source: e,
                     });
                 }
@@ -158,7 +158,7 @@ impl Registry {
             progress.emit(Event::Mounted { digest, size });
             return Ok(());
         }
-        let path = store.path(digest)?;
+        let path = store.path(&blob.digest);
         let file = tokio::fs::File::open(&path).await.at(&path)?;
         progress.emit(Event::Started { digest, size });
         let sink = progress.clone();

@@ -103,7 +103,7 @@ impl ImageStore {
         layers: &[Descriptor],
     ) -> Result<String, Error> {
         let config_bytes = serde_json::to_vec(config).expect("an image config serializes");
-        let config_digest = String::from(Digest::of(&config_bytes));
+        let config_digest = Digest::of(&config_bytes);
         self.content.put(&config_digest, &config_bytes)?;
         let manifest = ManifestDocument {
             schema_version: 2,
@@ -117,9 +117,9 @@ impl ImageStore {
             layers,
         }
         .to_bytes();
-        let digest = String::from(Digest::of(&manifest));
+        let digest = Digest::of(&manifest);
         self.content.put(&digest, &manifest)?;
-        Ok(digest)
+        Ok(digest.into())
     }
 
     /// An image's whole config and its layers, by manifest digest.
@@ -132,9 +132,7 @@ impl ImageStore {
 
     /// Whether a blob is stored, with the size its descriptor says.
     pub fn has_blob(&self, blob: &Descriptor) -> bool {
-        self.content
-            .contains(&blob.digest, blob.size)
-            .unwrap_or(false)
+        self.content.contains(&blob.digest, blob.size)
     }
 }
 
@@ -156,7 +154,11 @@ mod tests {
         let b = layer(b"same bytes");
         assert_eq!(a.descriptor.digest, b.descriptor.digest);
         assert_eq!(a.diff_id, Digest::of(b"same bytes").as_str());
-        assert_ne!(a.descriptor.digest, a.diff_id, "the blob is compressed");
+        assert_ne!(
+            a.descriptor.digest.as_str(),
+            a.diff_id,
+            "the blob is compressed"
+        );
         assert_eq!(
             store.content.read(&a.descriptor.digest).unwrap().len() as u64,
             a.descriptor.size
