@@ -719,11 +719,19 @@ fn containers_that_go_away_and_commands_on_several_names() {
     }
     assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
 
-    // exec into a container that is ending: "not running", at every moment.
+    // exec into a container that is ending: "not running", at every moment,
+    // and for a process the container's end takes with it.
     stdout(
         &cli,
-        &["run", "-d", "--name", "short", &image, "sleep", "1"],
+        &["run", "-d", "--name", "short", &image, "sleep", "2"],
     );
+    let long = cli
+        .command()
+        .args(["exec", "short", "sleep", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let failed = loop {
         let output = cli.run(&["exec", "short", "true"]);
@@ -732,8 +740,10 @@ fn containers_that_go_away_and_commands_on_several_names() {
         }
         assert!(Instant::now() < deadline, "the container never stopped");
     };
-    assert_eq!(failed.status.code(), Some(1));
-    assert_eq!(text(&failed).1, "Error: container short is not running\n");
+    for failed in [failed, long.wait_with_output().unwrap()] {
+        assert_eq!(failed.status.code(), Some(1));
+        assert_eq!(text(&failed).1, "Error: container short is not running\n");
+    }
 
     // Several names: each is acted on once, a missing one is reported and
     // the rest still go; names and --all together are a usage error.

@@ -199,9 +199,11 @@ async fn start_reading(
     )
 }
 
-/// Runs a process in a running container and attaches to it (unless detached).
+/// Runs a process in the running container `name` and attaches to it
+/// (unless detached).
 pub async fn exec(
     mut agent: agent::Client,
+    name: &str,
     process: agent_proto::ProcessSpec,
     detach: bool,
 ) -> Result<i32, Error> {
@@ -232,11 +234,14 @@ pub async fn exec(
         // vminitd drains the output of a process nobody reads.
         return Ok(0);
     }
-    let code = Session { agent, process: id }
+    let exit = Session { agent, process: id }
         .run(output, stdin, terminal)
-        .await;
+        .await?;
     phases.done("exec: process ran");
-    code
+    if exit.container_ended {
+        return Err(Error::NotRunning(name.to_string()));
+    }
+    Ok(exit.exit_code)
 }
 
 /// One process's attachment.
@@ -246,13 +251,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// Pumps until the process's output ends, then returns its exit code.
+    /// Pumps until the process's output ends, then returns how it ended.
     pub async fn run(
         &self,
         mut output: Streaming<OutputChunk>,
         stdin: bool,
         terminal: Option<Terminal>,
-    ) -> Result<i32, Error> {
+    ) -> Result<agent_proto::WaitProcessResponse, Error> {
         let mut background = Vec::new();
         if stdin {
             background.push(tokio::spawn(
@@ -292,7 +297,7 @@ impl Session {
                     .into_inner(),
             )
         };
-        let result = tokio::try_join!(pump, wait).map(|((), exit)| exit.exit_code);
+        let result = tokio::try_join!(pump, wait).map(|((), exit)| exit);
         for task in background {
             task.abort();
         }

@@ -590,14 +590,15 @@ pub async fn exec(
     let result = match agent::connect_socket(&container.agent_socket()).await {
         Ok(agent) => {
             phases.done("exec: connect");
-            attach::exec(agent, process, detach).await
+            attach::exec(agent, &container.config.name, process, detach).await
         }
         Err(e) => Err(e.into()),
     };
     match result {
-        // The container ended between our look and the agent's answer; its
-        // supervisor records that within seconds (it powers the VM off first).
-        Err(Error::Agent(_))
+        // The container ended between our look and the agent's answer, or
+        // under the process. Its supervisor records that within seconds (it
+        // powers the VM off first): wait, so the next command sees it stopped.
+        Err(Error::Agent(_) | Error::NotRunning(_))
             if !matches!(
                 wait_stopped(container, Duration::from_secs(10)).await,
                 Ok(false)

@@ -336,9 +336,12 @@ impl Agent for Service {
             .get(&request.into_inner().id)
             .map_err(status)?;
         let exit = process.wait().await;
+        let container_ended = exit.signal == Signal::SIGKILL as i32
+            && self.processes.went_with_container(&process).await;
         Ok(Response::new(WaitProcessResponse {
             exit_code: exit.code,
             signal: exit.signal,
+            container_ended,
         }))
     }
 

@@ -303,6 +303,21 @@ impl Table {
         })
     }
 
+    /// Whether a killed exec'd process went with its container: the
+    /// container's first process ends too. When that process dies, the
+    /// kernel kills the rest of its PID namespace at once and the reaper
+    /// takes the exits in any order, so its end may follow a moment later.
+    pub async fn went_with_container(&self, process: &Process) -> bool {
+        let Target::ExecIn(first) = &process.target else {
+            return false;
+        };
+        let Ok(first) = self.get(first) else {
+            return false;
+        };
+        let moment = std::time::Duration::from_millis(500);
+        tokio::time::timeout(moment, first.wait()).await.is_ok()
+    }
+
     /// Forgets an exited process.
     pub fn delete(&self, id: &str) -> Result<(), Error> {
         let process = self.get(id)?;
