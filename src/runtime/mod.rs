@@ -471,9 +471,20 @@ pub async fn kill(container: &Container, signal: i32) -> Result<(), Error> {
 /// (`--rm`) is stopped.
 pub async fn stop(container: &Container, signal: i32, timeout: Duration) -> Result<(), Error> {
     match stop_running(container, signal, timeout).await {
-        Err(Error::NoSuchContainer(_)) => Ok(()),
-        other => other,
+        Err(Error::NoSuchContainer(_)) => return Ok(()),
+        other => other?,
     }
+    // A --rm container's supervisor removes it right after recording the
+    // stop: return once it is gone, so the next command does not see it.
+    if container.config.spec.remove {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !matches!(container.state(), Err(Error::NoSuchContainer(_)))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
 }
 
 async fn stop_running(container: &Container, signal: i32, timeout: Duration) -> Result<(), Error> {
