@@ -762,3 +762,76 @@ fn containers_that_go_away_and_commands_on_several_names() {
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
 }
+
+#[test]
+fn an_unreadable_record_is_named_removable_and_hides_nothing() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let good = stdout(&cli, &["create", "--name", "good", &image, "true"]);
+    let bad = stdout(
+        &cli,
+        &[
+            "create",
+            "--name",
+            "bad",
+            "-v",
+            "data:/data",
+            &image,
+            "true",
+        ],
+    );
+    let running = stdout(
+        &cli,
+        &["run", "-d", "--name", "running", &image, "sleep", "1000"],
+    );
+    let [good, bad, running] = [good, bad, running].map(|id| id.trim().to_string());
+    let truncate = |id: &str, file: &str| {
+        let path = cli.app_root.path().join("containers").join(id).join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    truncate(&bad, "config.json");
+    // Its state names the supervisor: that one is found by its socket.
+    truncate(&running, "state.json");
+    let named = |stderr: &str, id: &str| {
+        let short = &id[..12];
+        stderr.lines().any(|l| {
+            l.starts_with(&format!(
+                "Error: container {short} has an unreadable record ("
+            )) && l.ends_with(&format!("; remove it with `container rm -f {short}`"))
+        })
+    };
+
+    // Listed: the others; named: each broken one, on a line of its own.
+    let output = cli.run(&["ls", "-a", "-q"]);
+    let (out, err) = text(&output);
+    assert_eq!(out, format!("{good}\n"));
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(named(&err, &bad) && named(&err, &running), "{err}");
+    assert_eq!(output.status.code(), Some(1));
+
+    // Any command on it says how to remove it; only rm -f does.
+    for command in [&["start"][..], &["rm"], &["logs"]] {
+        let mut args = command.to_vec();
+        args.push(&bad[..8]);
+        let output = cli.run(&args);
+        let (_, err) = text(&output);
+        assert!(named(&err, &bad) && err.lines().count() == 1, "{err}");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+    }
+    assert_ne!(cli.run(&["volume", "rm", "data"]).status.code(), Some(0));
+    let output = cli.run(&["rm", "-f", &bad[..12], &running[..12]]);
+    assert_eq!(
+        text(&output),
+        (
+            format!("{}\n{}\n", &bad[..12], &running[..12]),
+            String::new()
+        )
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(cli.lingering(), Vec::<String>::new());
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), format!("{good}\n"));
+    // The lost record's use of its volume went with it.
+    assert_eq!(stdout(&cli, &["volume", "rm", "data"]), "data\n");
+}

@@ -10,6 +10,7 @@ use clap::Args;
 use super::image::{Format, PlatformArgs, print_table};
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
 use crate::network;
+use crate::runtime::container::Unreadable;
 use crate::runtime::{self, Attach, Container, Containers, RunSpec, Status, Ulimit};
 use crate::volume;
 
@@ -300,13 +301,26 @@ impl Failures {
 }
 
 /// Containers named on the command line, each once, or all of them with
-/// `--all`. A name that matches none is a failure of its own.
+/// `--all`; an unreadable record among them is a failure of its own, as is
+/// a name that matches none.
 fn targets(
     app_root: &Path,
     names: &[String],
     all: bool,
     failures: &mut Failures,
 ) -> Result<Vec<Container>> {
+    let (found, unreadable) = select(app_root, names, all, failures)?;
+    unreadable.into_iter().for_each(|u| failures.report(u));
+    Ok(found)
+}
+
+/// What [`targets`] selects, with the unreadable records apart.
+fn select(
+    app_root: &Path,
+    names: &[String],
+    all: bool,
+    failures: &mut Failures,
+) -> Result<(Vec<Container>, Vec<Unreadable>)> {
     let containers = Containers::open(app_root)?;
     if all {
         return Ok(containers.list()?);
@@ -315,14 +329,17 @@ fn targets(
         return Err("name at least one container, or use --all".into());
     }
     let mut found: Vec<Container> = Vec::new();
+    let mut unreadable: Vec<Unreadable> = Vec::new();
     for name in names {
         match containers.find(name) {
             Ok(c) if found.iter().any(|f| f.id() == c.id()) => {}
             Ok(c) => found.push(c),
+            Err(runtime::Error::Unreadable(u)) if unreadable.iter().any(|f| f.id == u.id) => {}
+            Err(runtime::Error::Unreadable(u)) => unreadable.push(u),
             Err(e) => failures.report(e),
         }
     }
-    Ok(found)
+    Ok((found, unreadable))
 }
 
 #[derive(Args)]
@@ -391,13 +408,24 @@ pub struct RemoveArgs {
 
 pub async fn remove(app_root: &Path, args: RemoveArgs) -> Result<i32> {
     let mut failures = Failures::default();
-    let mut containers = targets(app_root, &args.containers, args.all, &mut failures)?;
+    let (mut containers, unreadable) = select(app_root, &args.containers, args.all, &mut failures)?;
     if args.all && !args.force {
         containers.retain(|c| c.state().is_ok_and(|s| s.status != Status::Running));
     }
     for container in containers {
         match runtime::remove(app_root, &container, args.force, args.volumes).await {
             Ok(()) => println!("{}", container.config.name),
+            Err(e) => failures.report(e),
+        }
+    }
+    // Whether an unreadable one runs cannot be known: it goes with --force.
+    for record in unreadable {
+        if !args.force {
+            failures.report(record);
+            continue;
+        }
+        match runtime::remove_unreadable(app_root, &record).await {
+            Ok(()) => println!("{}", &record.id[..record.id.len().min(12)]),
             Err(e) => failures.report(e),
         }
     }
@@ -417,18 +445,25 @@ pub struct ListArgs {
 }
 
 pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
+    let mut failures = Failures::default();
     let mut rows = Vec::new();
-    for container in Containers::open(app_root)?.list()? {
-        let state = container.state()?;
-        if args.all || state.status == Status::Running {
-            rows.push((container, state));
+    let (containers, unreadable) = Containers::open(app_root)?.list()?;
+    // Named, not hidden: the rest are still listed.
+    unreadable.into_iter().for_each(|u| failures.report(u));
+    for container in containers {
+        match container.state() {
+            Ok(state) if args.all || state.status == Status::Running => {
+                rows.push((container, state))
+            }
+            Ok(_) | Err(runtime::Error::NoSuchContainer(_)) => {}
+            Err(e) => failures.report(e),
         }
     }
     if args.quiet {
         for (container, _) in &rows {
             println!("{}", container.id());
         }
-        return Ok(0);
+        return Ok(failures.exit_code());
     }
     if let Format::Json = args.format {
         let volumes = volume::Volumes::open(app_root)?;
@@ -437,7 +472,7 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
             .map(|(c, s)| inspect_json(c, s, &volumes))
             .collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(0);
+        return Ok(failures.exit_code());
     }
     let header = [
         "CONTAINER ID",
@@ -467,7 +502,7 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
         ]
     });
     print_table(std::iter::once(header).chain(lines));
-    Ok(0)
+    Ok(failures.exit_code())
 }
 
 /// The container's address: the one a DHCP server gave it while it runs,
@@ -823,15 +858,23 @@ pub async fn export(app_root: &Path, args: ExportArgs) -> Result<i32> {
 #[derive(Args)]
 pub struct PruneArgs {}
 
-/// Removes every stopped container.
+/// Removes every stopped container; an unreadable record is named, not
+/// removed (whether it runs cannot be known), and the rest still go.
 pub async fn prune(app_root: &Path, _: PruneArgs) -> Result<i32> {
-    for container in Containers::open(app_root)?.list()? {
-        if container.state()?.status != Status::Running {
-            runtime::remove(app_root, &container, false, false).await?;
-            println!("{}", container.id());
+    let mut failures = Failures::default();
+    for container in targets(app_root, &[], true, &mut failures)? {
+        let removed = match container.state() {
+            Ok(state) if state.status == Status::Running => continue,
+            Ok(_) => runtime::remove(app_root, &container, false, false).await,
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => println!("{}", container.id()),
+            Err(runtime::Error::NoSuchContainer(_)) => {}
+            Err(e) => failures.report(e),
         }
     }
-    Ok(0)
+    Ok(failures.exit_code())
 }
 
 /// `TERM`, `SIGTERM` or `15`.

@@ -507,6 +507,26 @@ impl Networks {
         }
     }
 
+    /// Gives back every address `container` (an ID) holds, on any network:
+    /// for a container whose record, which names its endpoint, is lost.
+    /// Returns the networks it was on.
+    pub fn release_all(&self, container: &str) -> Result<Vec<String>, Error> {
+        let mut on = Vec::new();
+        for name in std::iter::once(DEFAULT.to_string()).chain(self.names()?) {
+            for (address, lease) in self.leases_of(&name)? {
+                if lease.container == container {
+                    self.release(&Endpoint {
+                        network: name.clone(),
+                        address,
+                        mode: Mode::Bridge,
+                    })?;
+                    on.push(name.clone());
+                }
+            }
+        }
+        Ok(on)
+    }
+
     /// The networks directory, where [`bridge`] keeps its locks.
     pub fn root(&self) -> &Path {
         &self.root

@@ -10,6 +10,23 @@ use serde::{Deserialize, Serialize};
 use super::{Error, RunSpec, io};
 use crate::atomic;
 
+/// A container directory whose config or state cannot be read. `id` is
+/// the directory's name, by which the user can still remove it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "container {} has an unreadable record ({detail}); remove it with `container rm -f {}`",
+    short(id),
+    short(id)
+)]
+pub struct Unreadable {
+    pub id: String,
+    pub detail: String,
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
 /// What a container was created with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -143,8 +160,10 @@ impl Container {
             }
             Err(e) => return Err(io(format!("read {}", path.display()))(e)),
         };
-        let mut state: State = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+        let mut state: State = serde_json::from_slice(&bytes).map_err(|e| Unreadable {
+            id: self.config.id.clone(),
+            detail: format!("{}: {e}", path.display()),
+        })?;
         if state.status == Status::Running && !state.supervisor_pid.is_some_and(process_alive) {
             state.status = Status::Stopped;
             state
@@ -177,19 +196,24 @@ impl Containers {
         Ok(Containers { root })
     }
 
-    /// Every container, oldest first. Directories without a config (being
-    /// created, or half-deleted) are not containers.
-    pub fn list(&self) -> Result<Vec<Container>, Error> {
+    /// Every container, oldest first, and apart the records that cannot be
+    /// read, so one broken record hides nothing else. Directories without
+    /// a config (being created, or half-deleted) are not containers.
+    pub fn list(&self) -> Result<(Vec<Container>, Vec<Unreadable>), Error> {
         let mut all = Vec::new();
+        let mut broken = Vec::new();
         let entries =
             std::fs::read_dir(&self.root).map_err(io(format!("read {}", self.root.display())))?;
         for entry in entries.flatten() {
-            if let Some(container) = self.load(&entry.path())? {
-                all.push(container);
+            match self.load(&entry.path()) {
+                Ok(Some(container)) => all.push(container),
+                Ok(None) => {}
+                Err(e) => broken.push(e),
             }
         }
         all.sort_by(|a, b| (a.config.created, &a.config.id).cmp(&(b.config.created, &b.config.id)));
-        Ok(all)
+        broken.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((all, broken))
     }
 
     /// Image manifest digest -> the ID of one container using it: the roots
@@ -218,35 +242,49 @@ impl Containers {
         used
     }
 
-    fn load(&self, dir: &Path) -> Result<Option<Container>, Error> {
+    /// The container in `dir`: none while it is being created or removed.
+    fn load(&self, dir: &Path) -> Result<Option<Container>, Unreadable> {
         let path = dir.join("config.json");
         let Ok(bytes) = std::fs::read(&path) else {
             return Ok(None);
         };
-        let config = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
-        Ok(Some(Container {
+        let config = serde_json::from_slice(&bytes).map_err(|e| Unreadable {
+            id: dir.file_name().unwrap_or_default().to_string_lossy().into(),
+            detail: format!("{}: {e}", path.display()),
+        })?;
+        let container = Container {
             dir: dir.to_path_buf(),
             config,
-        }))
+        };
+        // A damaged state hides the container as surely as a damaged config.
+        match container.state() {
+            Err(Error::NoSuchContainer(_)) => Ok(None),
+            Err(Error::Unreadable(e)) => Err(e),
+            _ => Ok(Some(container)),
+        }
     }
 
-    /// A container by name, full ID, or unique ID prefix (as Docker takes them).
+    /// A container by name, full ID, or unique ID prefix (as Docker takes
+    /// them). A key that names an unreadable record gets its
+    /// [`Unreadable`] error, which says how to remove it.
     pub fn find(&self, key: &str) -> Result<Container, Error> {
-        let all = self.list()?;
+        let (all, broken) = self.list()?;
         if let Some(c) = all
             .iter()
             .find(|c| c.config.name == key || c.config.id == key)
         {
             return Ok(c.clone());
         }
-        let matches: Vec<&Container> = all
+        let healthy: Vec<&Container> = all
             .iter()
             .filter(|c| c.config.id.starts_with(key))
             .collect();
-        match matches.as_slice() {
-            [one] if !key.is_empty() => Ok((*one).clone()),
-            [] | [_] => Err(Error::NoSuchContainer(key.to_string())),
+        let damaged: Vec<&Unreadable> = broken.iter().filter(|b| b.id.starts_with(key)).collect();
+        match (healthy.as_slice(), damaged.as_slice()) {
+            _ if key.is_empty() => Err(Error::NoSuchContainer(key.to_string())),
+            ([one], []) => Ok((*one).clone()),
+            ([], [one]) => Err((*one).clone().into()),
+            ([], []) => Err(Error::NoSuchContainer(key.to_string())),
             _ => Err(Error::Ambiguous(key.to_string())),
         }
     }
@@ -256,7 +294,7 @@ impl Containers {
     /// pending container is committed or dropped.
     pub fn reserve(&self, id: &str, name: &str) -> Result<Pending, Error> {
         let lock = atomic::lock(&self.root.join(".lock"))?;
-        if self.list()?.iter().any(|c| c.config.name == name) {
+        if self.list()?.0.iter().any(|c| c.config.name == name) {
             return Err(Error::NameInUse(name.to_string()));
         }
         let dir = self.root.join(id);
@@ -266,6 +304,29 @@ impl Containers {
             _lock: lock,
             committed: false,
         })
+    }
+
+    /// The live supervisor of a record, if its state (read loosely, as its
+    /// config may be what is damaged) names one.
+    pub fn supervisor_of(&self, id: &str) -> Option<i32> {
+        #[derive(Deserialize)]
+        struct Pid {
+            supervisor_pid: Option<i32>,
+        }
+        let bytes = std::fs::read(self.root.join(id).join("state.json")).ok()?;
+        let pid = serde_json::from_slice::<Pid>(&bytes).ok()?.supervisor_pid?;
+        process_alive(pid).then_some(pid)
+    }
+
+    /// Deletes the directory of a record that cannot be read.
+    pub fn remove_unreadable(&self, record: &Unreadable) -> Result<(), Error> {
+        let dir = self.root.join(&record.id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(format!("remove {}", dir.display()))(e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Deletes a container's directory. The config goes first, so a crash
@@ -368,7 +429,7 @@ mod tests {
         ));
         assert_eq!(a.state().unwrap().status, Status::Created);
         containers.remove(&a).unwrap();
-        assert_eq!(containers.list().unwrap().len(), 1);
+        assert_eq!(containers.list().unwrap().0.len(), 1);
     }
 
     #[test]
@@ -393,6 +454,30 @@ mod tests {
         assert_eq!(used.len(), 2);
         assert!(["abc", "abd"].contains(&used["sha256:00"].as_str()));
         assert_eq!(used["sha256:11"], "partial");
+    }
+
+    #[test]
+    fn unreadable_records_are_listed_apart_and_found_by_id() {
+        let root = tempfile::tempdir().unwrap();
+        let containers = Containers::open(root.path()).unwrap();
+        create(&containers, "abc", "web").unwrap();
+        create(&containers, "abd", "db").unwrap();
+        let bad = root.path().join("containers/bcd");
+        std::fs::create_dir_all(&bad).unwrap();
+        std::fs::write(bad.join("config.json"), "{").unwrap();
+        std::fs::write(root.path().join("containers/abd/state.json"), "").unwrap();
+        let (all, broken) = containers.list().unwrap();
+        assert_eq!(all.iter().map(|c| c.id()).collect::<Vec<_>>(), ["abc"]);
+        assert_eq!(
+            broken.iter().map(|b| &b.id).collect::<Vec<_>>(),
+            ["abd", "bcd"]
+        );
+        assert!(matches!(containers.find("bc"), Err(Error::Unreadable(u)) if u.id == "bcd"));
+        assert!(matches!(containers.find("abd"), Err(Error::Unreadable(u)) if u.id == "abd"));
+        assert!(matches!(containers.find("ab"), Err(Error::Ambiguous(_))));
+        assert_eq!(containers.find("web").unwrap().id(), "abc");
+        containers.remove_unreadable(&broken[1]).unwrap();
+        assert!(!bad.exists());
     }
 
     #[test]

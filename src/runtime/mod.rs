@@ -73,8 +73,8 @@ pub enum Error {
     AlreadyRunning(String),
     #[error("the container could not start: {0}")]
     NotStarted(String),
-    #[error("corrupt container record {0}")]
-    Corrupt(String),
+    #[error(transparent)]
+    Unreadable(#[from] container::Unreadable),
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
     #[error("{context}: {source}")]
@@ -559,20 +559,71 @@ pub async fn remove(
         }
     }
     // A killed supervisor could not take its network down; we do.
-    #[cfg(target_os = "linux")]
     if let Some(endpoint) = &container.config.endpoint
         && endpoint.mode == network::Mode::Bridge
     {
+        unplug(app_root, &endpoint.network, container.id()).await?;
+    }
+    forget(app_root, container, volumes)
+}
+
+/// Takes a container's host side of a bridge network down (its tap), if
+/// its killed supervisor left it.
+async fn unplug(app_root: &Path, network: &str, id: &str) -> Result<(), Error> {
+    #[cfg(target_os = "linux")]
+    {
         let networks = Networks::open(app_root)?;
-        if let Ok(network) = networks.get(&endpoint.network) {
+        if let Ok(network) = networks.get(network) {
             let host = network::bridge::Host::new(networks.root(), &network);
-            let id = container.id().to_string();
+            let id = id.to_string();
             tokio::task::spawn_blocking(move || host.unplug(&id))
                 .await
                 .map_err(|e| io("take the network down")(std::io::Error::other(e)))??;
         }
     }
-    forget(app_root, container, volumes)
+    #[cfg(not(target_os = "linux"))]
+    let _ = (app_root, network, id);
+    Ok(())
+}
+
+/// The process serving an agent socket: the container's supervisor, found
+/// this way when the state that names it cannot be read.
+async fn serving(socket: &Path) -> Option<i32> {
+    let stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+    stream.peer_cred().ok()?.pid()
+}
+
+/// Removes a container whose record cannot be read (`rm -f` names it by
+/// ID). What its config would have told is found by its ID instead: its
+/// supervisor (named by its state, or serving its agent socket) is killed
+/// (its VM dies with it), its
+/// addresses are given back and its volumes forget it; then it goes.
+/// Its anonymous volumes cannot be told from named ones: `volume prune`
+/// removes them once unused.
+pub async fn remove_unreadable(
+    app_root: &Path,
+    record: &container::Unreadable,
+) -> Result<(), Error> {
+    let containers = Containers::open(app_root)?;
+    let socket = run_dir(app_root, &record.id).join("agent.sock");
+    let supervisor = match containers.supervisor_of(&record.id) {
+        Some(pid) => Some(pid),
+        None => serving(&socket).await,
+    };
+    if let Some(pid) = supervisor {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while nix::sys::signal::kill(pid, None).is_ok() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for network in Networks::open(app_root)?.release_all(&record.id)? {
+        unplug(app_root, &network, &record.id).await?;
+    }
+    Volumes::open(app_root)?.detach_all(&record.id)?;
+    let _ = std::fs::remove_dir_all(run_dir(app_root, &record.id));
+    containers.remove_unreadable(record)
 }
 
 /// Deletes a stopped container's record, gives its address back and stops

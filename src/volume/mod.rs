@@ -310,6 +310,16 @@ impl Volumes {
         }
     }
 
+    /// Forgets `container` on every volume: for a container whose record,
+    /// which names its volumes, is lost.
+    pub fn detach_all(&self, container: &str) -> Result<(), Error> {
+        let (volumes, _) = self.list()?;
+        for volume in volumes {
+            self.detach(&volume.name, container)?;
+        }
+        Ok(())
+    }
+
     /// The IDs of the containers created with the volume, sorted.
     pub fn users(&self, name: &str) -> Result<Vec<String>, Error> {
         let dir = self.dir(name).join(USERS);
