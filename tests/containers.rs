@@ -835,3 +835,62 @@ fn an_unreadable_record_is_named_removable_and_hides_nothing() {
     // The lost record's use of its volume went with it.
     assert_eq!(stdout(&cli, &["volume", "rm", "data"]), "data\n");
 }
+
+#[test]
+fn the_app_root_is_private_and_the_agent_serves_only_its_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let root = cli.app_root.path();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    let open_up = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    // Made wide (an older version did): the next command narrows it.
+    open_up(root, 0o755);
+    let id = stdout(&cli, &["run", "-d", "--name", "c", &image, "sleep", "1000"]);
+    let id = id.trim();
+    assert_eq!(mode(root), 0o700);
+    let dir = root.join("containers").join(id);
+    let run = root.join("run").join(&id[..12]);
+    for private in [
+        dir.join("stdio.log"),
+        dir.join("supervisor.log"),
+        dir.join("boot.log"),
+        run.join("agent.sock"),
+    ] {
+        assert_eq!(mode(&private), 0o600, "{}", private.display());
+    }
+    assert_eq!(mode(&run), 0o700);
+
+    // With every directory and the socket opened up by hand, the agent
+    // still answers only its owner: another user's connection is dropped.
+    for dir in [root, &root.join("run"), &run] {
+        open_up(dir, 0o755);
+    }
+    open_up(&run.join("agent.sock"), 0o666);
+    let bin = tempfile::tempdir().unwrap();
+    open_up(bin.path(), 0o755);
+    let copy = bin.path().join("container");
+    std::fs::copy(env!("CARGO_BIN_EXE_container"), &copy).unwrap();
+    let stranger = Command::new(&copy)
+        .args(["stats", "--no-stream", "c"])
+        .env("CONTAINER_APP_ROOT", root)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let (_, err) = text(&stranger);
+    assert_ne!(stranger.status.code(), Some(0), "{err}");
+    assert!(
+        err.starts_with("Error: ") && err.lines().count() == 1,
+        "{err}"
+    );
+    // The one line names the cause, not just tonic's "transport error".
+    assert!(!err.trim_end().ends_with("transport error"), "{err}");
+    assert_ne!(std::fs::metadata(root).unwrap().uid(), 65534);
+    let owner = cli.run(&["stats", "--no-stream", "c"]);
+    assert!(owner.status.success(), "{}", text(&owner).1);
+}

@@ -109,6 +109,10 @@ pub fn main() -> i32 {
     let app_root = cli
         .app_root
         .unwrap_or_else(crate::app_root::default_app_root);
+    if let Err(e) = crate::app_root::make_private(&app_root) {
+        eprintln!("Error: make the app root {}: {e}", app_root.display());
+        return 1;
+    }
     // Docker's code for a `run` or `create` the runtime could not carry
     // out, so scripts can tell it from the command's own failure.
     let failed = match cli.command {

@@ -180,8 +180,9 @@ impl Container {
     }
 }
 
+/// Whether a process exists: one we may not signal (another user's) does.
 fn process_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
 }
 
 /// The containers under the app root.

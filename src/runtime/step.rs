@@ -288,7 +288,7 @@ impl WorkDir {
     fn create(app_root: &Path) -> Result<WorkDir, Error> {
         let id = format!("b{}", crate::id::random().map_err(io("read /dev/urandom"))?);
         let path = super::run_dir(app_root, &id);
-        std::fs::create_dir_all(&path).map_err(io(format!("create {}", path.display())))?;
+        crate::app_root::private_dir(&path).map_err(io(format!("create {}", path.display())))?;
         Ok(WorkDir { id, path })
     }
 }

@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -80,7 +81,13 @@ pub fn spawn(
         (Stdio::inherit(), None)
     } else {
         let log = container.dir.join("supervisor.log");
-        let log = std::fs::File::create(&log).map_err(io(format!("create {}", log.display())))?;
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log)
+            .map_err(io(format!("create {}", log.display())))?;
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io("create the start report pipe")(e.into()))?;
         command.arg("--report-fd").arg(REPORT_FD.to_string());
@@ -246,7 +253,7 @@ async fn run(
 ) -> Result<Ended, Error> {
     let mut phases = Phases::start();
     let run_dir = container.run_dir();
-    std::fs::create_dir_all(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
+    crate::app_root::private_dir(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
     let mounts = super::mounts::plan_for(container)?;
     let mut plugged = Plugged::plug(Plug::container(container))?;
     let nics = plugged.iter().map(|p| p.nic.clone()).collect();
@@ -687,8 +694,17 @@ fn serve_agent_socket(
     let _ = std::fs::remove_file(&path);
     let listener =
         UnixListener::bind(&path).map_err(io(format!("listen on {}", path.display())))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("make {} private", path.display())))?;
+    let owner = nix::unistd::geteuid().as_raw();
     Ok(tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
+            // The guest agent runs anything as root in the container: only
+            // its owner (or root) may talk to it, whatever the socket's mode.
+            let peer = client.peer_cred().map(|c| c.uid());
+            if !matches!(peer, Ok(uid) if uid == owner || uid == 0) {
+                continue;
+            }
             let dial = dial.clone();
             tokio::spawn(async move {
                 if let Ok(mut guest) = dial(AGENT_PORT).await {

@@ -350,6 +350,21 @@ pub async fn wait_ready(
 }
 
 /// The last lines of the guest console, for an error message.
+/// Creates (empties) the console log readable by its owner only, before
+/// the backend opens it: the guest's console may show what the container
+/// prints.
+fn create_console_log(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(Error::io(format!("create {}", path.display())))
+}
+
 fn console_tail(console_log: &Path) -> String {
     let text = std::fs::read_to_string(console_log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

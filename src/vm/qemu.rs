@@ -419,7 +419,9 @@ impl QemuVm {
         };
         // Before any process starts: a device we cannot attach fails the boot.
         let devices = attach_all(config, &vsock)?;
-        std::fs::create_dir_all(run).map_err(Error::io(format!("create {}", run.display())))?;
+        crate::app_root::private_dir(run)
+            .map_err(Error::io(format!("create {}", run.display())))?;
+        super::create_console_log(&config.console_log)?;
         let accel = accelerator();
         // Measured across the helpers' start-up, which we wait for anyway.
         let tsc = TscSample::now();

@@ -375,6 +375,7 @@ async fn connect(
 
 impl VzVm {
     pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<VzVm, Error> {
+        super::create_console_log(&config.console_log)?;
         let vz_config = OnQueue(configuration(config, initfs)?);
         let queue = DispatchQueue::new("container.vm", DispatchQueueAttr::SERIAL);
         let (stop_reason, stopped) = watch::channel(None);
