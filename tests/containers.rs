@@ -894,3 +894,44 @@ fn the_app_root_is_private_and_the_agent_serves_only_its_owner() {
     let owner = cli.run(&["stats", "--no-stream", "c"]);
     assert!(owner.status.success(), "{}", text(&owner).1);
 }
+
+#[test]
+fn a_create_killed_midway_leaves_nothing_usable_and_prune_clears_it() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    // The snapshot is built once; the kills below land in the create itself.
+    stdout(&cli, &["create", "--name", "warm", &image, "true"]);
+    for (i, delay) in [0, 5, 10, 20, 40, 80, 160].into_iter().enumerate() {
+        let (name, volume) = (format!("k{i}"), format!("data{i}:/data"));
+        let mut create = cli
+            .command()
+            .args(["create", "--name", &name, "-v", &volume, &image, "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        create.kill().unwrap();
+        create.wait().unwrap();
+    }
+    // Whatever is listed is whole: it can be inspected and removed.
+    let listed = stdout(&cli, &["ls", "-a", "-q"]);
+    for id in listed.lines() {
+        stdout(&cli, &["inspect", id]);
+        stdout(&cli, &["rm", id]);
+    }
+    // The rest is cleared by prune, and no volume is left in use.
+    stdout(&cli, &["prune"]);
+    let containers = cli.app_root.path().join("containers");
+    let left: Vec<_> = std::fs::read_dir(&containers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    for volume in stdout(&cli, &["volume", "ls", "-q"]).lines() {
+        assert_eq!(stdout(&cli, &["volume", "rm", volume]), format!("{volume}\n"));
+    }
+}

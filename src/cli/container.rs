@@ -858,10 +858,12 @@ pub async fn export(app_root: &Path, args: ExportArgs) -> Result<i32> {
 #[derive(Args)]
 pub struct PruneArgs {}
 
-/// Removes every stopped container; an unreadable record is named, not
-/// removed (whether it runs cannot be known), and the rest still go.
+/// Removes every stopped container, and what creations killed midway
+/// left; an unreadable record is named, not removed (whether it runs
+/// cannot be known), and the rest still go.
 pub async fn prune(app_root: &Path, _: PruneArgs) -> Result<i32> {
     let mut failures = Failures::default();
+    runtime::remove_incomplete(app_root)?;
     for container in targets(app_root, &[], true, &mut failures)? {
         let removed = match container.state() {
             Ok(state) if state.status == Status::Running => continue,

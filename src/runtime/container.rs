@@ -307,6 +307,31 @@ impl Containers {
         })
     }
 
+    /// Removes what creations that never finished left behind (a CLI
+    /// killed midway): directories without a config. Under the creation
+    /// lock, so a creation still going on is not one of them. `release`
+    /// first gives back what each held, by its ID.
+    pub fn remove_incomplete(&self, release: impl Fn(&str)) -> Result<(), Error> {
+        let _lock = atomic::lock(&self.root.join(".lock"))?;
+        let entries =
+            std::fs::read_dir(&self.root).map_err(io(format!("read {}", self.root.display())))?;
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let dir = entry.path();
+            if id.starts_with('.') || !dir.is_dir() || dir.join("config.json").exists() {
+                continue;
+            }
+            release(&id);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io(format!("remove {}", dir.display()))(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The live supervisor of a record, if its state (read loosely, as its
     /// config may be what is damaged) names one.
     pub fn supervisor_of(&self, id: &str) -> Option<i32> {

@@ -600,6 +600,18 @@ async fn unplug(app_root: &Path, network: &str, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Removes what creations killed midway left: their directories, and the
+/// addresses and volume uses they had taken (their anonymous volumes are
+/// left unused, for `volume prune`).
+pub fn remove_incomplete(app_root: &Path) -> Result<(), Error> {
+    let networks = Networks::open(app_root)?;
+    let volumes = Volumes::open(app_root)?;
+    Containers::open(app_root)?.remove_incomplete(|id| {
+        let _ = networks.release_all(id);
+        let _ = volumes.detach_all(id);
+    })
+}
+
 /// The process serving an agent socket: the container's supervisor, found
 /// this way when the state that names it cannot be read.
 async fn serving(socket: &Path) -> Option<i32> {
