@@ -893,6 +893,9 @@ fn the_app_root_is_private_and_the_agent_serves_only_its_owner() {
     assert_ne!(std::fs::metadata(root).unwrap().uid(), 65534);
     let owner = cli.run(&["stats", "--no-stream", "c"]);
     assert!(owner.status.success(), "{}", text(&owner).1);
+    // Its killed supervisor leaves no run directory behind either.
+    assert_eq!(stdout(&cli, &["rm", "-f", "c"]), "c\n");
+    assert!(!run.exists());
 }
 
 #[test]

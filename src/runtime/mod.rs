@@ -572,12 +572,14 @@ pub async fn remove(
             other => other?,
         }
     }
-    // A killed supervisor could not take its network down; we do.
+    // A killed supervisor could not take its network down nor remove its
+    // run directory (sockets, helpers' logs); we do.
     if let Some(endpoint) = &container.config.endpoint
         && endpoint.mode == network::Mode::Bridge
     {
         unplug(app_root, &endpoint.network, container.id()).await?;
     }
+    let _ = std::fs::remove_dir_all(container.run_dir());
     forget(app_root, container, volumes)
 }
 
