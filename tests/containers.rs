@@ -935,6 +935,60 @@ fn a_create_killed_midway_leaves_nothing_usable_and_prune_clears_it() {
         .collect();
     assert_eq!(left, Vec::<String>::new());
     for volume in stdout(&cli, &["volume", "ls", "-q"]).lines() {
-        assert_eq!(stdout(&cli, &["volume", "rm", volume]), format!("{volume}\n"));
+        assert_eq!(
+            stdout(&cli, &["volume", "rm", volume]),
+            format!("{volume}\n")
+        );
+    }
+}
+
+#[test]
+fn racing_clis_one_wins_and_nothing_is_left_inconsistent() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let spawn = |args: &[&str]| {
+        cli.command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let one_line_or_none = |output: &std::process::Output| {
+        let (_, err) = text(output);
+        assert!(
+            output.status.success() == err.is_empty() && err.lines().count() <= 1,
+            "{err}"
+        );
+    };
+
+    // `rm -f` against `start`: whichever wins, the container is gone and
+    // so is everything it ran.
+    for delay in [0, 300] {
+        stdout(&cli, &["create", "--name", "c", &image, "sleep", "1000"]);
+        let start = spawn(&["start", "c"]);
+        std::thread::sleep(Duration::from_millis(delay));
+        let rm = cli.run(&["rm", "-f", "c"]);
+        assert_eq!(text(&rm), ("c\n".into(), String::new()));
+        one_line_or_none(&start.wait_with_output().unwrap());
+        assert_eq!(stdout(&cli, &["ls", "-a", "-q"]), "");
+        assert_eq!(cli.lingering(), Vec::<String>::new());
+    }
+
+    // `image rm` against `create`: the image is refused as in use, or
+    // removed before the create looks (which then pulls it again); either
+    // way each container made can start, its disk's base intact.
+    for (i, delay) in [0, 10, 40].into_iter().enumerate() {
+        let name = format!("m{i}");
+        let create = spawn(&["create", "--name", &name, &image, "true"]);
+        std::thread::sleep(Duration::from_millis(delay));
+        let rm = cli.run(&["image", "rm", &image]);
+        one_line_or_none(&rm);
+        one_line_or_none(&create.wait_with_output().unwrap());
+    }
+    for id in stdout(&cli, &["ls", "-a", "-q"]).lines() {
+        let output = cli.run(&["start", "-a", id]);
+        assert!(output.status.success(), "{}", text(&output).1);
     }
 }

@@ -290,11 +290,18 @@ impl Containers {
         }
     }
 
+    /// The lock under which containers come and go: held while one is
+    /// created, while a supervisor marks one running, and while one is
+    /// removed, so none of these sees another half done.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+        Ok(atomic::lock(&self.root.join(".lock"))?)
+    }
+
     /// Starts recording a new container: its name must be free, and stays
     /// taken (under a lock, so two CLIs cannot both take it) until the
     /// pending container is committed or dropped.
     pub fn reserve(&self, id: &str, name: &str) -> Result<Pending, Error> {
-        let lock = atomic::lock(&self.root.join(".lock"))?;
+        let lock = self.lock()?;
         if self.list()?.0.iter().any(|c| c.config.name == name) {
             return Err(Error::NameInUse(name.to_string()));
         }
@@ -312,7 +319,7 @@ impl Containers {
     /// lock, so a creation still going on is not one of them. `release`
     /// first gives back what each held, by its ID.
     pub fn remove_incomplete(&self, release: impl Fn(&str)) -> Result<(), Error> {
-        let _lock = atomic::lock(&self.root.join(".lock"))?;
+        let _lock = self.lock()?;
         let entries =
             std::fs::read_dir(&self.root).map_err(io(format!("read {}", self.root.display())))?;
         for entry in entries.flatten() {

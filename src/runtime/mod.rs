@@ -236,6 +236,10 @@ pub async fn create(
     let mut phases = crate::phases::Phases::start();
     let store = ImageStore::open(app_root)?;
     let reference = store.parse_reference(&spec.image)?;
+    // From the image's lookup to the record that pins it: an `image rm`
+    // meanwhile waits, then sees the image in use (else it could collect
+    // the snapshot the new disk is backed by).
+    let _pinning = store.adding_content()?;
     let image = store.get_or_pull(&reference, pull).await?;
     phases.done("resolve the image");
     spec.user = user_with_ids(&spec.user, spec.uid, spec.gid, &image.config.user);
@@ -559,6 +563,8 @@ pub async fn remove(
     force: bool,
     volumes: bool,
 ) -> Result<(), Error> {
+    // A supervisor starting it meanwhile has marked it running, or waits.
+    let _lock = Containers::open(app_root)?.lock()?;
     let status = match container.state() {
         Err(Error::NoSuchContainer(_)) => return Ok(()),
         other => other?.status,

@@ -188,7 +188,21 @@ pub async fn supervise(
     report_fd: Option<i32>,
 ) -> i32 {
     let mut report = Report::from_fd(report_fd);
-    let container = match Containers::open(app_root).and_then(|c| c.find(id)) {
+    let started = State {
+        status: Status::Running,
+        supervisor_pid: Some(std::process::id() as i32),
+        started: Some(now()),
+        ..State::created()
+    };
+    // Under the lock `rm` removes under: the record is found and marked
+    // running (so an `rm` after sees it running), or it is gone.
+    let claimed = Containers::open(app_root).and_then(|containers| {
+        let _lock = containers.lock()?;
+        let container = containers.find(id)?;
+        container.save_state(&started)?;
+        Ok(container)
+    });
+    let container = match claimed {
         Ok(container) => container,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -196,17 +210,6 @@ pub async fn supervise(
             return EXIT_RUNTIME_ERROR;
         }
     };
-    let started = State {
-        status: Status::Running,
-        supervisor_pid: Some(std::process::id() as i32),
-        started: Some(now()),
-        ..State::created()
-    };
-    if let Err(e) = container.save_state(&started) {
-        eprintln!("Error: {e}");
-        report.say(&format!("failed {e}"));
-        return EXIT_RUNTIME_ERROR;
-    }
     let (code, reason) = match run(&container, size, &mut report).await {
         Ok(Ended::Exited(code)) => (code, None),
         Ok(Ended::NotStarted(code, message)) => {
