@@ -144,7 +144,7 @@ fn registry_domain_and_df() {
     );
     assert_eq!(
         err,
-        "Error: invalid value \"not a host\" for registry.domain: use a host name or address with an optional port"
+        "Error: invalid value \"not a host\" for registry.domain: use a host name with a '.' or a port, localhost, or an IP address"
     );
     ok(&cli, &["system", "property", "clear", "registry.domain"]);
     assert_eq!(
@@ -915,4 +915,122 @@ fn write_docker_save_archive(path: &Path, tag: &str) {
     add("manifest.json", manifest.to_string().as_bytes());
     add("repositories", b"{}");
     tar.into_inner().unwrap();
+}
+
+/// A registry that answers `/v2/` and, for each repository, one canned
+/// manifest response: `(repository, headers, body, times the body is
+/// sent)`; a body with no Content-Length runs until the connection closes.
+fn hostile_registry(routes: Vec<(&'static str, String, Vec<u8>, usize)>) -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).map_or(true, |n| n == 0) || line.trim().is_empty() {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let found = routes
+                .iter()
+                .find(|(repo, _, _, _)| path == format!("/v2/{repo}/manifests/latest"));
+            let _ = match found {
+                Some((_, headers, body, times)) => stream
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+                    )
+                    .and_then(|()| (0..*times).try_for_each(|_| stream.write_all(body))),
+                None => stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                ),
+            };
+        }
+    });
+    port
+}
+
+#[test]
+fn hostile_registry_responses_are_bounded_and_refused_in_one_line() {
+    const OCI: &str = "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+    let manifest = |config_size: u64, layers: usize| {
+        let layer = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{}", "a".repeat(64)), "size": 10,
+        });
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": format!("sha256:{}", "b".repeat(64)), "size": config_size },
+            "layers": vec![layer; layers],
+        }))
+        .unwrap()
+    };
+    let port = hostile_registry(vec![
+        // 64 MiB of a manifest with no length given: read to 4 MiB, no more.
+        ("endless", OCI.to_string(), vec![b' '; 1 << 16], 1 << 10),
+        // A length said up front is refused before the body.
+        (
+            "announced",
+            format!("{OCI}Content-Length: 67108864\r\n"),
+            vec![],
+            1,
+        ),
+        ("layers", OCI.to_string(), manifest(10, 10_000), 1),
+        ("config", OCI.to_string(), manifest(100_000_000, 1), 1),
+    ]);
+    let cli = Cli::new();
+    let cases = [
+        (
+            "endless",
+            "endless:latest is larger than the 4194304 bytes accepted",
+        ),
+        (
+            "announced",
+            "announced:latest (67108864 bytes) is larger than the 4194304 bytes accepted",
+        ),
+        ("layers", "has 10000 layers, more than the 1000 accepted"),
+        (
+            "config",
+            "config:latest (100000000 bytes) is larger than the 4194304 bytes accepted",
+        ),
+    ];
+    for (repo, said) in cases {
+        let image = format!("127.0.0.1:{port}/{repo}:latest");
+        let mut child = cli
+            .command()
+            .args(["image", "pull", &image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        // Its own peak memory, from the kernel's accounting of this child.
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let pid = child.id() as libc::pid_t;
+        assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+        let peak_mib = usage.ru_maxrss / 1024;
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("Error: ") && stderr.contains(said),
+            "{repo}: {stderr}"
+        );
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1,
+            "{repo}"
+        );
+        assert!(peak_mib < 48, "{repo}: peak {peak_mib} MiB");
+    }
+    assert_eq!(ok(&cli, &["image", "ls", "-q"]), "");
 }

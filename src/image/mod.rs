@@ -17,7 +17,7 @@ mod auth;
 mod digest;
 mod gc;
 mod info;
-mod manifest;
+pub(crate) mod manifest;
 mod platform;
 mod progress;
 mod pull;
@@ -47,7 +47,7 @@ pub use snapshot::{LAYER_READ_BUFFER, SNAPSHOT_SIZE_BYTES};
 use manifest::Document;
 pub use manifest::{ContainerConfig, Descriptor, Healthcheck, History, ImageConfig};
 use records::{Record, Records};
-pub(crate) use reference::is_valid_registry;
+pub(crate) use reference::{is_valid_registry, reads_as_registry};
 use store::ContentStore;
 pub use writer::{LayerWriter, NewLayer};
 
@@ -114,6 +114,20 @@ pub enum Error {
     Transfer {
         digest: String,
         source: std::io::Error,
+    },
+    #[error("{what} is larger than the {limit} bytes accepted")]
+    TooLarge { what: String, limit: u64 },
+    #[error("image {reference} has {count} layers, more than the {limit} accepted")]
+    TooManyLayers {
+        reference: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error("registry {registry} answered {status}: {message}")]
+    RegistryStatus {
+        registry: String,
+        status: String,
+        message: String,
     },
     #[error("registry {registry} failed: {source}")]
     Registry {

@@ -17,6 +17,15 @@ use super::records::Record;
 use super::registry::Registry;
 use super::{Error, Image, ImageStore, PullOptions, Reference};
 
+/// The largest image config we fetch: a config is read whole and parsed,
+/// so one that claims more (a 100 MB environment) is refused unfetched.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// The most layers an image may have: far above real images (Docker's
+/// overlay storage stops at 128) and far below a count that would turn one
+/// pull into thousands of requests.
+pub const MAX_LAYERS: usize = 1000;
+
 pub async fn pull(
     images: &ImageStore,
     reference: &Reference,
@@ -53,7 +62,21 @@ pub async fn pull(
             });
         }
     };
-    // Refuse what we could not unpack before downloading any of it.
+    // Refuse what we could not unpack or would not hold before downloading
+    // any of it.
+    if manifest.layers.len() > MAX_LAYERS {
+        return Err(Error::TooManyLayers {
+            reference: reference.to_string(),
+            count: manifest.layers.len(),
+            limit: MAX_LAYERS,
+        });
+    }
+    if manifest.config.size > MAX_CONFIG_BYTES {
+        return Err(Error::TooLarge {
+            what: format!("the config of {reference} ({} bytes)", manifest.config.size),
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
     for layer in &manifest.layers {
         Compression::of_layer(&layer.media_type)?;
     }

@@ -17,9 +17,19 @@ use super::progress::{Event, ProgressSink};
 use super::store::ContentStore;
 use super::{Credentials, Error, IoContext, Reference, Scheme};
 
+/// The largest manifest or index we read, as containerd bounds them: a
+/// registry serving more is refused before the rest is read.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
 pub struct Registry {
     client: oci_client::Client,
     auth: RegistryAuth,
+    /// Manifests are fetched with this client, not oci-client's, which
+    /// reads any body whole; oci-client still does the token dance.
+    http: reqwest::Client,
+    scheme: &'static str,
+    /// The pull token (None: anonymous or basic), asked for once.
+    token: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl Registry {
@@ -51,18 +61,79 @@ impl Registry {
         Registry {
             client: oci_client::Client::new(config),
             auth,
+            http: reqwest::Client::new(),
+            scheme: if plain_http { "http" } else { "https" },
+            token: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// Fetches the manifest or index `reference` names, and its sha256 digest.
-    /// When the reference pins a digest, oci-client has already checked it.
+    /// Fetches the manifest or index `reference` names, and its sha256
+    /// digest (checked against the one the reference pins). A body larger
+    /// than [`MAX_MANIFEST_BYTES`] is refused as soon as it says so or
+    /// grows past it.
     pub async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, super::Digest), Error> {
-        let (body, _) = self
-            .client
-            .pull_manifest_raw(&oci_reference(reference), &self.auth, &ACCEPTED_MANIFESTS)
+        let image = oci_reference(reference);
+        let token = self
+            .token
+            .get_or_try_init(|| {
+                self.client
+                    .auth(&image, &self.auth, RegistryOperation::Pull)
+            })
             .await
             .map_err(|e| map_error(e, reference))?;
-        Ok((body.to_vec(), super::Digest::of(&body)))
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            image.resolve_registry(),
+            image.repository(),
+            image.digest().or(image.tag()).unwrap_or("latest"),
+        );
+        let mut request = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, ACCEPTED_MANIFESTS.join(", "));
+        request = match (token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, _) => request,
+        };
+        let transfer = |e: reqwest::Error| Error::Transfer {
+            digest: format!("manifest {reference}"),
+            source: std::io::Error::other(e),
+        };
+        let mut response = request.send().await.map_err(transfer)?;
+        let status = response.status();
+        if !status.is_success() {
+            // The registry's own words, bounded like everything it sends.
+            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
+            return Err(status_error(status, &body, reference));
+        }
+        let too_large = |size: Option<u64>| Error::TooLarge {
+            what: match size {
+                Some(size) => format!("the manifest of {reference} ({size} bytes)"),
+                None => format!("the manifest of {reference}"),
+            },
+            limit: MAX_MANIFEST_BYTES,
+        };
+        if let Some(size) = response
+            .content_length()
+            .filter(|&n| n > MAX_MANIFEST_BYTES)
+        {
+            return Err(too_large(Some(size)));
+        }
+        let body = read_bounded(&mut response, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| e.map_or_else(transfer, |()| too_large(None)))?;
+        let digest = super::Digest::of(&body);
+        if let Some(pinned) = reference.digest()
+            && pinned != digest.as_str()
+        {
+            return Err(Error::DigestMismatch {
+                expected: pinned.to_string(),
+                actual: digest.to_string(),
+            });
+        }
+        Ok((body, digest))
     }
 
     /// Streams one blob into the store. Memory use is one network chunk,
@@ -239,6 +310,68 @@ pub async fn check_login(
         Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
         Err(Error::Unauthorized { .. }) => Err(rejected()),
         Err(other) => Err(other),
+    }
+}
+
+/// A response's body, up to `limit` bytes; past it, `Err(Ok(()))`.
+async fn read_bounded(
+    response: &mut reqwest::Response,
+    limit: u64,
+) -> Result<Vec<u8>, Result<(), reqwest::Error>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Err)? {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > limit {
+            return Err(Ok(()));
+        }
+    }
+    Ok(body)
+}
+
+/// What a failed manifest request means: the distribution spec's error
+/// codes where the registry sent them, else the status.
+fn status_error(status: reqwest::StatusCode, body: &[u8], reference: &Reference) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Code>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let codes = serde_json::from_slice::<Envelope>(body).map_or_else(|_| vec![], |e| e.errors);
+    let has = |names: &[&str]| codes.iter().any(|c| names.contains(&c.code.as_str()));
+    if status == reqwest::StatusCode::NOT_FOUND
+        || has(&["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "NOT_FOUND"])
+    {
+        return Error::NotFound {
+            reference: reference.to_string(),
+        };
+    }
+    if matches!(status.as_u16(), 401 | 403) || has(&["UNAUTHORIZED", "DENIED"]) {
+        return Error::Unauthorized {
+            reference: reference.to_string(),
+        };
+    }
+    let said = codes
+        .iter()
+        .map(|c| format!("{}: {}", c.code, c.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Error::RegistryStatus {
+        registry: reference.registry().to_string(),
+        status: status.to_string(),
+        message: if said.is_empty() {
+            String::from_utf8_lossy(body)
+                .trim()
+                .chars()
+                .take(200)
+                .collect()
+        } else {
+            said
+        },
     }
 }
 
