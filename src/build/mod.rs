@@ -877,11 +877,18 @@ impl Builder<'_> {
         if request.dest.ends_with('/') && !dest.ends_with('/') {
             dest.push('/');
         }
-        // Another stage's or image's files, unpacked: only what is asked for.
-        let unpacked = tempfile::Builder::new()
-            .prefix("build-from-")
-            .tempdir_in(self.app_root)
-            .map_err(io("make a temporary directory"))?;
+        // Downloads, or another stage's or image's files unpacked (only what
+        // is asked for), go to a temporary directory made for those alone.
+        let unpacked = match (urls.is_empty(), &request.from) {
+            (true, None) => None,
+            _ => Some(
+                tempfile::Builder::new()
+                    .prefix("build-from-")
+                    .tempdir_in(self.app_root)
+                    .map_err(io("make a temporary directory"))?,
+            ),
+        };
+        let scratch = || unpacked.as_ref().expect("made for URLs and --from").path();
         let none = Ignore::none();
         if !urls.is_empty() {
             if !paths.is_empty() || !inline.is_empty() {
@@ -897,11 +904,11 @@ impl Builder<'_> {
                 )));
             }
             for url in &urls {
-                paths.push(copy::download(url, unpacked.path()).await?);
+                paths.push(copy::download(url, scratch()).await?);
             }
         }
         let (root, ignore, keep_owner) = match &request.from {
-            None if !urls.is_empty() => (unpacked.path(), &none, false),
+            None if !urls.is_empty() => (scratch(), &none, false),
             None => (self.options.context.as_path(), &self.ignore, false),
             Some(from) => {
                 let layers = match stage_index(stages, from, index) {
@@ -924,8 +931,8 @@ impl Builder<'_> {
                         copy::normalize(literal).unwrap_or_default()
                     })
                     .collect();
-                self.unpack(&layers, &prefixes, unpacked.path())?;
-                (unpacked.path(), &none, true)
+                self.unpack(&layers, &prefixes, scratch())?;
+                (scratch(), &none, true)
             }
         };
         let owner = match &request.chown {
