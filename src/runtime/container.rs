@@ -329,12 +329,7 @@ impl Containers {
                 continue;
             }
             release(&id);
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io(format!("remove {}", dir.display()))(e));
-                }
-                _ => {}
-            }
+            remove_dir(&dir)?;
         }
         Ok(())
     }
@@ -353,13 +348,7 @@ impl Containers {
 
     /// Deletes the directory of a record that cannot be read.
     pub fn remove_unreadable(&self, record: &Unreadable) -> Result<(), Error> {
-        let dir = self.root.join(&record.id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io(format!("remove {}", dir.display()))(e))
-            }
-            _ => Ok(()),
-        }
+        remove_dir(&self.root.join(&record.id))
     }
 
     /// Deletes a container's directory. The config goes first, so a crash
@@ -372,10 +361,18 @@ impl Containers {
             Err(e) if !gone(&e) => return Err(io(format!("remove {}", config.display()))(e)),
             _ => {}
         }
-        match std::fs::remove_dir_all(&container.dir) {
-            Err(e) if !gone(&e) => Err(io(format!("remove {}", container.dir.display()))(e)),
-            _ => Ok(()),
+        remove_dir(&container.dir)
+    }
+}
+
+/// Removes a directory tree; one already gone (someone else removed it
+/// first) is removed.
+fn remove_dir(dir: &Path) -> Result<(), Error> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io(format!("remove {}", dir.display()))(e))
         }
+        _ => Ok(()),
     }
 }
 
