@@ -92,9 +92,12 @@ impl Properties {
 
 fn check_value(key: &str, value: &str) -> Result<(), Error> {
     let (valid, what) = match key {
+        // Image records are kept as the text of their references and read
+        // back from it: a domain that text would not read as a registry
+        // (`myhost/app` is Docker Hub's) would name other images.
         REGISTRY_DOMAIN => (
-            crate::image::is_valid_registry(value),
-            "a host name or address with an optional port",
+            crate::image::is_valid_registry(value) && crate::image::reads_as_registry(value),
+            "a host name with a '.' or a port, localhost, or an IP address",
         ),
         NETWORK_SUBNET => (
             crate::network::parse_subnet(value).is_ok(),
@@ -156,5 +159,39 @@ mod tests {
         );
         properties.set(REGISTRY_DOMAIN, None).unwrap();
         assert_eq!(properties.get(REGISTRY_DOMAIN).unwrap(), None);
+    }
+
+    /// Found by fuzz/fuzz_targets/property.rs (input `tt`): `registry.domain`
+    /// `t` made `alpine` the record `t/alpine:latest`, which reads back as
+    /// Docker Hub's `t/alpine`.
+    #[test]
+    fn registry_domain_must_read_as_a_registry() {
+        use crate::image::Reference;
+        let dir = tempfile::tempdir().unwrap();
+        let properties = Properties::open(dir.path());
+        for domain in ["t", "myhost", "registry-1"] {
+            let err = properties.set(REGISTRY_DOMAIN, Some(domain)).unwrap_err();
+            assert!(
+                err.to_string().ends_with(&format!(
+                    "value \"{domain}\" for registry.domain: use a host name with a '.' or a port, localhost, or an IP address"
+                )),
+                "{err}"
+            );
+            assert_eq!(properties.get(REGISTRY_DOMAIN).unwrap(), None);
+        }
+        for domain in [
+            "localhost",
+            "localhost:5000",
+            "registry.example",
+            "10.0.0.1",
+            "[::1]:5000",
+            "myhost:443",
+        ] {
+            properties.set(REGISTRY_DOMAIN, Some(domain)).unwrap();
+            let reference = Reference::parse_with_domain("alpine", Some(domain)).unwrap();
+            assert_eq!(reference.registry(), domain);
+            let back: Reference = reference.to_string().parse().unwrap();
+            assert_eq!(back, reference, "{domain}");
+        }
     }
 }

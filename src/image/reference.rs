@@ -123,14 +123,8 @@ impl Reference {
             return Err(invalid("the name is empty"));
         }
 
-        // Docker's rule: the first component is a registry only if it could not be
-        // a repository component (it has a '.' or ':', or is `localhost`).
         let (registry, path) = match name.split_once('/') {
-            Some((first, path))
-                if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') =>
-            {
-                (first, path)
-            }
+            Some((first, path)) if reads_as_registry(first) => (first, path),
             _ => (domain.unwrap_or(DEFAULT_REGISTRY), name),
         };
         if !is_valid_registry(registry) {
@@ -203,6 +197,14 @@ fn is_valid_path_component(component: &str) -> bool {
         }
     }
     true
+}
+
+/// Docker's rule: the first component of a name is a registry only if it
+/// could not be a repository component (it has a '.' or ':', is
+/// `localhost`, or is a bracketed IPv6 address). `myhost/app` is Docker
+/// Hub's `myhost/app`.
+pub(crate) fn reads_as_registry(first: &str) -> bool {
+    first.contains(['.', ':']) || first == "localhost" || first.starts_with('[')
 }
 
 /// A host name, IPv4 address or bracketed IPv6 address, with an optional port.
