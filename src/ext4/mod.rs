@@ -18,7 +18,7 @@ mod layout;
 mod read_ahead;
 mod superblock;
 mod tar_entry;
-mod tar_reader;
+pub(crate) mod tar_reader;
 #[cfg(test)]
 mod tests;
 mod tree;
