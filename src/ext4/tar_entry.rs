@@ -45,7 +45,9 @@ pub fn parse(header: &Header, path: &str) -> Result<Option<Parsed>, Error> {
     };
     let kind = match header.kind {
         b'0' | b'7' | b'S' => What::File,
-        b'5' => What::Dir,
+        // A GNU dumpdir (`tar --listed-incremental`) is a directory whose
+        // data lists its contents; GNU tar restores its owner and mode.
+        b'5' | b'D' => What::Dir,
         b'2' => {
             let target = link_target()?;
             if target.len() > SYMLINK_MAX {

@@ -1,5 +1,6 @@
 //! A streaming reader for layer tars: ustar, GNU and v7 headers, PAX
-//! extended headers, GNU long names and old-style GNU sparse files.
+//! extended headers, GNU long names, and sparse files in GNU tar's four
+//! formats (the old GNU one and PAX 0.0, 0.1 and 1.0).
 //!
 //! Written by hand because the tar crate reads PAX records by splitting at
 //! newlines rather than by their length prefix (tar-rs issue #428): binary
@@ -10,6 +11,7 @@
 //! of tar; this reader follows Go's rules where readers differ, so an image
 //! means here what it means to Docker.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use super::inode::Time;
@@ -44,8 +46,6 @@ pub enum TarError {
     TooLarge { what: &'static str, offset: u64 },
     #[error("the sparse file at byte {0} has a malformed map")]
     SparseMap(u64),
-    #[error("the entry at byte {0} is a PAX-format sparse file, which is not supported")]
-    PaxSparse(u64),
     #[error("the entry at byte {0} is larger than 8 EiB")]
     TooBig(u64),
     #[error("a zero block at byte {0} is followed by more entries")]
@@ -125,8 +125,10 @@ impl<R: Read> Reader<R> {
             let mut block = [0u8; BLOCK as usize];
             let read = read_full(&mut self.inner, &mut block)?;
             self.offset += read as u64;
-            if read == 0 && pax.is_empty() && long_name.is_none() && long_link.is_none() {
-                // A stream without the end-of-archive blocks ends here too.
+            if read == 0 {
+                // A stream without the end-of-archive blocks ends here too,
+                // even right after a PAX header or long name: Go and GNU tar
+                // read that as the end, not as damage.
                 self.done = true;
                 return Ok(None);
             }
@@ -217,8 +219,12 @@ impl<R: Read> Reader<R> {
                 header.device = (field(329..337, "devmajor")?, field(337..345, "devminor")?);
             }
             // Go's order, so Docker's: PAX records, then GNU long names.
+            let mut sparse = PaxSparse::default();
             for (key, value) in pax {
-                apply_pax(&mut header, &key, value, offset)?;
+                match key.strip_prefix("GNU.sparse.") {
+                    Some(key) => sparse.add(key, value, offset)?,
+                    None => apply_pax(&mut header, &key, value, offset)?,
+                }
             }
             if let Some(name) = long_name {
                 header.path = name;
@@ -236,16 +242,28 @@ impl<R: Read> Reader<R> {
             }
 
             // Links, directories, devices and FIFOs carry no data whatever
-            // their size field says (Go's rule, so Docker's). What is
-            // stored is the size after PAX records, sparse files included.
+            // their size field says (Go's rule, so Docker's), and cannot be
+            // sparse. What is stored is the size after PAX records, sparse
+            // files included.
             if matches!(header.kind, b'1'..=b'6') {
+                if sparse.format().is_some() {
+                    return Err(TarError::SparseMap(offset));
+                }
                 header.size = 0;
             }
             self.stored = header.size;
-            if header.kind == b'S' {
-                self.sparse_map(&block, &mut header)?;
+            let map = if header.kind == b'S' {
+                Some(self.old_sparse_map(&block, offset)?)
             } else {
-                self.segments.push((0, header.size));
+                self.pax_sparse_map(&sparse, &mut header)?
+            };
+            match map {
+                Some((entries, real)) => {
+                    self.segments =
+                        segments(entries, real, self.stored).ok_or(TarError::SparseMap(offset))?;
+                    header.size = real;
+                }
+                None => self.segments.push((0, header.size)),
             }
             self.size = header.size;
             self.padding = self.stored.next_multiple_of(BLOCK) - self.stored;
@@ -253,10 +271,9 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    /// An old-style GNU sparse entry: the map of stored segments is in the
-    /// header and any extension blocks after it; `size` becomes the real size.
-    fn sparse_map(&mut self, block: &[u8; 512], header: &mut Header) -> Result<(), TarError> {
-        let offset = header.offset;
+    /// An old-style GNU sparse entry's map, as (offset, length) entries and
+    /// the real size: in the header, then in any extension blocks after it.
+    fn old_sparse_map(&mut self, block: &[u8; 512], offset: u64) -> Result<Sparse, TarError> {
         let bad = || TarError::SparseMap(offset);
         let mut entries: Vec<(u64, u64)> = Vec::new();
         let mut read_entries = |area: &[u8], count: usize| -> Result<(), TarError> {
@@ -268,9 +285,7 @@ impl<R: Read> Reader<R> {
                 }
                 let start = number(&e[..12]).ok_or_else(bad)?;
                 let len = number(&e[12..]).ok_or_else(bad)?;
-                if len > 0 {
-                    entries.push((start, len));
-                }
+                entries.push((start, len));
                 if entries.len() > MAX_SPARSE_SEGMENTS {
                     return Err(bad());
                 }
@@ -291,22 +306,94 @@ impl<R: Read> Reader<R> {
         let real = number(&block[483..495])
             .filter(|&n| n <= MAX_SIZE)
             .ok_or_else(bad)?;
-        let mut end = 0;
-        let mut stored = 0u64;
-        for &(start, len) in &entries {
-            let stop = start.checked_add(len).ok_or_else(bad)?;
-            if start < end || stop > real {
-                return Err(bad());
+        Ok((entries, real))
+    }
+
+    /// The map of a PAX-format sparse file, if the records make it one:
+    /// 0.0 and 0.1 keep it in the records, 1.0 at the start of the entry's
+    /// data (which this consumes). Applies `GNU.sparse.name` to the path.
+    fn pax_sparse_map(
+        &mut self,
+        sparse: &PaxSparse,
+        header: &mut Header,
+    ) -> Result<Option<Sparse>, TarError> {
+        let offset = header.offset;
+        let bad = || TarError::SparseMap(offset);
+        let Some(format) = sparse.format() else {
+            return Ok(None);
+        };
+        if let Some(name) = sparse.get("name") {
+            header.path = name.to_vec();
+        }
+        let real = match sparse.get("size").or(sparse.get("realsize")) {
+            Some(size) => decimal(size).filter(|&n| n <= MAX_SIZE).ok_or_else(bad)?,
+            None => header.size,
+        };
+        let numbers: Vec<u64> = match format {
+            PaxSparseFormat::Records => {
+                let count = decimal(sparse.get("numblocks").unwrap_or_default())
+                    .filter(|&n| n <= MAX_SPARSE_SEGMENTS as u64)
+                    .ok_or_else(bad)?;
+                let map = sparse.map();
+                let numbers: Vec<u64> = match map.is_empty() {
+                    true => Vec::new(),
+                    false => map
+                        .split(|&b| b == b',')
+                        .map(decimal)
+                        .collect::<Option<_>>()
+                        .ok_or_else(bad)?,
+                };
+                if numbers.len() as u64 != 2 * count {
+                    return Err(bad());
+                }
+                numbers
             }
-            end = stop;
-            stored += len;
+            PaxSparseFormat::InData => self.sparse_map_in_data(offset)?,
+        };
+        let entries = numbers.chunks(2).map(|pair| (pair[0], pair[1])).collect();
+        Ok(Some((entries, real)))
+    }
+
+    /// Format 1.0's map: decimal numbers, one per line (the count of
+    /// entries, then each entry's offset and length), in whole blocks at the
+    /// start of the entry's data.
+    fn sparse_map_in_data(&mut self, offset: u64) -> Result<Vec<u64>, TarError> {
+        let bad = || TarError::SparseMap(offset);
+        let mut text: Vec<u8> = Vec::new();
+        let lines = |text: &[u8]| text.iter().filter(|&&b| b == b'\n').count();
+        let mut wanted = 1;
+        let mut count = None;
+        while lines(&text) < wanted {
+            if self.stored < BLOCK {
+                return Err(TarError::Truncated);
+            }
+            if text.len() as u64 >= MAX_SPECIAL {
+                return Err(TarError::TooLarge {
+                    what: "sparse map",
+                    offset,
+                });
+            }
+            let mut block = [0u8; BLOCK as usize];
+            if read_full(&mut self.inner, &mut block)? < block.len() {
+                return Err(TarError::Truncated);
+            }
+            (self.offset, self.stored) = (self.offset + BLOCK, self.stored - BLOCK);
+            text.extend_from_slice(&block);
+            if count.is_none() && lines(&text) >= 1 {
+                let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+                let n = decimal(first)
+                    .filter(|&n| n <= MAX_SPARSE_SEGMENTS as u64)
+                    .ok_or_else(bad)?;
+                count = Some(n);
+                wanted = 1 + 2 * n as usize;
+            }
         }
-        if stored != self.stored {
-            return Err(bad());
-        }
-        self.segments = entries;
-        header.size = real;
-        Ok(())
+        text.split(|&b| b == b'\n')
+            .skip(1)
+            .take(wanted - 1)
+            .map(decimal)
+            .collect::<Option<_>>()
+            .ok_or_else(bad)
     }
 
     /// Moves past the hole (a sparse file's unstored zeros) at the current
@@ -379,6 +466,99 @@ impl<R: Read> Read for Reader<R> {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// A sparse map as (offset, length) entries, and the file's real size.
+type Sparse = (Vec<(u64, u64)>, u64);
+
+/// The stored segments of a sparse file, if its map is sound by the rules
+/// GNU, BSD and Go tar share: entries in order, not overlapping, within the
+/// real size, and together exactly the bytes stored. Empty ones are dropped.
+fn segments(mut entries: Vec<(u64, u64)>, real: u64, stored: u64) -> Option<Vec<(u64, u64)>> {
+    let (mut end, mut total) = (0u64, 0u64);
+    for &(start, len) in &entries {
+        let stop = start.checked_add(len)?;
+        if start < end || stop > real {
+            return None;
+        }
+        (end, total) = (stop, total + len);
+    }
+    entries.retain(|&(_, len)| len > 0);
+    (total == stored).then_some(entries)
+}
+
+/// Where a PAX-format sparse file keeps its map.
+enum PaxSparseFormat {
+    /// Formats 0.0 and 0.1: in the PAX records.
+    Records,
+    /// Format 1.0: at the start of the entry's data.
+    InData,
+}
+
+/// An entry's `GNU.sparse.*` PAX records (without the prefix), gathered as
+/// Go's archive/tar gathers them: the last of a key wins, and format 0.0's
+/// repeated `offset`/`numbytes` records become one list.
+#[derive(Default)]
+struct PaxSparse {
+    records: BTreeMap<String, Vec<u8>>,
+    pairs: Vec<Vec<u8>>,
+}
+
+impl PaxSparse {
+    fn add(&mut self, key: &str, value: Vec<u8>, offset: u64) -> Result<(), TarError> {
+        if matches!(key, "offset" | "numbytes") {
+            let expected = if self.pairs.len() % 2 == 0 {
+                "offset"
+            } else {
+                "numbytes"
+            };
+            if key != expected || value.contains(&b',') {
+                return Err(TarError::SparseMap(offset));
+            }
+            self.pairs.push(value);
+        } else {
+            self.records.insert(key.to_string(), value);
+        }
+        Ok(())
+    }
+
+    /// A record's value; an empty one counts as absent, as in Go.
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        self.records
+            .get(key)
+            .map(Vec::as_slice)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The map of formats 0.0 and 0.1: numbers separated by commas.
+    fn map(&self) -> Vec<u8> {
+        match self.pairs.is_empty() {
+            true => self.get("map").unwrap_or_default().to_vec(),
+            false => self.pairs.join(&b','),
+        }
+    }
+
+    /// Which format the records describe; `None` when they describe no
+    /// sparse file, or one of a version Go does not know (which it then
+    /// reads as the plain file it is stored as, and so do we).
+    fn format(&self) -> Option<PaxSparseFormat> {
+        match (self.get("major"), self.get("minor")) {
+            (Some(b"0"), Some(b"0" | b"1")) => Some(PaxSparseFormat::Records),
+            (Some(b"1"), Some(b"0")) => Some(PaxSparseFormat::InData),
+            (Some(_), _) | (_, Some(_)) => None,
+            // 0.0 and 0.1 wrote no version.
+            (None, None) => (!self.map().is_empty()).then_some(PaxSparseFormat::Records),
+        }
+    }
+}
+
+/// A decimal number of digits only (no sign, no spaces).
+fn decimal(text: &[u8]) -> Option<u64> {
+    std::str::from_utf8(text)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
 }
 
 /// Fills `buf` unless the stream ends first; returns how much was read.
@@ -488,9 +668,15 @@ fn parse_pax(mut data: &[u8], offset: u64) -> Result<Vec<(String, Vec<u8>)>, Tar
             .ok_or(TarError::Pax(offset))?;
         let key = std::str::from_utf8(&record[..eq])
             .ok()
-            .filter(|k| !k.is_empty())
+            .filter(|k| !k.is_empty() && !k.contains('\0'))
             .ok_or(TarError::Pax(offset))?;
-        records.push((key.to_string(), record[eq + 1..].to_vec()));
+        let value = &record[eq + 1..];
+        // Go's rule for a valid record, which GNU tar shares: no NUL in a
+        // key, nor in a value that is a name.
+        if matches!(key, "path" | "linkpath" | "uname" | "gname") && value.contains(&0) {
+            return Err(bad);
+        }
+        records.push((key.to_string(), value.to_vec()));
         data = &data[len..];
     }
     Ok(records)
@@ -501,13 +687,7 @@ fn apply_pax(header: &mut Header, key: &str, value: Vec<u8>, offset: u64) -> Res
         offset,
         key: key.to_string(),
     };
-    let decimal = |v: &[u8]| -> Result<u64, TarError> {
-        std::str::from_utf8(v)
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(bad)
-    };
+    let decimal = |v: &[u8]| decimal(v).ok_or_else(bad);
     let time = |v: &[u8]| parse_time(v).ok_or_else(bad);
     let known = matches!(
         key,
@@ -517,9 +697,6 @@ fn apply_pax(header: &mut Header, key: &str, value: Vec<u8>, offset: u64) -> Res
     // be empty, though.
     if known && value.is_empty() {
         return Ok(());
-    }
-    if matches!(key, "path" | "linkpath") && value.contains(&0) {
-        return Err(bad());
     }
     match key {
         "path" => header.path = value,
@@ -535,7 +712,6 @@ fn apply_pax(header: &mut Header, key: &str, value: Vec<u8>, offset: u64) -> Res
         "mtime" => header.mtime = time(&value)?,
         "atime" => header.atime = Some(time(&value)?),
         "ctime" => header.ctime = Some(time(&value)?),
-        _ if key.starts_with("GNU.sparse.") => return Err(TarError::PaxSparse(offset)),
         _ => {
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 header.xattrs.push((name.to_string(), value));
@@ -738,11 +914,20 @@ mod tests {
         // An empty value keeps the header's field.
         let kept = read_all(&with_pax(b"8 path=\n", "name", b"")).unwrap();
         assert_eq!(kept[0].0, b"name");
-        // A NUL in a path is refused, not written into a directory.
+        // A NUL in a path is refused, not written into a directory, and so
+        // is one in a key (Go and GNU tar refuse both).
         assert!(matches!(
             read_all(&with_pax(b"12 path=a\0b\n", "name", b"")),
-            Err(TarError::PaxValue { .. })
+            Err(TarError::Pax(0))
         ));
+        assert!(matches!(
+            read_all(&with_pax(b"11 pa\0th=x\n", "name", b"")),
+            Err(TarError::Pax(0))
+        ));
+        // A PAX header right before the stream's end is the end (as in Go and
+        // GNU tar), not a truncated entry.
+        let pax_only = &with_pax(b"10 path=p\n", "name", b"")[..1024];
+        assert_eq!(read_all(pax_only).unwrap(), Entries::new());
         // Sizes past i64::MAX are refused before any arithmetic on them.
         let huge = b"29 size=18446744073709551615\n";
         assert!(matches!(
@@ -767,6 +952,88 @@ mod tests {
         b.append_data(&mut h, "file", &[][..]).unwrap();
         let entries = read_all(&b.into_inner().unwrap()).unwrap();
         assert_eq!(entries[0].0, b"file");
+    }
+
+    /// PAX records with their length prefixes.
+    fn records(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (key, value) in pairs {
+            let body = format!(" {key}={value}\n");
+            // The length counts its own digits.
+            let mut len = body.len() + 1;
+            while len.to_string().len() + body.len() != len {
+                len += 1;
+            }
+            out.extend_from_slice(format!("{len}{body}").as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn pax_sparse_maps_the_way_go_reads_them() {
+        let sparse = |pairs: &[(&str, &str)], data: &[u8]| {
+            read_all(&with_pax(&records(pairs), "GNUSparseFile.1/f", data))
+        };
+        let file = |path: &[u8], data: &[u8]| vec![(path.to_vec(), data.to_vec())];
+        // 0.1: the map in one record; the name and real size from others.
+        let v01 = [
+            ("GNU.sparse.numblocks", "2"),
+            ("GNU.sparse.map", "2,3,9,1"),
+            ("GNU.sparse.size", "10"),
+            ("GNU.sparse.name", "f"),
+        ];
+        assert_eq!(
+            sparse(&v01, b"abcd").unwrap(),
+            file(b"f", b"\0\0abc\0\0\0\0d")
+        );
+        // 0.0: repeated offset/numbytes records, which must alternate.
+        let v00 = [
+            ("GNU.sparse.size", "4"),
+            ("GNU.sparse.numblocks", "1"),
+            ("GNU.sparse.offset", "1"),
+            ("GNU.sparse.numbytes", "2"),
+        ];
+        let f00 = b"GNUSparseFile.1/f";
+        assert_eq!(sparse(&v00, b"xy").unwrap(), file(f00, b"\0xy\0"));
+        let swapped = [v00[0], v00[1], v00[3], v00[2]];
+        assert!(matches!(
+            sparse(&swapped, b"xy"),
+            Err(TarError::SparseMap(_))
+        ));
+        // 1.0: the map in the data's first block, before the stored bytes.
+        let v10 = [
+            ("GNU.sparse.major", "1"),
+            ("GNU.sparse.minor", "0"),
+            ("GNU.sparse.realsize", "6"),
+        ];
+        let mut data = b"1\n4\n2\n".to_vec();
+        data.resize(512, 0);
+        data.extend_from_slice(b"ok");
+        let f10 = b"GNUSparseFile.1/f";
+        assert_eq!(sparse(&v10, &data).unwrap(), file(f10, b"\0\0\0\0ok"));
+        assert!(matches!(
+            sparse(&v10, &data[..300]),
+            Err(TarError::Truncated)
+        ));
+        // A map that overlaps itself, reaches past the real size, or does
+        // not account for exactly the stored bytes is refused.
+        for map in ["0,2,1,2", "0,2,9,2", "0,1,2,1"] {
+            let bad = [
+                ("GNU.sparse.numblocks", "2"),
+                ("GNU.sparse.map", map),
+                ("GNU.sparse.size", "10"),
+            ];
+            assert!(
+                matches!(sparse(&bad, b"abcd"), Err(TarError::SparseMap(_))),
+                "{map}"
+            );
+        }
+        // A version Go does not know leaves a plain file, as in Go.
+        let unknown = [("GNU.sparse.major", "2"), ("GNU.sparse.minor", "0")];
+        assert_eq!(
+            sparse(&unknown, b"raw").unwrap(),
+            file(b"GNUSparseFile.1/f", b"raw")
+        );
     }
 
     #[test]

@@ -534,9 +534,10 @@ fn pax_values_may_hold_newlines() {
     assert!(stat.contains("user.crafted (24)"), "{stat}");
 }
 
-/// Archives from GNU tar itself: an old-style GNU sparse file (its holes
-/// read as zeros and stay holes), POSIX-format long names, and the PAX
-/// sparse format, which is refused by name.
+/// Archives from GNU tar itself: sparse files in each of its four formats
+/// (their holes read as zeros and stay holes), POSIX-format long names, and
+/// the dumpdir entries of an incremental archive (directories, with their
+/// owner and mode).
 #[test]
 fn gnu_tar_archives() {
     let dir = tempfile::tempdir().unwrap();
@@ -557,30 +558,43 @@ fn gnu_tar_archives() {
         .join(format!("{}/{}", "d".repeat(120), "e".repeat(120)));
     std::fs::create_dir_all(&deep).unwrap();
     std::fs::write(deep.join("f"), b"long").unwrap();
-    let tar = |format: &str, names: &[&str]| {
+    let private = dir.path().join("inc/private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::write(private.join("f"), b"inside").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let tar = |options: &[&str], names: &[&str]| {
         let out = Command::new("tar")
             .arg("-C")
             .arg(dir.path())
             .args([
-                "--sparse",
                 "--numeric-owner",
-                &format!("--format={format}"),
+                "--owner=1234",
+                "--group=5678",
                 "-cf",
                 "-",
             ])
+            .args(options)
             .args(names)
             .output()
             .unwrap();
-        assert!(out.status.success());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
-    assert_eq!(
-        tar("gnu", &["s"])[156],
-        b'S',
-        "GNU tar wrote no sparse entry"
-    );
+    let old_sparse = tar(&["--sparse", "--format=gnu"], &["s"]);
+    assert_eq!(old_sparse[156], b'S', "GNU tar wrote no sparse entry");
     let long = format!("{}/{}/f", "d".repeat(120), "e".repeat(120));
-    let layers = [tar("gnu", &["s"]), tar("posix", &[&long])];
+    let snapshot = dir.path().join("snar");
+    let incremental = tar(
+        &[&format!("--listed-incremental={}", snapshot.display())],
+        &["inc"],
+    );
+    assert_eq!(incremental[156], b'D', "GNU tar wrote no dumpdir entry");
+    let layers = [old_sparse, tar(&["--format=posix"], &[&long]), incremental];
     let img = build_from(64 * MIB, layers.iter().map(|l| &l[..])).unwrap();
     img.fsck();
     assert!(
@@ -593,15 +607,35 @@ fn gnu_tar_archives() {
         "holes were written"
     );
     assert_eq!(img.cat(&format!("/{long}")), b"long");
+    let stat = img.stat("/inc/private");
+    assert_eq!(field(&stat, "Mode"), "0750", "{stat}");
+    assert_eq!(field(&stat, "User"), "1234", "{stat}");
+    assert_eq!(field(&stat, "Group"), "5678", "{stat}");
+    assert_eq!(img.cat("/inc/private/f"), b"inside");
 
-    let err = build_from(64 * MIB, [&tar("posix", &["s"])[..]])
-        .err()
-        .unwrap();
-    assert_eq!(
-        err.to_string(),
-        "the layer is not a readable tar stream: the entry at byte 1024 is a PAX-format \
-         sparse file, which is not supported"
-    );
+    for version in ["0.0", "0.1", "1.0"] {
+        let layer = tar(
+            &[
+                "--sparse",
+                "--format=posix",
+                &format!("--sparse-version={version}"),
+            ],
+            &["s"],
+        );
+        let img = build_from(64 * MIB, [&layer[..]]).unwrap();
+        img.fsck();
+        assert_eq!(img.ls("/"), ["lost+found", "s"], "version {version}");
+        assert!(
+            img.cat("/s") == content,
+            "version {version} reads back differently"
+        );
+        let stat = img.stat("/s");
+        assert_eq!(
+            field(&stat, "Blockcount"),
+            "16",
+            "version {version}: {stat}"
+        );
+    }
 }
 
 /// An old-style GNU sparse file of 1 TiB with 8 KiB of data: the hole is
