@@ -10,9 +10,10 @@
 //! only a directory may become it; a file is refused rather than saved
 //! under the directory's name.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 /// Writes a tar of `path` (a file, directory tree or symlink) to `out`.
 pub fn pack(path: &Path, out: impl Write) -> std::io::Result<()> {
@@ -90,51 +91,94 @@ pub fn unpack(input: impl Read, dest: &Path) -> std::io::Result<()> {
             ));
         }
         let path = entry.path()?.into_owned();
-        // The top entry is renamed to the destination's name.
-        let mut components = path
-            .components()
-            .filter(|c| !matches!(c, Component::CurDir));
-        let Some(Component::Normal(_)) = components.next() else {
-            return Err(std::io::Error::other(format!(
-                "unexpected entry {}",
-                path.display()
-            )));
-        };
-        let renamed: std::path::PathBuf = std::iter::once(Component::Normal(new_name))
-            .chain(components)
-            .collect();
-        if !entry.unpack_in_as(parent, &renamed)? {
-            return Err(std::io::Error::other(format!(
-                "entry {} would land outside {}",
-                path.display(),
-                parent.display()
-            )));
-        }
+        let renamed = rename_top(&path, new_name)?;
+        unpack_as(&mut entry, parent, &renamed)?;
     }
     Ok(())
 }
 
-trait UnpackAs {
-    fn unpack_in_as(&mut self, dir: &Path, name: &Path) -> std::io::Result<bool>;
+/// `path` with its first component (the packed path's own name) replaced by
+/// `new_name`; refuses a path that could leave the destination.
+fn rename_top(path: &Path, new_name: &OsStr) -> std::io::Result<PathBuf> {
+    let mut components = path
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir));
+    let Some(Component::Normal(_)) = components.next() else {
+        return Err(outside(path));
+    };
+    let rest: Vec<Component> = components.collect();
+    if rest.iter().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(outside(path));
+    }
+    Ok(std::iter::once(Component::Normal(new_name))
+        .chain(rest)
+        .collect())
 }
 
-impl<R: Read> UnpackAs for tar::Entry<'_, R> {
-    /// `unpack_in` under another name: refuses names that escape `dir`.
-    fn unpack_in_as(&mut self, dir: &Path, name: &Path) -> std::io::Result<bool> {
-        if name.components().any(|c| {
-            matches!(
-                c,
-                Component::ParentDir | Component::RootDir | Component::Prefix(_)
-            )
-        }) {
-            return Ok(false);
+fn outside(path: &Path) -> std::io::Error {
+    std::io::Error::other(format!(
+        "entry {} would land outside the destination",
+        path.display()
+    ))
+}
+
+/// Unpacks `entry` as `dir/name`, where `name` stays inside `dir` (see
+/// [`rename_top`]). What `tar`'s own `unpack_in` checks, done here because
+/// the name is not the entry's: no directory on the way may be a symlink
+/// (an earlier entry of a hostile archive could have planted one pointing
+/// anywhere), and a hard link names an entry of the archive, renamed alike,
+/// never a host path.
+fn unpack_as<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    dir: &Path,
+    name: &Path,
+) -> std::io::Result<()> {
+    let target = dir.join(name);
+    make_dirs_inside(dir, name.parent().unwrap_or(Path::new("")))?;
+    if entry.header().entry_type().is_hard_link() {
+        let link = entry.link_name()?.ok_or_else(|| {
+            std::io::Error::other(format!("hard link {} has no target", name.display()))
+        })?;
+        let new_name = name
+            .components()
+            .next()
+            .expect("a renamed path has a first component");
+        let source = rename_top(&link, new_name.as_os_str())?;
+        make_dirs_inside(dir, source.parent().unwrap_or(Path::new("")))?;
+        match std::fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
         }
-        let target = dir.join(name);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        self.unpack(&target).map(|_| true)
+        return std::fs::hard_link(dir.join(source), &target);
     }
+    entry.unpack(&target).map(drop)
+}
+
+/// Creates the directories of `rel` below `dir`, refusing to pass through
+/// a symlink or anything else that is not a directory.
+fn make_dirs_inside(dir: &Path, rel: &Path) -> std::io::Result<()> {
+    let mut at = dir.to_path_buf();
+    for component in rel.components() {
+        at.push(component);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(std::io::Error::other(format!(
+                    "{} is a symlink, which a copy does not write through",
+                    at.display()
+                )));
+            }
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a directory",
+                    at.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&at)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,6 +256,76 @@ mod tests {
             std::fs::read_to_string(dst.path().join("new/f")).unwrap(),
             "in tree"
         );
+    }
+
+    /// A tar as a hostile guest could send it: a directory holding a
+    /// symlink to `outside`, a file written through that symlink, and a
+    /// hard link to a file in `outside`.
+    fn hostile(outside: &Path) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        b.append_data(&mut dir, "top/", &[][..]).unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        b.append_link(&mut link, "top/link", outside).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_size(4);
+        file.set_mode(0o644);
+        b.append_data(&mut file, "top/link/planted", &b"evil"[..])
+            .unwrap();
+        let mut hard = tar::Header::new_gnu();
+        hard.set_entry_type(tar::EntryType::Link);
+        hard.set_size(0);
+        b.append_link(&mut hard, "top/hard", outside.join("secret"))
+            .unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_hostile_archive_writes_nothing_outside_the_destination() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "host only").unwrap();
+        let tar = hostile(outside.path());
+        let dst = tempfile::tempdir().unwrap();
+        // Into an existing directory, and to a new name.
+        for dest in [dst.path().to_path_buf(), dst.path().join("renamed")] {
+            let err = unpack(tar.as_slice(), &dest).unwrap_err();
+            assert!(
+                !outside.path().join("planted").exists(),
+                "{dest:?}: wrote through the symlink"
+            );
+            let names: Vec<_> = std::fs::read_dir(outside.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["secret"], "{dest:?}: {err}");
+        }
+        assert!(!dst.path().join("top/hard").exists());
+        assert!(!dst.path().join("renamed/hard").exists());
+    }
+
+    #[test]
+    fn hard_links_within_the_archive_follow_its_rename() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut file = tar::Header::new_gnu();
+        file.set_size(4);
+        file.set_mode(0o644);
+        b.append_data(&mut file, "top/a", &b"data"[..]).unwrap();
+        let mut hard = tar::Header::new_gnu();
+        hard.set_entry_type(tar::EntryType::Link);
+        hard.set_size(0);
+        b.append_link(&mut hard, "top/sub/b", "top/a").unwrap();
+        let tar = b.into_inner().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        unpack(tar.as_slice(), &dst.path().join("renamed")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let a = std::fs::metadata(dst.path().join("renamed/a")).unwrap();
+        let b = std::fs::metadata(dst.path().join("renamed/sub/b")).unwrap();
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
     }
 
     #[test]
