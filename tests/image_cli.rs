@@ -888,6 +888,158 @@ fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
+/// An entry of a hand-made archive.
+enum Entry<'a> {
+    File(&'a [u8]),
+    Symlink(&'a str),
+    HardLink(&'a str),
+}
+
+/// An archive of `entries`, with their names written as given (`tar`'s
+/// builder would refuse `..`).
+fn archive(entries: &[(&str, Entry)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, entry) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_mode(0o644);
+        let data: &[u8] = match entry {
+            Entry::File(data) => data,
+            Entry::Symlink(target) | Entry::HardLink(target) => {
+                header.set_entry_type(match entry {
+                    Entry::Symlink(_) => tar::EntryType::Symlink,
+                    _ => tar::EntryType::Link,
+                });
+                header.set_link_name(target).unwrap();
+                &[]
+            }
+        };
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        tar.append(&header, data).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// An OCI image archive named `example.com/big:1`, whose manifest lists
+/// `layers` layers (absent) and whose config is `config` (present).
+fn oci_archive(layers: usize, config: &[u8]) -> Vec<u8> {
+    let layer = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": sha256(b"absent"), "size": 6,
+    });
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256(config), "size": config.len(),
+        },
+        "layers": vec![layer; layers],
+    })
+    .to_string();
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha256(manifest.as_bytes()), "size": manifest.len(),
+        "annotations": { "io.containerd.image.name": "example.com/big:1" },
+    }]})
+    .to_string();
+    let blob = |bytes: &[u8]| format!("blobs/sha256/{}", &sha256(bytes)[7..]);
+    archive(&[
+        ("index.json", Entry::File(index.as_bytes())),
+        (&blob(manifest.as_bytes()), Entry::File(manifest.as_bytes())),
+        (&blob(config), Entry::File(config)),
+    ])
+}
+
+/// `image load` reads archives as data, never as paths to follow: entries
+/// and links that point outside the archive, oversized metadata, and
+/// images it would not pull (too many layers, a huge config) are refused in
+/// one line with nothing recorded; links inside it are followed, as old
+/// `docker save` archives need for a layer two images share.
+#[test]
+fn hostile_archives_are_refused_by_load_in_one_line() {
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let load = |bytes: &[u8]| {
+        let path = dir.path().join("archive.tar");
+        std::fs::write(&path, bytes).unwrap();
+        cli.run(&["image", "load", "-i", path.to_str().unwrap()])
+    };
+    let refused = |bytes: &[u8], expected: &str| {
+        let output = load(bytes);
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{stdout} {stderr}");
+        assert_eq!(stderr.trim_end(), expected);
+        assert_eq!(ok(&cli, &["image", "ls", "-q"]), "");
+    };
+    refused(
+        &archive(&[("../evil", Entry::File(b"x"))]),
+        "Error: the archive is invalid: entry ../evil points outside the archive",
+    );
+    refused(
+        &archive(&[("/etc/evil", Entry::File(b"x"))]),
+        "Error: the archive is invalid: entry /etc/evil points outside the archive",
+    );
+    refused(
+        &archive(&[("abc/layer.tar", Entry::Symlink("/etc/shadow"))]),
+        "Error: the archive is invalid: entry abc/layer.tar links outside the archive (to /etc/shadow)",
+    );
+    refused(
+        &archive(&[("abc/layer.tar", Entry::Symlink("../../etc/shadow"))]),
+        "Error: the archive is invalid: entry abc/layer.tar links outside the archive (to ../../etc/shadow)",
+    );
+    refused(
+        &archive(&[("abc/layer.tar", Entry::HardLink("../etc/shadow"))]),
+        "Error: the archive is invalid: entry abc/layer.tar links outside the archive (to ../etc/shadow)",
+    );
+    let big = vec![b' '; 17 << 20];
+    refused(
+        &archive(&[("repositories", Entry::File(&big))]),
+        "Error: entry repositories of the archive (17825792 bytes), which is neither a blob nor a \
+         layer, is larger than the 16777216 bytes accepted",
+    );
+    refused(
+        &oci_archive(1001, b"{}"),
+        "Error: image example.com/big:1 has 1001 layers, more than the 1000 accepted",
+    );
+    let env = format!(r#"{{"config":{{"Env":["A={}"]}}}}"#, "a".repeat(5 << 20));
+    refused(
+        &oci_archive(1, env.as_bytes()),
+        &format!(
+            "Error: the config of example.com/big:1 ({} bytes) is larger than the 4194304 \
+             bytes accepted",
+            env.len()
+        ),
+    );
+
+    // Links within the archive are followed: a layer two images share,
+    // stored once and linked from the second image's directory.
+    let path = dir.path().join("linked.tar");
+    write_docker_save_archive(&path, "busybox:linked");
+    let mut linked = std::fs::read(&path).unwrap();
+    linked.truncate(linked.len() - 1024); // the end-of-archive blocks
+    let manifest = serde_json::json!([{
+        "Config": format!("{}.json", &blobs_of(&test_image().dir, &test_image().manifest_digest).0[7..]),
+        "RepoTags": ["busybox:second"],
+        "Layers": ["def456/layer.tar"],
+    }]);
+    let more = archive(&[
+        ("def456/layer.tar", Entry::Symlink("../abc123/layer.tar")),
+        (
+            "manifest.json",
+            Entry::File(manifest.to_string().as_bytes()),
+        ),
+    ]);
+    linked.extend_from_slice(&more);
+    let output = load(&linked);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout, "Loaded image: docker.io/library/busybox:second\n");
+    let info = inspect(&cli, "busybox:second");
+    assert_eq!(info["config"]["config"]["Cmd"][0], "sh");
+}
+
 /// A `docker save` archive of the old kind holding the test image: its
 /// config as `<id>.json`, its layer uncompressed as `<id>/layer.tar`.
 fn write_docker_save_archive(path: &Path, tag: &str) {

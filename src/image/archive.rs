@@ -10,20 +10,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{DOCKER_MANIFEST, Descriptor, Document, ManifestDocument, OCI_INDEX};
 use super::platform::{self, Platform};
+use super::pull::within_bounds;
 use super::records::Record;
+use super::registry::MAX_MANIFEST_BYTES;
 use super::{Digest, Error, ImageStore, Reference, info};
 
 const NAME_ANNOTATION: &str = "io.containerd.image.name";
 const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
-/// Files other than blobs and layers are JSON metadata; anything bigger is
-/// not something we read.
+/// Files other than blobs and layers are JSON metadata, read whole: an
+/// archive with a bigger one is refused.
 const MAX_METADATA_BYTES: u64 = 16 << 20;
+/// Links followed to find what a link stands for (a loop ends here).
+const MAX_LINK_HOPS: usize = 16;
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -162,18 +167,48 @@ pub fn save(
 pub fn load(images: &ImageStore, input: impl Read) -> Result<Vec<String>, Error> {
     let _adding = images.adding_content()?;
     let invalid = |reason: String| Error::InvalidArchive(reason);
-    // Layers of old `docker save` archives, by path; their digests are
-    // only known once they are read.
-    let mut layer_digests: HashMap<String, Digest> = HashMap::new();
+    // Blobs known by a path that is not their blob path: layers of old
+    // `docker save` archives (their digests are only known once read), and
+    // links to blobs.
+    let mut named_blobs: HashMap<String, Digest> = HashMap::new();
     let mut metadata: HashMap<String, Vec<u8>> = HashMap::new();
+    // Links between entries (old `docker save` links a repeated layer to
+    // its first copy), as path -> the path it stands for.
+    let mut links: HashMap<String, String> = HashMap::new();
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(|e| invalid(e.to_string()))? {
         let mut entry = entry.map_err(|e| invalid(e.to_string()))?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
+        let raw = entry.path().map_err(|e| invalid(e.to_string()))?;
+        let path = inside(Path::new(""), &raw).ok_or_else(|| {
+            invalid(format!(
+                "entry {} points outside the archive",
+                raw.display()
+            ))
+        })?;
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(|e| invalid(e.to_string()))?
+                .unwrap_or_default();
+            // A symlink is relative to its directory, a hard link to the
+            // archive's root.
+            let base = match kind.is_symlink() {
+                true => Path::new(&path).parent().unwrap_or(Path::new("")),
+                false => Path::new(""),
+            };
+            let resolved = inside(base, &target).ok_or_else(|| {
+                invalid(format!(
+                    "entry {path} links outside the archive (to {})",
+                    target.display()
+                ))
+            })?;
+            links.insert(path, resolved);
             continue;
         }
-        let path = entry.path().map_err(|e| invalid(e.to_string()))?;
-        let path = path.to_string_lossy().trim_start_matches("./").to_string();
+        if kind != tar::EntryType::Regular {
+            continue;
+        }
         let size = entry.size();
         if let Some(digest) = digest_of_blob_path(&path) {
             if !images.content.contains(&digest, size) {
@@ -184,13 +219,43 @@ pub fn load(images: &ImageStore, input: impl Read) -> Result<Vec<String>, Error>
         } else if path.ends_with(".tar") {
             let mut ingest = images.content.ingest_unnamed()?;
             copy(&mut entry, |chunk| ingest.write(chunk))?;
-            layer_digests.insert(path, ingest.commit()?);
+            named_blobs.insert(path, ingest.commit()?);
         } else if size <= MAX_METADATA_BYTES {
             let mut bytes = Vec::new();
             entry
                 .read_to_end(&mut bytes)
                 .map_err(|e| invalid(e.to_string()))?;
             metadata.insert(path, bytes);
+        } else {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "entry {path} of the archive ({size} bytes), which is neither a blob nor a layer,"
+                ),
+                limit: MAX_METADATA_BYTES,
+            });
+        }
+    }
+    // Each link stands for what it finally points at.
+    let resolve = |path: &str| -> String {
+        let mut path = path.to_string();
+        for _ in 0..MAX_LINK_HOPS {
+            match links.get(&path) {
+                Some(target) => path = target.clone(),
+                None => break,
+            }
+        }
+        path
+    };
+    for (link, _) in links.iter() {
+        let target = resolve(link);
+        if let Some(bytes) = metadata.get(&target).cloned() {
+            metadata.insert(link.clone(), bytes);
+        }
+        if let Some(digest) = named_blobs.get(&target).cloned() {
+            named_blobs.insert(link.clone(), digest);
+        }
+        if let Some(digest) = digest_of_blob_path(&target) {
+            named_blobs.insert(link.clone(), digest);
         }
     }
 
@@ -214,7 +279,7 @@ pub fn load(images: &ImageStore, input: impl Read) -> Result<Vec<String>, Error>
         let entries: Vec<DockerEntry> =
             serde_json::from_slice(manifest).map_err(|e| invalid(format!("manifest.json: {e}")))?;
         for entry in entries {
-            let digest = docker_manifest(images, &entry, &metadata, &layer_digests)?;
+            let digest = docker_manifest(images, &entry, &metadata, &named_blobs)?;
             for tag in entry.repo_tags.unwrap_or_default() {
                 let reference: Reference = tag.parse()?;
                 records.push(Record {
@@ -259,6 +324,22 @@ fn oci_record(
     digest: Digest,
     now: u64,
 ) -> Result<Record, Error> {
+    // Manifests and indexes are read whole: as in a pull, not past 4 MiB.
+    let bounded = |digest: &Digest| -> Result<(), Error> {
+        let size = images
+            .content
+            .open_blob(digest)?
+            .metadata()
+            .map_or(0, |m| m.len());
+        if size > MAX_MANIFEST_BYTES {
+            return Err(Error::TooLarge {
+                what: format!("the manifest of {reference} ({size} bytes)"),
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        Ok(())
+    };
+    bounded(&digest)?;
     let (digest, index_digest) = match Document::parse(&images.content.read(&digest)?, &digest)? {
         Document::Manifest(_) => (digest, None),
         Document::Index(entries) => {
@@ -276,7 +357,13 @@ fn oci_record(
             (entry.digest.clone(), Some(digest.to_string()))
         }
     };
+    bounded(&digest)?;
     let manifest = images.manifest(digest.as_str())?;
+    within_bounds(
+        &reference.to_string(),
+        manifest.layers.len(),
+        manifest.config.size,
+    )?;
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
         if !images.content.contains(&blob.digest, blob.size) {
             return Err(Error::InvalidArchive(format!(
@@ -298,7 +385,7 @@ fn docker_manifest(
     images: &ImageStore,
     entry: &DockerEntry,
     metadata: &HashMap<String, Vec<u8>>,
-    layer_digests: &HashMap<String, Digest>,
+    named_blobs: &HashMap<String, Digest>,
 ) -> Result<String, Error> {
     let missing = |path: &str| {
         Error::InvalidArchive(format!(
@@ -306,7 +393,7 @@ fn docker_manifest(
         ))
     };
     let config_digest = match (
-        digest_of_blob_path(&entry.config),
+        digest_of_blob_path(&entry.config).or_else(|| named_blobs.get(&entry.config).cloned()),
         metadata.get(&entry.config),
     ) {
         (Some(digest), _) => digest,
@@ -322,10 +409,17 @@ fn docker_manifest(
         .open_blob(&config_digest)?
         .metadata()
         .map_or(0, |m| m.len());
+    let name = entry
+        .repo_tags
+        .iter()
+        .flatten()
+        .next()
+        .map_or("an image of the archive", String::as_str);
+    within_bounds(name, entry.layers.len(), config_size)?;
     let mut layers = Vec::new();
     for path in &entry.layers {
         let digest = digest_of_blob_path(path)
-            .or_else(|| layer_digests.get(path).cloned())
+            .or_else(|| named_blobs.get(path).cloned())
             .ok_or_else(|| missing(path))?;
         let mut file = images.content.open_blob(&digest)?;
         let size = file.metadata().map_or(0, |m| m.len());
@@ -358,6 +452,24 @@ fn docker_manifest(
     let digest = Digest::of(&bytes);
     images.content.put(&digest, &bytes)?;
     Ok(digest.into())
+}
+
+/// `path`, taken relative to `base` inside the archive, as a normalized
+/// relative path; `None` if it is absolute or climbs out of the archive.
+fn inside(base: &Path, path: &Path) -> Option<String> {
+    let mut parts: Vec<&std::ffi::OsStr> = base.components().map(|c| c.as_os_str()).collect();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => parts.push(name),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    let joined: PathBuf = parts.iter().collect();
+    Some(joined.to_string_lossy().into_owned())
 }
 
 fn blob_path(digest: &Digest) -> String {

@@ -26,6 +26,26 @@ pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 /// pull into thousands of requests.
 pub const MAX_LAYERS: usize = 1000;
 
+/// Refuses an image we would not hold: more than [`MAX_LAYERS`] layers, or
+/// a config too big to read whole. A pull checks before fetching anything,
+/// a load before recording what it read.
+pub(super) fn within_bounds(reference: &str, layers: usize, config_size: u64) -> Result<(), Error> {
+    if layers > MAX_LAYERS {
+        return Err(Error::TooManyLayers {
+            reference: reference.to_string(),
+            count: layers,
+            limit: MAX_LAYERS,
+        });
+    }
+    if config_size > MAX_CONFIG_BYTES {
+        return Err(Error::TooLarge {
+            what: format!("the config of {reference} ({config_size} bytes)"),
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
+    Ok(())
+}
+
 pub async fn pull(
     images: &ImageStore,
     reference: &Reference,
@@ -64,19 +84,11 @@ pub async fn pull(
     };
     // Refuse what we could not unpack or would not hold before downloading
     // any of it.
-    if manifest.layers.len() > MAX_LAYERS {
-        return Err(Error::TooManyLayers {
-            reference: reference.to_string(),
-            count: manifest.layers.len(),
-            limit: MAX_LAYERS,
-        });
-    }
-    if manifest.config.size > MAX_CONFIG_BYTES {
-        return Err(Error::TooLarge {
-            what: format!("the config of {reference} ({} bytes)", manifest.config.size),
-            limit: MAX_CONFIG_BYTES,
-        });
-    }
+    within_bounds(
+        &reference.to_string(),
+        manifest.layers.len(),
+        manifest.config.size,
+    )?;
     for layer in &manifest.layers {
         Compression::of_layer(&layer.media_type)?;
     }
