@@ -570,6 +570,125 @@ fn pull_killed_half_way_then_repeated() {
     );
 }
 
+/// A tmpfs the test mounts (and unmounts when dropped), to fill up.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs (needs root)");
+        Tmpfs(dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.0.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Every file below the mount, relative to it, sorted.
+    fn files(&self) -> Vec<String> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else {
+                    out.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.0.path(), self.0.path(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// A disk that fills up during a pull, then during the snapshot a
+/// `create` builds: each fails in one line naming the cause, leaves no
+/// partial file and no record, and the same command succeeds once there is
+/// room (the app root is on a tmpfs the test resizes).
+#[test]
+fn a_full_disk_fails_pull_and_snapshot_in_one_line_and_leaves_nothing_partial() {
+    let registry = Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    write_big_layout(layout.path(), 24 << 20);
+    registry.push_layout(layout.path(), "latest", "big", "latest");
+    let image = format!("{}/big:latest", registry.addr());
+    let disk = Tmpfs::mount("8M");
+    let cli = Cli {
+        app_root: tempfile::tempdir_in(disk.0.path()).unwrap(),
+    };
+    ok(&cli, &["system", "property", "set", "network.default", "none"]);
+    // Besides locks, only whole blobs may stay: each checked against its
+    // digest, and kept for the next pull.
+    let settings = disk.files();
+    let partial = || -> Vec<String> {
+        disk.files()
+            .into_iter()
+            .filter(|f| {
+                !settings.contains(f)
+                    && !f.ends_with(".lock")
+                    && !f.contains("/content/blobs/sha256/")
+            })
+            .collect()
+    };
+
+    let err = fails(&cli, &["image", "pull", "--progress", "none", &image]);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(
+        partial(),
+        Vec::<String>::new(),
+        "the failed pull left files behind"
+    );
+    stored_blobs(cli.app_root.path());
+    assert_eq!(ok(&cli, &["image", "ls", "-q"]), "");
+    disk.resize("64M");
+    ok(&cli, &["image", "pull", "--progress", "none", &image]);
+    assert_eq!(stored_blobs(cli.app_root.path()).len(), 3);
+
+    // Room for the blobs, not for a snapshot of the 24 MiB layer.
+    let used = disk.files();
+    disk.resize("34M");
+    let output = cli.run(&["create", "--name", "c", &image]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("Error: building the root filesystem failed: ")
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    let after: Vec<String> = disk
+        .files()
+        .into_iter()
+        .filter(|f| !f.ends_with(".lock"))
+        .collect();
+    let used: Vec<String> = used.into_iter().filter(|f| !f.ends_with(".lock")).collect();
+    assert_eq!(after, used, "the failed create left files behind");
+    assert_eq!(ok(&cli, &["ls", "-a", "-q"]), "");
+    disk.resize("128M");
+    ok(&cli, &["create", "--name", "c", &image]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&cli, &["ls", "-a", "--format", "json"])).unwrap();
+    assert_eq!(listed[0]["name"], "c", "{listed}");
+}
+
 /// htpasswd for user `tester`, password `s3cret` (bcrypt, made once with
 /// Python's `crypt`).
 const HTPASSWD: &str = "tester:$2b$12$AkgScJIciVI.U6.0GOaVEui5tw5/apTROUhAOMsWS5ml0n9/jkRwu";
