@@ -7,6 +7,7 @@ pub mod app_root;
 pub(crate) mod atomic;
 pub mod build;
 pub mod bytes;
+pub mod causes;
 pub mod cli;
 pub mod ext4;
 pub(crate) mod id;

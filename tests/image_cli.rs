@@ -570,6 +570,67 @@ fn pull_killed_half_way_then_repeated() {
     );
 }
 
+/// The registry killed in the middle of a blob, then back: the pull fails
+/// in one line, keeps no partial blob, and the next pull completes.
+#[test]
+fn a_registry_dying_mid_blob_then_back() {
+    let mut registry = Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    write_big_layout(layout.path(), 96 << 20);
+    registry.push_layout(layout.path(), "latest", "big", "latest");
+    let image = format!("{}/big:latest", registry.addr());
+    let cli = Cli::new();
+    let ingest = cli.app_root.path().join("content/ingest");
+
+    let child = cli
+        .command()
+        .args(["image", "pull", "--progress", "none", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial: u64 = std::fs::read_dir(&ingest)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if partial > 8 << 20 {
+            registry.kill();
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pull never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // The cause, not only reqwest's "error decoding response body".
+    assert!(
+        stderr.starts_with("Error: downloading blob sha256:")
+            && stderr.trim_end().ends_with("end of file before message length reached"),
+        "{stderr}"
+    );
+    assert_eq!(ok(&cli, &["image", "ls", "-q"]), "");
+    assert_eq!(
+        std::fs::read_dir(&ingest).unwrap().count(),
+        0,
+        "a partial blob was kept"
+    );
+    stored_blobs(cli.app_root.path());
+
+    registry.revive();
+    ok(&cli, &["image", "pull", "--progress", "none", &image]);
+    let info = inspect(&cli, &image);
+    assert_eq!(info["layers"][0]["size"], (96u64 << 20) + 3 * 512);
+    assert_eq!(stored_blobs(cli.app_root.path()).len(), 3);
+}
+
 /// A tmpfs the test mounts (and unmounts when dropped), to fill up.
 struct Tmpfs(tempfile::TempDir);
 
@@ -634,7 +695,10 @@ fn a_full_disk_fails_pull_and_snapshot_in_one_line_and_leaves_nothing_partial() 
     let cli = Cli {
         app_root: tempfile::tempdir_in(disk.0.path()).unwrap(),
     };
-    ok(&cli, &["system", "property", "set", "network.default", "none"]);
+    ok(
+        &cli,
+        &["system", "property", "set", "network.default", "none"],
+    );
     // Besides locks, only whole blobs may stay: each checked against its
     // digest, and kept for the next pull.
     let settings = disk.files();

@@ -99,7 +99,7 @@ impl Registry {
         };
         let transfer = |e: reqwest::Error| Error::Transfer {
             digest: format!("manifest {reference}"),
-            source: std::io::Error::other(e),
+            source: std::io::Error::other(crate::causes::describe(&e)),
         };
         let mut response = request.send().await.map_err(transfer)?;
         let status = response.status();
@@ -171,9 +171,11 @@ impl Registry {
                 // the same thing in our words.
                 Err(e) if is_digest_error(&e) => break,
                 Err(e) => {
+                    // The stream's own text is reqwest's "error decoding
+                    // response body"; what went wrong is below it.
                     return Err(Error::Transfer {
                         digest: blob.digest.to_string(),
-                        source: e,
+                        source: std::io::Error::new(e.kind(), crate::causes::describe(&e)),
                     });
                 }
             }

@@ -87,27 +87,20 @@ pub enum Error {
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         let message = status.message().to_string();
-        Error::Agent(with_causes(message, std::error::Error::source(&status)))
+        Error::Agent(crate::causes::with_causes(
+            message,
+            std::error::Error::source(&status),
+        ))
     }
 }
 
 impl From<tonic::transport::Error> for Error {
     fn from(e: tonic::transport::Error) -> Self {
-        Error::Agent(with_causes(e.to_string(), std::error::Error::source(&e)))
+        Error::Agent(crate::causes::with_causes(
+            e.to_string(),
+            std::error::Error::source(&e),
+        ))
     }
-}
-
-/// A message followed by each cause that adds to it: tonic's own texts
-/// ("transport error") say nothing of what went wrong.
-fn with_causes(mut message: String, mut cause: Option<&dyn std::error::Error>) -> String {
-    while let Some(e) = cause {
-        let text = e.to_string();
-        if !message.contains(&text) {
-            message = format!("{message}: {text}");
-        }
-        cause = e.source();
-    }
-    message
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

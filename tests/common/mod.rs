@@ -26,6 +26,8 @@ pub struct Registry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    /// What ends its config.yml, kept for [`Registry::revive`].
+    extra: String,
 }
 
 impl Registry {
@@ -41,18 +43,13 @@ impl Registry {
         for _ in 0..5 {
             let port = free_port();
             let dir = tempfile::tempdir().expect("temp dir");
-            let log = File::create(dir.path().join("registry.log")).expect("log file");
-            let child = Command::new(script("registry"))
-                .arg("serve")
-                .arg(port.to_string())
-                .arg(dir.path())
-                .env("REGISTRY_EXTRA_CONFIG", extra)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log fd"))
-                .stderr(log)
-                .spawn()
-                .expect("run scripts/registry (is docker-registry installed?)");
-            let mut registry = Registry { child, port, dir };
+            let child = serve(port, dir.path(), extra);
+            let mut registry = Registry {
+                child,
+                port,
+                dir,
+                extra: extra.to_string(),
+            };
             if registry.wait_ready() {
                 return registry;
             }
@@ -60,6 +57,18 @@ impl Registry {
                 .unwrap_or_default();
         }
         panic!("docker-registry did not start; its last log:\n{last_log}");
+    }
+
+    /// Kills the registry at once (SIGKILL), mid-transfer if there is one.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, with the same storage.
+    pub fn revive(&mut self) {
+        self.child = serve(self.port, self.dir.path(), &self.extra);
+        assert!(self.wait_ready(), "docker-registry did not start again");
     }
 
     /// `127.0.0.1:PORT`, the registry part of references to it.
@@ -142,9 +151,27 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// `scripts/registry serve` (which execs docker-registry) in the background.
+fn serve(port: u16, dir: &Path, extra: &str) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("registry.log"))
+        .expect("log file");
+    Command::new(script("registry"))
+        .arg("serve")
+        .arg(port.to_string())
+        .arg(dir)
+        .env("REGISTRY_EXTRA_CONFIG", extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .spawn()
+        .expect("run scripts/registry (is docker-registry installed?)")
 }
 
 fn free_port() -> u16 {
