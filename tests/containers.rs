@@ -421,7 +421,7 @@ fn stdin_pipes_through_and_logs_follow_to_the_end() {
 }
 
 #[test]
-fn a_vm_killed_from_outside_marks_the_container_stopped() {
+fn a_vm_or_supervisor_killed_from_outside_marks_the_container_stopped() {
     let registry = Registry::start();
     let image = registry.busybox();
     let cli = Cli::new();
@@ -454,6 +454,55 @@ fn a_vm_killed_from_outside_marks_the_container_stopped() {
     assert!(reason.contains("VM stopped unexpectedly"), "{reason}");
     assert_eq!(stdout(&cli, &["rm", "victim"]), "victim\n");
     assert_eq!(cli.lingering(), Vec::<String>::new());
+
+    // The supervisor SIGKILLed: its QEMU, vsock helper and virtiofsd (a
+    // shared directory) die with it, none is left orphaned, and the
+    // container reads as stopped, saying why.
+    let shared = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/data", shared.path().display());
+    stdout(
+        &cli,
+        &[
+            "run", "-d", "--name", "orphan", "-v", &volume, &image, "sleep", "1000",
+        ],
+    );
+    let id = inspect(&cli, "orphan")["id"].as_str().unwrap().to_string();
+    let helpers = cli.processes();
+    let supervisor = helpers
+        .iter()
+        .position(|cmdline| cmdline.contains("__supervise") && cmdline.contains(&id))
+        .expect("the container's supervisor");
+    for helper in ["qemu-system", "vhost-device-vsock", "virtiofsd"] {
+        assert!(
+            helpers.iter().any(|cmdline| cmdline.contains(helper)),
+            "no {helper} among {helpers:?}"
+        );
+    }
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).replace('\0', " ") == helpers[supervisor]
+        })
+        .expect("the supervisor's pid")
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(cli.lingering(), Vec::<String>::new(), "orphaned helpers");
+    let state = inspect(&cli, "orphan");
+    assert_eq!(state["status"], "stopped");
+    assert_eq!(state["reason"], "its supervisor died");
+    assert_eq!(stdout(&cli, &["ls", "-a", "-q"]).trim(), id);
+    assert_eq!(stdout(&cli, &["rm", "orphan"]), "orphan\n");
+    assert!(!cli.app_root.path().join("run").join(&id[..12]).exists());
 }
 
 #[test]

@@ -164,7 +164,11 @@ impl Container {
             id: self.config.id.clone(),
             detail: format!("{}: {e}", path.display()),
         })?;
-        if state.status == Status::Running && !state.supervisor_pid.is_some_and(process_alive) {
+        if state.status == Status::Running
+            && !state
+                .supervisor_pid
+                .is_some_and(|pid| supervisor_alive(pid, self.id()))
+        {
             state.status = Status::Stopped;
             state
                 .reason
@@ -180,9 +184,33 @@ impl Container {
     }
 }
 
-/// Whether a process exists: one we may not signal (another user's) does.
-fn process_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+/// Whether `pid` is still the supervisor of container `id`. A process we
+/// may not signal (another user's) exists. A zombie does not: a supervisor
+/// killed by SIGKILL stays one until its parent, init by then, reaps it,
+/// which some inits do only every few seconds. On Linux, a process whose
+/// command line does not name the container is another that reused the
+/// number.
+fn supervisor_alive(pid: i32, id: &str) -> bool {
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+        == Err(nix::errno::Errno::ESRCH)
+    {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        // "PID (COMM) STATE ...": the state follows the last parenthesis.
+        if let Ok(stat) = std::fs::read(proc.join("stat")) {
+            let at = stat.iter().rposition(|&b| b == b')').map(|i| i + 2);
+            if at.and_then(|i| stat.get(i)) == Some(&b'Z') {
+                return false;
+            }
+        }
+        if let Ok(cmdline) = std::fs::read(proc.join("cmdline")) {
+            return cmdline.split(|&b| b == 0).any(|arg| arg == id.as_bytes());
+        }
+    }
+    true
 }
 
 /// The containers under the app root.
@@ -343,7 +371,7 @@ impl Containers {
         }
         let bytes = std::fs::read(self.root.join(id).join("state.json")).ok()?;
         let pid = serde_json::from_slice::<Pid>(&bytes).ok()?.supervisor_pid?;
-        process_alive(pid).then_some(pid)
+        supervisor_alive(pid, id).then_some(pid)
     }
 
     /// Deletes the directory of a record that cannot be read.
@@ -534,5 +562,9 @@ mod tests {
         let seen = a.state().unwrap();
         assert_eq!(seen.status, Status::Stopped);
         assert_eq!(seen.reason.as_deref(), Some("its supervisor died"));
+        // A live process that reused the number is not its supervisor.
+        state.supervisor_pid = Some(std::process::id() as i32);
+        a.save_state(&state).unwrap();
+        assert_eq!(a.state().unwrap().status, Status::Stopped);
     }
 }
