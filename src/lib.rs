@@ -21,13 +21,14 @@ pub mod vm;
 pub mod volume;
 
 /// Internal parsers the fuzz targets in `fuzz/` call directly: the ext4
-/// writer's tar reader (otherwise reachable only through the whole writer)
-/// and the manifest/index parser, with the manifest form the writers
-/// serialize. Only built with the `fuzzing` feature, which only
+/// writer's tar reader (otherwise reachable only through the whole writer),
+/// the manifest/index parser, with the manifest form the writers
+/// serialize, and the registries' token challenge parser. Only built with the `fuzzing` feature, which only
 /// fuzz/Cargo.toml enables; not an API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::ext4::tar_reader::Reader as TarReader;
     pub use crate::image::manifest::{Document, ManifestDocument};
+    pub use crate::image::token::bearer_challenge;
 }

@@ -27,6 +27,7 @@ mod reference;
 mod registry;
 mod snapshot;
 mod store;
+pub(crate) mod token;
 mod writer;
 
 use std::fs::File;
@@ -110,11 +111,13 @@ pub enum Error {
     UnsupportedLayer(String),
     #[error("blob {0} is missing from the content store; pull the image again")]
     MissingContent(String),
-    #[error("downloading blob {digest} failed: {source}")]
+    #[error("downloading {what} failed: {source}")]
     Transfer {
-        digest: String,
+        what: String,
         source: std::io::Error,
     },
+    #[error("the token service of registry {registry} failed: {reason}")]
+    TokenService { registry: String, reason: String },
     #[error("{what} is larger than the {limit} bytes accepted")]
     TooLarge { what: String, limit: u64 },
     #[error("image {reference} has {count} layers, more than the {limit} accepted")]

@@ -1,7 +1,8 @@
-//! Talking to a registry: oci-client does HTTP, the token dance and retries of
-//! auth; this module picks the scheme, turns its errors into ours (a missing
-//! image must read as "not found", not as an HTTP status) and streams blobs
-//! into the content store.
+//! Talking to a registry. Pulls are ours, on reqwest, so that everything a
+//! registry sends is bounded (manifests, error bodies, the token service's
+//! answer in token.rs) and blobs stream into the content store; pushes and
+//! logins go through oci-client. Errors become ours: a missing image must
+//! read as "not found", not as an HTTP status.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -15,7 +16,7 @@ use oci_client::secrets::RegistryAuth;
 use super::manifest::{ACCEPTED_MANIFESTS, Descriptor};
 use super::progress::{Event, ProgressSink};
 use super::store::ContentStore;
-use super::{Credentials, Error, IoContext, Reference, Scheme};
+use super::{Credentials, Error, IoContext, Reference, Scheme, token};
 
 /// The largest manifest or index we read, as containerd bounds them: a
 /// registry serving more is refused before the rest is read.
@@ -24,8 +25,8 @@ pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 pub struct Registry {
     client: oci_client::Client,
     auth: RegistryAuth,
-    /// Manifests are fetched with this client, not oci-client's, which
-    /// reads any body whole; oci-client still does the token dance.
+    /// Pulls go through this client, not oci-client's, which reads any
+    /// body whole.
     http: reqwest::Client,
     scheme: &'static str,
     /// The pull token (None: anonymous or basic), asked for once.
@@ -72,36 +73,18 @@ impl Registry {
     /// than [`MAX_MANIFEST_BYTES`] is refused as soon as it says so or
     /// grows past it.
     pub async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, super::Digest), Error> {
-        let image = oci_reference(reference);
-        let token = self
-            .token
-            .get_or_try_init(|| {
-                self.client
-                    .auth(&image, &self.auth, RegistryOperation::Pull)
-            })
-            .await
-            .map_err(|e| map_error(e, reference))?;
-        let url = format!(
-            "{}://{}/v2/{}/manifests/{}",
-            self.scheme,
-            image.resolve_registry(),
-            image.repository(),
-            image.digest().or(image.tag()).unwrap_or("latest"),
-        );
-        let mut request = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, ACCEPTED_MANIFESTS.join(", "));
-        request = match (token, &self.auth) {
-            (Some(token), _) => request.bearer_auth(token),
-            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
-            (None, _) => request,
-        };
+        let object = reference.digest().or(reference.tag()).unwrap_or("latest");
         let transfer = |e: reqwest::Error| Error::Transfer {
-            digest: format!("manifest {reference}"),
+            what: format!("the manifest of {reference}"),
             source: std::io::Error::other(crate::causes::describe(&e)),
         };
-        let mut response = request.send().await.map_err(transfer)?;
+        let mut response = self
+            .get(reference, &format!("manifests/{object}"))
+            .await?
+            .header(reqwest::header::ACCEPT, ACCEPTED_MANIFESTS.join(", "))
+            .send()
+            .await
+            .map_err(transfer)?;
         let status = response.status();
         if !status.is_success() {
             // The registry's own words, bounded like everything it sends.
@@ -136,8 +119,47 @@ impl Registry {
         Ok((body, digest))
     }
 
+    /// A GET of `path` below the repository's `/v2/` URL, with the pull
+    /// token (asked for once) or the Basic credentials.
+    async fn get(
+        &self,
+        reference: &Reference,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        let base = format!("{}://{}", self.scheme, reference.registry());
+        let token = self
+            .token
+            .get_or_try_init(|| {
+                token::pull_token(&self.http, &base, reference.repository(), &self.auth)
+            })
+            .await
+            .map_err(|failure| match failure {
+                token::Failure::Refused => Error::Unauthorized {
+                    reference: reference.to_string(),
+                },
+                token::Failure::Transfer(e) => Error::Transfer {
+                    what: format!("a token to pull {reference}"),
+                    source: std::io::Error::other(crate::causes::describe(&e)),
+                },
+                token::Failure::Malformed(reason) => Error::TokenService {
+                    registry: reference.registry().to_string(),
+                    reason,
+                },
+            })?;
+        let request = self
+            .http
+            .get(format!("{base}/v2/{}/{path}", reference.repository()));
+        Ok(match (token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, _) => request,
+        })
+    }
+
     /// Streams one blob into the store. Memory use is one network chunk,
-    /// whatever the blob's size.
+    /// whatever the blob's size; the store refuses bytes past its declared
+    /// size and checks the digest. A failed request's body is read up to
+    /// 4 KiB, for the registry's own words.
     pub async fn fetch_blob(
         &self,
         reference: &Reference,
@@ -145,40 +167,33 @@ impl Registry {
         store: &ContentStore,
         progress: &ProgressSink,
     ) -> Result<(), Error> {
-        let image = oci_reference(reference);
-        let mut stream = self
-            .client
-            .pull_blob_stream(&image, blob.digest.as_str())
-            .await
-            .map_err(|e| map_error(e, reference))?;
         let digest = blob.digest.as_str();
+        let transfer = |e: reqwest::Error| Error::Transfer {
+            what: format!("blob {digest}"),
+            source: std::io::Error::other(crate::causes::describe(&e)),
+        };
+        let mut response = self
+            .get(reference, &format!("blobs/{digest}"))
+            .await?
+            .send()
+            .await
+            .map_err(transfer)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
+            return Err(status_error(status, &body, reference));
+        }
         progress.emit(Event::Started {
             digest,
             size: blob.size,
         });
         let mut ingest = store.ingest(&blob.digest, blob.size)?;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    ingest.write(&bytes)?;
-                    progress.emit(Event::Advanced {
-                        digest,
-                        bytes: bytes.len() as u64,
-                    });
-                }
-                // oci-client verifies too and reports a mismatch as a stream
-                // error after the last chunk; our own check in `commit` says
-                // the same thing in our words.
-                Err(e) if is_digest_error(&e) => break,
-                Err(e) => {
-                    // The stream's own text is reqwest's "error decoding
-                    // response body"; what went wrong is below it.
-                    return Err(Error::Transfer {
-                        digest: blob.digest.to_string(),
-                        source: std::io::Error::new(e.kind(), crate::causes::describe(&e)),
-                    });
-                }
-            }
+        while let Some(bytes) = response.chunk().await.map_err(transfer)? {
+            ingest.write(&bytes)?;
+            progress.emit(Event::Advanced {
+                digest,
+                bytes: bytes.len() as u64,
+            });
         }
         // The fsync and rename block; keep them off the async workers.
         tokio::task::spawn_blocking(move || ingest.commit())
@@ -316,7 +331,7 @@ pub async fn check_login(
 }
 
 /// A response's body, up to `limit` bytes; past it, `Err(Ok(()))`.
-async fn read_bounded(
+pub(super) async fn read_bounded(
     response: &mut reqwest::Response,
     limit: u64,
 ) -> Result<Vec<u8>, Result<(), reqwest::Error>> {
@@ -330,7 +345,7 @@ async fn read_bounded(
     Ok(body)
 }
 
-/// What a failed manifest request means: the distribution spec's error
+/// What a failed pull request means: the distribution spec's error
 /// codes where the registry sent them, else the status.
 fn status_error(status: reqwest::StatusCode, body: &[u8], reference: &Reference) -> Error {
     #[derive(serde::Deserialize)]
@@ -375,10 +390,6 @@ fn status_error(status: reqwest::StatusCode, body: &[u8], reference: &Reference)
             said
         },
     }
-}
-
-fn is_digest_error(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<DigestError>())
 }
 
 fn oci_reference(reference: &Reference) -> oci_client::Reference {
