@@ -300,9 +300,7 @@ pub async fn check_login(
 ) -> Result<(), Error> {
     let auth = RegistryAuth::Basic(user.to_string(), password.to_string());
     let client = Registry::with_auth(registry, scheme, auth);
-    let probe: Reference = format!("{registry}/container/login-check")
-        .parse()
-        .expect("a valid registry makes a valid reference");
+    let probe = login_probe(registry);
     let image = oci_reference(&probe);
     let rejected = || Error::LoginRejected {
         registry: registry.to_string(),
@@ -328,6 +326,13 @@ pub async fn check_login(
         Err(Error::Unauthorized { .. }) => Err(rejected()),
         Err(other) => Err(other),
     }
+}
+
+/// The repository a login is checked against, on `registry` itself: as
+/// text, `myhost/container/login-check` would name Docker Hub's.
+fn login_probe(registry: &str) -> Reference {
+    Reference::parse_with_domain("container/login-check", Some(registry))
+        .expect("a valid registry makes a valid reference")
 }
 
 /// A response's body, up to `limit` bytes; past it, `Err(Ok(()))`.
@@ -470,6 +475,13 @@ pub fn is_private_host(registry: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_is_checked_on_the_registry_named() {
+        for registry in ["myhost", "myhost:5000", "registry.example.com", "localhost"] {
+            assert_eq!(login_probe(registry).registry(), registry);
+        }
+    }
 
     #[test]
     fn auto_scheme_uses_http_only_for_local_and_private_hosts() {

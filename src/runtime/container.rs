@@ -190,7 +190,7 @@ impl Container {
 /// which some inits do only every few seconds. On Linux, a process whose
 /// command line does not name the container is another that reused the
 /// number.
-fn supervisor_alive(pid: i32, id: &str) -> bool {
+pub(crate) fn supervisor_alive(pid: i32, id: &str) -> bool {
     if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
         == Err(nix::errno::Errno::ESRCH)
     {

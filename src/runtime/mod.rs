@@ -488,12 +488,10 @@ pub async fn stop(container: &Container, signal: i32, timeout: Duration) -> Resu
     // A --rm container's supervisor removes it right after recording the
     // stop: return once it is gone, so the next command does not see it.
     if container.config.spec.remove {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !matches!(container.state(), Err(Error::NoSuchContainer(_)))
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll(Duration::from_secs(10), || {
+            Ok(matches!(container.state(), Err(Error::NoSuchContainer(_))))
+        })
+        .await?;
     }
     Ok(())
 }
@@ -535,9 +533,19 @@ async fn kill_supervisor(container: &Container) -> Result<(), Error> {
 
 /// Waits until the container is stopped; false if `timeout` passed first.
 pub async fn wait_stopped(container: &Container, timeout: Duration) -> Result<bool, Error> {
+    poll(timeout, || Ok(container.state()?.status != Status::Running)).await
+}
+
+/// Asks `done` every 20 ms until it says yes (true) or `timeout` passes
+/// (false). What is waited for here (a record written, a process gone)
+/// has no event to wait on across processes.
+async fn poll(
+    timeout: Duration,
+    mut done: impl FnMut() -> Result<bool, Error>,
+) -> Result<bool, Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if container.state()?.status != Status::Running {
+        if done()? {
             return Ok(true);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -638,12 +646,14 @@ pub async fn remove_unreadable(
         None => serving(&socket).await,
     };
     if let Some(pid) = supervisor {
-        let pid = nix::unistd::Pid::from_raw(pid);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while nix::sys::signal::kill(pid, None).is_ok() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        poll(Duration::from_secs(10), || {
+            Ok(!container::supervisor_alive(pid, &record.id))
+        })
+        .await?;
     }
     for network in Networks::open(app_root)?.release_all(&record.id)? {
         unplug(app_root, &network, &record.id).await?;
