@@ -315,6 +315,46 @@ fn kill_wait_and_force_removal() {
         "{}",
         text(&output).1
     );
+    // An exec that ignores Ctrl-C does not trap the user: the third one
+    // lets go of it (exit 128 + SIGINT), and it keeps running.
+    let mut stubborn = cli
+        .command()
+        .args([
+            "exec",
+            "b",
+            "sh",
+            "-c",
+            "trap '' INT TERM; echo ready; exec sleep 1001",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stubborn.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready, "ready\n");
+    for _ in 0..3 {
+        let pid = stubborn.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let let_go = stubborn.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&let_go.stderr),
+        "got 3 SIGINT/SIGTERM, exiting; the container keeps running\n"
+    );
+    assert_eq!(let_go.status.code(), Some(130));
+    assert!(stdout(&cli, &["exec", "b", "ps"]).contains("sleep 1001"));
     assert_eq!(stdout(&cli, &["rm", "-f", "b"]), "b\n");
     assert_eq!(cli.lingering(), Vec::<String>::new());
     let a = inspect(&cli, "a")["id"].as_str().unwrap().to_string();

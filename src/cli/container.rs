@@ -250,7 +250,41 @@ pub async fn run(app_root: &Path, args: RunArgs) -> Result<i32> {
         return Ok(0);
     }
     let stdin = container.config.spec.interactive;
-    Ok(runtime::start(app_root, &container, Attach::Yes { stdin }).await?)
+    let output = Attach::Yes {
+        stdin,
+        output: &StdStreams,
+    };
+    Ok(ended(runtime::start(app_root, &container, output).await?))
+}
+
+/// Our stdout and stderr, where a container's output goes; flushed at each
+/// piece, so it shows as the container writes it.
+struct StdStreams;
+
+impl runtime::Output for StdStreams {
+    fn write(&self, stream: runtime::logs::Stream, data: &[u8]) -> std::io::Result<()> {
+        fn write(mut out: impl std::io::Write, data: &[u8]) -> std::io::Result<()> {
+            out.write_all(data)?;
+            out.flush()
+        }
+        match stream {
+            runtime::logs::Stream::Stderr => write(std::io::stderr().lock(), data),
+            runtime::logs::Stream::Stdout => write(std::io::stdout().lock(), data),
+        }
+    }
+}
+
+/// Tells how an attached process ended, where it is more than a code, and
+/// returns the code.
+fn ended(end: runtime::Ended) -> i32 {
+    match &end {
+        runtime::Ended::Exited(_) => {}
+        runtime::Ended::NotStarted { message, .. } => eprintln!("Error: {message}"),
+        runtime::Ended::Abandoned(_) => {
+            eprintln!("got 3 SIGINT/SIGTERM, exiting; the container keeps running")
+        }
+    }
+    end.code()
 }
 
 pub async fn create(app_root: &Path, args: CreateArgs) -> Result<i32> {
@@ -275,8 +309,9 @@ pub async fn start(app_root: &Path, args: StartArgs) -> Result<i32> {
     if args.attach {
         let attach = Attach::Yes {
             stdin: args.interactive,
+            output: &StdStreams,
         };
-        return Ok(runtime::start(app_root, &container, attach).await?);
+        return Ok(ended(runtime::start(app_root, &container, attach).await?));
     }
     runtime::start(app_root, &container, Attach::No).await?;
     println!("{}", args.container);
@@ -641,7 +676,7 @@ pub async fn logs(app_root: &Path, args: LogsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    runtime::print_logs(&container, args.tail, args.follow).await?;
+    runtime::logs(&container, args.tail, args.follow, &StdStreams).await?;
     Ok(0)
 }
 
@@ -691,7 +726,9 @@ pub async fn exec(app_root: &Path, args: ExecArgs) -> Result<i32> {
         .or_else(|| Some(c.image_workdir.clone()));
     let process =
         runtime::exec_process(args.command, env, user, workdir, args.interactive, args.tty);
-    Ok(runtime::exec(&container, process, args.detach).await?)
+    Ok(ended(
+        runtime::exec(&container, process, args.detach, &StdStreams).await?,
+    ))
 }
 
 #[derive(Args)]
@@ -825,8 +862,7 @@ pub async fn copy(app_root: &Path, args: CopyArgs) -> Result<i32> {
         args.destination.split_once(':'),
     ) {
         (Some((name, path)), None) => {
-            let to =
-                host(&args.destination).map_or(runtime::CopyEnd::Stdio, runtime::CopyEnd::Path);
+            let to = host(&args.destination).map_or_else(stdout_stream, runtime::CopyEnd::Path);
             runtime::copy_out(&containers.find(name)?, path, to).await?
         }
         (None, Some((name, path))) => {
@@ -851,8 +887,16 @@ pub struct ExportArgs {
 /// Writes a container's filesystem as a tar.
 pub async fn export(app_root: &Path, args: ExportArgs) -> Result<i32> {
     let container = Containers::open(app_root)?.find(&args.container)?;
-    runtime::export(&container, args.output).await?;
+    let to = args
+        .output
+        .map_or_else(stdout_stream, runtime::CopyEnd::File);
+    runtime::export(&container, to).await?;
     Ok(0)
+}
+
+/// A tar stream to our stdout (`cp CONTAINER:PATH -`, `export`).
+fn stdout_stream() -> runtime::CopyEnd {
+    runtime::CopyEnd::Stream(Box::new(std::io::stdout()))
 }
 
 #[derive(Args)]

@@ -1,7 +1,9 @@
-//! Attaching the user's terminal to a container process: its output to our
-//! stdout and stderr, our stdin to it, our terminal's size and signals.
+//! Attaching the user's terminal to a container process: its output to
+//! where the caller says ([`Output`]), our stdin to it, our terminal's size
+//! and signals. Nothing here prints or exits: how an attachment ended is
+//! returned ([`Ended`]) for the CLI to tell.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use agent_proto::output_chunk::Stream as OutputStream;
 use agent_proto::{OutputChunk, ResizeProcessRequest, SignalProcessRequest, StdinChunk};
@@ -14,6 +16,36 @@ use tonic::Streaming;
 use super::container::Container;
 use super::supervisor::INIT_PROCESS;
 use super::{Error, agent, io, logs, process_ref};
+
+/// Where an attached process's output goes: the runtime moves the bytes,
+/// the CLI decides where they land (its own stdout and stderr).
+pub trait Output: Sync {
+    fn write(&self, stream: logs::Stream, data: &[u8]) -> std::io::Result<()>;
+}
+
+/// How an attachment ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The process exited with this code.
+    Exited(i32),
+    /// It could not be started (no such command, not executable): the
+    /// agent's words, and Docker's code for it (127, 126).
+    NotStarted { message: String, code: i32 },
+    /// SIGINT or SIGTERM came a third time: we let go of a process that
+    /// ignores them, and it keeps running. The signal that did it.
+    Abandoned(i32),
+}
+
+impl Ended {
+    /// The exit code as Docker gives it: the process's, 126 or 127 when it
+    /// could not start, 128 + the signal when we let go.
+    pub fn code(&self) -> i32 {
+        match self {
+            Ended::Exited(code) | Ended::NotStarted { code, .. } => *code,
+            Ended::Abandoned(signal) => 128 + signal,
+        }
+    }
+}
 
 /// Our terminal in raw mode for the duration of a `-t` session, so keys
 /// (Ctrl-C included) go to the container's terminal, not ours. The mode is
@@ -67,11 +99,13 @@ pub async fn follow(
     mut supervisor: tokio::process::Child,
     terminal: Option<Terminal>,
     stdin: bool,
-) -> Result<i32, Error> {
+    output: &dyn Output,
+) -> Result<Ended, Error> {
     let spec = &container.config.spec;
     let socket = container.agent_socket();
     // Only a container created with -i has a stdin to write to.
     let (stdin, tty) = (stdin && spec.interactive, spec.tty);
+    let (abandon, mut abandoned) = tokio::sync::oneshot::channel();
     let forwarding = tokio::spawn(async move {
         // The socket appears once the main process has started.
         let agent = loop {
@@ -100,7 +134,7 @@ pub async fn follow(
             ));
         } else {
             tasks.push(tokio::spawn(
-                Forwarder { agent }.forward_signals(INIT_PROCESS.into()),
+                Forwarder { agent }.forward_signals(INIT_PROCESS.into(), abandon),
             ));
         }
         for task in tasks {
@@ -109,7 +143,7 @@ pub async fn follow(
     });
     let mut offset = 0u64;
     let mut log = None;
-    let code = loop {
+    let ended = loop {
         let exited = supervisor
             .try_wait()
             .map_err(io("wait for the supervisor"))?;
@@ -117,17 +151,22 @@ pub async fn follow(
             log = std::fs::File::open(container.stdio_log()).ok();
         }
         let progressed = match &mut log {
-            Some(file) => copy_new_records(file, &mut offset)?,
+            Some(file) => copy_new_records(file, &mut offset, output)?,
             None => false,
         };
         if let Some(status) = exited {
             // One last read: what was written before it exited.
             if let Some(file) = &mut log {
-                copy_new_records(file, &mut offset)?;
+                copy_new_records(file, &mut offset, output)?;
             }
-            break status
-                .code()
-                .unwrap_or(super::supervisor::EXIT_RUNTIME_ERROR);
+            break Ended::Exited(
+                status
+                    .code()
+                    .unwrap_or(super::supervisor::EXIT_RUNTIME_ERROR),
+            );
+        }
+        if let Ok(signal) = abandoned.try_recv() {
+            break Ended::Abandoned(signal);
         }
         if !progressed {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -135,11 +174,15 @@ pub async fn follow(
     };
     forwarding.abort();
     drop(terminal);
-    Ok(code)
+    Ok(ended)
 }
 
-/// Copies the complete records after `offset` to our stdout and stderr.
-pub fn copy_new_records(file: &mut std::fs::File, offset: &mut u64) -> Result<bool, Error> {
+/// Copies the complete records after `offset` to `output`.
+pub fn copy_new_records(
+    file: &mut std::fs::File,
+    offset: &mut u64,
+    output: &dyn Output,
+) -> Result<bool, Error> {
     use std::io::{Read, Seek, SeekFrom};
     file.seek(SeekFrom::Start(*offset))
         .map_err(io("read stdio.log"))?;
@@ -147,18 +190,17 @@ pub fn copy_new_records(file: &mut std::fs::File, offset: &mut u64) -> Result<bo
     file.read_to_end(&mut bytes).map_err(io("read stdio.log"))?;
     let (records, used) = logs::parse(&bytes);
     for record in &records {
-        write_record(record.stream, record.data)?;
+        write(output, record.stream, record.data)?;
     }
     *offset += used as u64;
     Ok(used > 0)
 }
 
-pub fn write_record(stream: logs::Stream, data: &[u8]) -> Result<(), Error> {
-    let written = match stream {
-        logs::Stream::Stderr => write_all_flush(&mut std::io::stderr().lock(), data),
-        logs::Stream::Stdout => write_all_flush(&mut std::io::stdout().lock(), data),
-    };
-    written.map_err(io("write the container's output"))
+/// One piece of a container's output, to `output`.
+pub fn write(output: &dyn Output, stream: logs::Stream, data: &[u8]) -> Result<(), Error> {
+    output
+        .write(stream, data)
+        .map_err(io("write the container's output"))
 }
 
 /// Creates a process beside a container's main one, not yet started.
@@ -206,7 +248,8 @@ pub async fn exec(
     name: &str,
     process: agent_proto::ProcessSpec,
     detach: bool,
-) -> Result<i32, Error> {
+    output: &dyn Output,
+) -> Result<Ended, Error> {
     let id = format!("exec-{}", &super::id::new()?[..12]);
     let terminal = if process.terminal && !detach {
         Some(Terminal::open().map_err(io("set up the terminal"))?)
@@ -221,27 +264,38 @@ pub async fn exec(
     let mut phases = crate::phases::Phases::start();
     create_in_container(&mut agent, &id, process).await?;
     phases.done("exec: create");
-    let (output, started) = start_reading(&mut agent, &id).await;
+    let (stream, started) = start_reading(&mut agent, &id).await;
     if let Err(status) = started {
         let code =
             super::supervisor::not_started(&status).ok_or_else(|| Error::from(status.clone()))?;
-        eprintln!("Error: {}", status.message());
-        return Ok(code);
+        return Ok(Ended::NotStarted {
+            message: status.message().to_string(),
+            code,
+        });
     }
-    let output = output?;
+    let stream = stream?;
     phases.done("exec: process started");
     if detach {
         // vminitd drains the output of a process nobody reads.
-        return Ok(0);
+        return Ok(Ended::Exited(0));
     }
-    let exit = Session { agent, process: id }
-        .run(output, stdin, terminal)
+    let end = Session { agent, process: id }
+        .run(stream, stdin, terminal, output)
         .await?;
     phases.done("exec: process ran");
-    if exit.container_ended {
-        return Err(Error::NotRunning(name.to_string()));
+    match end {
+        SessionEnd::Exited(exit) if exit.container_ended => {
+            Err(Error::NotRunning(name.to_string()))
+        }
+        SessionEnd::Exited(exit) => Ok(Ended::Exited(exit.exit_code)),
+        SessionEnd::Abandoned(signal) => Ok(Ended::Abandoned(signal)),
     }
-    Ok(exit.exit_code)
+}
+
+/// How a session ended: the agent's word on the process, or our letting go.
+pub enum SessionEnd {
+    Exited(agent_proto::WaitProcessResponse),
+    Abandoned(i32),
 }
 
 /// One process's attachment.
@@ -254,10 +308,12 @@ impl Session {
     /// Pumps until the process's output ends, then returns how it ended.
     pub async fn run(
         &self,
-        mut output: Streaming<OutputChunk>,
+        mut stream: Streaming<OutputChunk>,
         stdin: bool,
         terminal: Option<Terminal>,
-    ) -> Result<agent_proto::WaitProcessResponse, Error> {
+        output: &dyn Output,
+    ) -> Result<SessionEnd, Error> {
+        let (abandon, abandoned) = tokio::sync::oneshot::channel();
         let mut background = Vec::new();
         if stdin {
             background.push(tokio::spawn(
@@ -272,18 +328,17 @@ impl Session {
             }
         } else {
             background.push(tokio::spawn(
-                self.clone_agent().forward_signals(self.process.clone()),
+                self.clone_agent()
+                    .forward_signals(self.process.clone(), abandon),
             ));
         }
         let pump = async {
-            while let Some(chunk) = output.message().await? {
-                let written = match OutputStream::try_from(chunk.stream) {
-                    Ok(OutputStream::Stderr) => {
-                        write_all_flush(&mut std::io::stderr().lock(), &chunk.data)
-                    }
-                    _ => write_all_flush(&mut std::io::stdout().lock(), &chunk.data),
+            while let Some(chunk) = stream.message().await? {
+                let which = match OutputStream::try_from(chunk.stream) {
+                    Ok(OutputStream::Stderr) => logs::Stream::Stderr,
+                    _ => logs::Stream::Stdout,
                 };
-                written.map_err(io("write the container's output"))?;
+                write(output, which, &chunk.data)?;
             }
             Ok::<_, Error>(())
         };
@@ -297,7 +352,19 @@ impl Session {
                     .into_inner(),
             )
         };
-        let result = tokio::try_join!(pump, wait).map(|((), exit)| exit);
+        let finished =
+            async { tokio::try_join!(pump, wait).map(|((), exit)| SessionEnd::Exited(exit)) };
+        // With a terminal nothing lets go: keys reach the process as bytes.
+        let let_go = async {
+            match abandoned.await {
+                Ok(signal) => signal,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = finished => result,
+            signal = let_go => Ok(SessionEnd::Abandoned(signal)),
+        };
         for task in background {
             task.abort();
         }
@@ -366,7 +433,9 @@ impl Forwarder {
     }
 
     /// Without a terminal, our signals are the process's: Ctrl-C, `kill`.
-    async fn forward_signals(mut self, id: String) {
+    /// A workload that ignores Ctrl-C must not trap the user: the third
+    /// interrupt or terminate is sent on `abandon`, to let go of it.
+    async fn forward_signals(mut self, id: String, abandon: tokio::sync::oneshot::Sender<i32>) {
         let kinds = [
             (SignalKind::interrupt(), libc::SIGINT),
             (SignalKind::terminate(), libc::SIGTERM),
@@ -388,22 +457,15 @@ impl Forwarder {
                     signal: number,
                 })
                 .await;
-            // A workload that ignores Ctrl-C must not trap the user: the
-            // third interrupt or terminate leaves it running and exits.
             if number == libc::SIGINT || number == libc::SIGTERM {
                 stops += 1;
                 if stops == 3 {
-                    eprintln!("got 3 SIGINT/SIGTERM, exiting; the container keeps running");
-                    std::process::exit(128 + number);
+                    let _ = abandon.send(number);
+                    return;
                 }
             }
         }
     }
-}
-
-fn write_all_flush(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
-    out.write_all(data)?;
-    out.flush()
 }
 
 /// Runs one of vminitd's built-in tools in a running container, feeding it

@@ -25,6 +25,7 @@ use std::time::Duration;
 use agent_proto::{ProcessRef, Rlimit, SignalProcessRequest};
 use serde::{Deserialize, Serialize};
 
+pub use attach::{Ended, Output};
 pub use container::{Container, Containers, State, Status};
 pub use step::{Step, run_step};
 pub use supervisor::{EXIT_RUNTIME_ERROR, SUPERVISE_COMMAND, supervise};
@@ -423,23 +424,31 @@ fn command(image: &image::RunConfig, spec: &RunSpec) -> Vec<String> {
 }
 
 /// How a started container's supervisor reports to the user.
-pub enum Attach {
+pub enum Attach<'a> {
     /// Detached: report to the container's supervisor.log; return once it runs.
     No,
     /// Attached: the supervisor reports errors on our stderr; we pump the
-    /// container's output until it ends and return its exit code. With
-    /// `stdin` (and a container created with -i) our stdin goes to it too.
-    Yes { stdin: bool },
+    /// container's output to `output` until it ends and return its exit
+    /// code. With `stdin` (and a container created with -i) our stdin goes
+    /// to it too.
+    Yes {
+        stdin: bool,
+        output: &'a dyn attach::Output,
+    },
 }
 
 /// Starts a created or stopped container. Detached, it returns once the
-/// container runs (0), or fails with why it could not start; a running
-/// container is left as it is (as in Docker). Attached, it returns the
-/// container's exit code.
-pub async fn start(app_root: &Path, container: &Container, attach: Attach) -> Result<i32, Error> {
+/// container runs (exited 0), or fails with why it could not start; a
+/// running container is left as it is (as in Docker). Attached, it returns
+/// how the container ended.
+pub async fn start(
+    app_root: &Path,
+    container: &Container,
+    attach: Attach<'_>,
+) -> Result<attach::Ended, Error> {
     if container.state()?.status == Status::Running {
         return match attach {
-            Attach::No => Ok(0),
+            Attach::No => Ok(attach::Ended::Exited(0)),
             Attach::Yes { .. } => Err(Error::AlreadyRunning(container.config.name.clone())),
         };
     }
@@ -457,8 +466,12 @@ pub async fn start(app_root: &Path, container: &Container, attach: Attach) -> Re
         size,
     )?;
     match attach {
-        Attach::No => supervisor::wait_started(container, supervisor).await,
-        Attach::Yes { stdin } => attach::follow(container, supervisor.child, terminal, stdin).await,
+        Attach::No => supervisor::wait_started(container, supervisor)
+            .await
+            .map(attach::Ended::Exited),
+        Attach::Yes { stdin, output } => {
+            attach::follow(container, supervisor.child, terminal, stdin, output).await
+        }
     }
 }
 
@@ -681,7 +694,8 @@ pub async fn exec(
     container: &Container,
     process: agent_proto::ProcessSpec,
     detach: bool,
-) -> Result<i32, Error> {
+    output: &dyn attach::Output,
+) -> Result<attach::Ended, Error> {
     if container.state()?.status != Status::Running {
         return Err(Error::NotRunning(container.config.name.clone()));
     }
@@ -689,7 +703,7 @@ pub async fn exec(
     let result = match agent::connect_socket(&container.agent_socket()).await {
         Ok(agent) => {
             phases.done("exec: connect");
-            attach::exec(agent, &container.config.name, process, detach).await
+            attach::exec(agent, &container.config.name, process, detach, output).await
         }
         Err(e) => Err(e.into()),
     };
@@ -800,12 +814,13 @@ pub(crate) fn run_dir(app_root: &Path, id: &str) -> PathBuf {
     }
 }
 
-/// Prints a container's output (the last `tail` lines), following it while
-/// the container runs when `follow` is set.
-pub async fn print_logs(
+/// Copies a container's output (the last `tail` lines) to `output`,
+/// following it while the container runs when `follow` is set.
+pub async fn logs(
     container: &Container,
     tail: Option<usize>,
     follow: bool,
+    output: &dyn attach::Output,
 ) -> Result<(), Error> {
     let path = container.stdio_log();
     let bytes = std::fs::read(&path).unwrap_or_default();
@@ -817,7 +832,7 @@ pub async fn print_logs(
         } else {
             record.data
         };
-        attach::write_record(record.stream, data)?;
+        attach::write(output, record.stream, data)?;
     }
     if !follow {
         return Ok(());
@@ -826,7 +841,7 @@ pub async fn print_logs(
     loop {
         let running = container.state()?.status == Status::Running;
         if let Ok(mut file) = std::fs::File::open(&path) {
-            attach::copy_new_records(&mut file, &mut at)?;
+            attach::copy_new_records(&mut file, &mut at, output)?;
         }
         if !running {
             return Ok(());
@@ -839,26 +854,22 @@ pub async fn print_logs(
 pub enum CopyEnd {
     /// A host path, unpacked there (`cp`).
     Path(PathBuf),
-    /// A tar stream on our stdout (`-`).
-    Stdio,
+    /// A tar stream to a writer of the caller's (the CLI's stdout for `-`).
+    Stream(Box<dyn std::io::Write + Send>),
     /// A tar file (`export -o`).
     File(PathBuf),
 }
 
 /// Copies `path` out of a container to `to`: a host path (Docker's
-/// rules, see `agent_proto::copy`) or a tar on stdout.
+/// rules, see `agent_proto::copy`) or a tar stream.
 pub async fn copy_out(container: &Container, path: &str, to: CopyEnd) -> Result<(), Error> {
     read_out(container, agent_proto::Builtin::CopyOut, path, to).await
 }
 
-/// Writes a tar of a container's whole filesystem to `to` (a file,
-/// or stdout).
-pub async fn export(container: &Container, to: Option<PathBuf>) -> Result<(), Error> {
-    let sink = match to {
-        Some(path) => CopyEnd::File(path),
-        None => CopyEnd::Stdio,
-    };
-    read_out(container, agent_proto::Builtin::Export, "/", sink).await
+/// Writes a tar of a container's whole filesystem to `to` (a file or a
+/// stream).
+pub async fn export(container: &Container, to: CopyEnd) -> Result<(), Error> {
+    read_out(container, agent_proto::Builtin::Export, "/", to).await
 }
 
 async fn read_out(
@@ -883,14 +894,13 @@ async fn read_out_with(
 ) -> Result<(), Error> {
     let context = match &to {
         CopyEnd::Path(path) | CopyEnd::File(path) => format!("write {}", path.display()),
-        CopyEnd::Stdio => "write the copy".to_string(),
+        CopyEnd::Stream(_) => "write the copy".to_string(),
     };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let sink = tokio::task::spawn_blocking(move || match to {
-        CopyEnd::Stdio => {
-            let mut out = std::io::stdout().lock();
-            rx.iter()
-                .try_for_each(|chunk| std::io::Write::write_all(&mut out, &chunk))
+        CopyEnd::Stream(mut out) => {
+            rx.iter().try_for_each(|chunk| out.write_all(&chunk))?;
+            out.flush()
         }
         CopyEnd::Path(dest) => agent_proto::copy::unpack(ChannelReader::new(rx), &dest),
         CopyEnd::File(file) => {
