@@ -19,6 +19,26 @@ fn stdout(cli: &Cli, args: &[&str]) -> String {
     out
 }
 
+/// `kill -SIGNAL PID`, which must succeed.
+fn send_signal(signal: &str, pid: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+/// The first line a child writes on its piped stdout.
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    line
+}
+
 fn inspect(cli: &Cli, name: &str) -> serde_json::Value {
     let all: serde_json::Value = serde_json::from_str(&stdout(cli, &["inspect", name])).unwrap();
     all[0].clone()
@@ -330,22 +350,10 @@ fn kill_wait_and_force_removal() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(stubborn.stdout.as_mut().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready, "ready\n");
+    assert_eq!(first_line(&mut stubborn), "ready\n");
     for _ in 0..3 {
         let pid = stubborn.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        send_signal("INT", &pid);
         std::thread::sleep(Duration::from_millis(300));
     }
     let let_go = stubborn.wait_with_output().unwrap();
@@ -390,13 +398,7 @@ fn kill_wait_and_force_removal() {
         .unwrap()
         .write_all(b"hello\n")
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(attached.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "got hello\n");
+    assert_eq!(first_line(&mut attached), "got hello\n");
     assert_eq!(
         stdout(
             &cli,
@@ -480,13 +482,7 @@ fn a_vm_or_supervisor_killed_from_outside_marks_the_container_stopped() {
         })
         .expect("the container's qemu process");
     let pid = qemu.file_name().to_string_lossy().into_owned();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal("9", &pid);
     assert_eq!(stdout(&cli, &["wait", "victim"]), "125\n");
     let state = inspect(&cli, "victim");
     assert_eq!(state["status"], "stopped");
@@ -529,13 +525,7 @@ fn a_vm_or_supervisor_killed_from_outside_marks_the_container_stopped() {
         .file_name()
         .to_string_lossy()
         .into_owned();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal("9", &pid);
     assert_eq!(cli.lingering(), Vec::<String>::new(), "orphaned helpers");
     let state = inspect(&cli, "orphan");
     assert_eq!(state["status"], "stopped");
@@ -734,13 +724,7 @@ fn create_flags_then_start_attached_and_ctrl_c_reaches_the_workload() {
         "/srv\n102400\nyes\n314572800\n1000\n2000\nCapEff:\t00000000a80435fb\nready\n"
     );
     // Ctrl-C on the attached CLI reaches the workload's trap.
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &attached.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal("INT", &attached.id().to_string());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert_eq!(rest, "got INT\n");

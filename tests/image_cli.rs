@@ -517,41 +517,12 @@ fn rm_and_prune_keep_what_is_used() {
 #[test]
 fn pull_killed_half_way_then_repeated() {
     let registry = Registry::start();
-    let layout = tempfile::tempdir().unwrap();
-    write_big_layout(layout.path(), 96 << 20);
-    registry.push_layout(layout.path(), "latest", "big", "latest");
-    let image = format!("{}/big:latest", registry.addr());
+    let image = push_big_image(&registry, 96 << 20);
     let cli = Cli::new();
     let ingest = cli.app_root.path().join("content/ingest");
 
-    let mut child = cli
-        .command()
-        .args(["image", "pull", "--progress", "none", &image])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let killed_at = loop {
-        let partial: u64 = std::fs::read_dir(&ingest)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if partial > 8 << 20 {
-            child.kill().unwrap();
-            break partial;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the pull finished before it could be killed"
-        );
-        assert!(Instant::now() < deadline, "the pull never got going");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let (mut child, killed_at) = pull_under_way(&cli, &image, Stdio::null());
+    child.kill().unwrap();
     child.wait().unwrap();
     assert!(killed_at < 96 << 20);
     // Nothing half-done is visible: no record, only verified blobs.
@@ -575,37 +546,12 @@ fn pull_killed_half_way_then_repeated() {
 #[test]
 fn a_registry_dying_mid_blob_then_back() {
     let mut registry = Registry::start();
-    let layout = tempfile::tempdir().unwrap();
-    write_big_layout(layout.path(), 96 << 20);
-    registry.push_layout(layout.path(), "latest", "big", "latest");
-    let image = format!("{}/big:latest", registry.addr());
+    let image = push_big_image(&registry, 96 << 20);
     let cli = Cli::new();
     let ingest = cli.app_root.path().join("content/ingest");
 
-    let child = cli
-        .command()
-        .args(["image", "pull", "--progress", "none", &image])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let partial: u64 = std::fs::read_dir(&ingest)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if partial > 8 << 20 {
-            registry.kill();
-            break;
-        }
-        assert!(Instant::now() < deadline, "the pull never got going");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let (child, _) = pull_under_way(&cli, &image, Stdio::piped());
+    registry.kill();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -631,6 +577,39 @@ fn a_registry_dying_mid_blob_then_back() {
     let info = inspect(&cli, &image);
     assert_eq!(info["layers"][0]["size"], (96u64 << 20) + 3 * 512);
     assert_eq!(stored_blobs(cli.app_root.path()).len(), 3);
+}
+
+/// Starts pulling `image` and returns once more than 8 MiB of it is in the
+/// store's ingest directory (and how much), to be cut short there.
+fn pull_under_way(cli: &Cli, image: &str, stderr: Stdio) -> (std::process::Child, u64) {
+    let ingest = cli.app_root.path().join("content/ingest");
+    let mut child = cli
+        .command()
+        .args(["image", "pull", "--progress", "none", image])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial: u64 = std::fs::read_dir(&ingest)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if partial > 8 << 20 {
+            return (child, partial);
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull finished before it could be cut short"
+        );
+        assert!(Instant::now() < deadline, "the pull never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// A tmpfs the test mounts (and unmounts when dropped), to fill up.
@@ -689,10 +668,7 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_fails_pull_and_snapshot_in_one_line_and_leaves_nothing_partial() {
     let registry = Registry::start();
-    let layout = tempfile::tempdir().unwrap();
-    write_big_layout(layout.path(), 24 << 20);
-    registry.push_layout(layout.path(), "latest", "big", "latest");
-    let image = format!("{}/big:latest", registry.addr());
+    let image = push_big_image(&registry, 24 << 20);
     let disk = Tmpfs::mount("8M");
     let cli = Cli {
         app_root: tempfile::tempdir_in(disk.0.path()).unwrap(),
@@ -1008,6 +984,15 @@ fn serve_token(
 
 /// An OCI layout tagged `latest` with one uncompressed layer holding one file
 /// of `size` incompressible bytes (a fixed pseudo-random sequence).
+/// Pushes an image of one uncompressed layer holding `size` bytes of noise
+/// as `big:latest`; returns its reference.
+fn push_big_image(registry: &Registry, size: usize) -> String {
+    let layout = tempfile::tempdir().unwrap();
+    write_big_layout(layout.path(), size);
+    registry.push_layout(layout.path(), "latest", "big", "latest");
+    format!("{}/big:latest", registry.addr())
+}
+
 fn write_big_layout(dir: &Path, size: usize) {
     let mut data = vec![0u8; size];
     let mut x: u64 = 0x9e3779b97f4a7c15;

@@ -74,23 +74,15 @@ impl Registry {
     /// grows past it.
     pub async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, super::Digest), Error> {
         let object = reference.digest().or(reference.tag()).unwrap_or("latest");
-        let transfer = |e: reqwest::Error| Error::Transfer {
-            what: format!("the manifest of {reference}"),
-            source: std::io::Error::other(crate::causes::describe(&e)),
-        };
+        let what = format!("the manifest of {reference}");
         let mut response = self
-            .get(reference, &format!("manifests/{object}"))
-            .await?
-            .header(reqwest::header::ACCEPT, ACCEPTED_MANIFESTS.join(", "))
-            .send()
-            .await
-            .map_err(transfer)?;
-        let status = response.status();
-        if !status.is_success() {
-            // The registry's own words, bounded like everything it sends.
-            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
-            return Err(status_error(status, &body, reference));
-        }
+            .fetch(
+                reference,
+                &format!("manifests/{object}"),
+                Some(ACCEPTED_MANIFESTS.join(", ")),
+                &what,
+            )
+            .await?;
         let too_large = |size: Option<u64>| Error::TooLarge {
             what: match size {
                 Some(size) => format!("the manifest of {reference} ({size} bytes)"),
@@ -106,7 +98,7 @@ impl Registry {
         }
         let body = read_bounded(&mut response, MAX_MANIFEST_BYTES)
             .await
-            .map_err(|e| e.map_or_else(transfer, |()| too_large(None)))?;
+            .map_err(|e| e.map_or_else(transfer(&what), |()| too_large(None)))?;
         let digest = super::Digest::of(&body);
         if let Some(pinned) = reference.digest()
             && pinned != digest.as_str()
@@ -120,12 +112,16 @@ impl Registry {
     }
 
     /// A GET of `path` below the repository's `/v2/` URL, with the pull
-    /// token (asked for once) or the Basic credentials.
-    async fn get(
+    /// token (asked for once) or the Basic credentials. A failed answer is
+    /// our error, its body read up to 4 KiB for the registry's own words;
+    /// `what` names what was asked for.
+    async fn fetch(
         &self,
         reference: &Reference,
         path: &str,
-    ) -> Result<reqwest::RequestBuilder, Error> {
+        accept: Option<String>,
+        what: &str,
+    ) -> Result<reqwest::Response, Error> {
         let base = format!("{}://{}", self.scheme, reference.registry());
         let token = self
             .token
@@ -137,23 +133,30 @@ impl Registry {
                 token::Failure::Refused => Error::Unauthorized {
                     reference: reference.to_string(),
                 },
-                token::Failure::Transfer(e) => Error::Transfer {
-                    what: format!("a token to pull {reference}"),
-                    source: std::io::Error::other(crate::causes::describe(&e)),
-                },
+                token::Failure::Transfer(e) => transfer(&format!("a token to pull {reference}"))(e),
                 token::Failure::Malformed(reason) => Error::TokenService {
                     registry: reference.registry().to_string(),
                     reason,
                 },
             })?;
-        let request = self
+        let mut request = self
             .http
             .get(format!("{base}/v2/{}/{path}", reference.repository()));
-        Ok(match (token, &self.auth) {
+        request = match (token, &self.auth) {
             (Some(token), _) => request.bearer_auth(token),
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             (None, _) => request,
-        })
+        };
+        if let Some(accept) = accept {
+            request = request.header(reqwest::header::ACCEPT, accept);
+        }
+        let mut response = request.send().await.map_err(transfer(what))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
+            return Err(status_error(status, &body, reference));
+        }
+        Ok(response)
     }
 
     /// Streams one blob into the store. Memory use is one network chunk,
@@ -168,27 +171,16 @@ impl Registry {
         progress: &ProgressSink,
     ) -> Result<(), Error> {
         let digest = blob.digest.as_str();
-        let transfer = |e: reqwest::Error| Error::Transfer {
-            what: format!("blob {digest}"),
-            source: std::io::Error::other(crate::causes::describe(&e)),
-        };
+        let what = format!("blob {digest}");
         let mut response = self
-            .get(reference, &format!("blobs/{digest}"))
-            .await?
-            .send()
-            .await
-            .map_err(transfer)?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
-            return Err(status_error(status, &body, reference));
-        }
+            .fetch(reference, &format!("blobs/{digest}"), None, &what)
+            .await?;
         progress.emit(Event::Started {
             digest,
             size: blob.size,
         });
         let mut ingest = store.ingest(&blob.digest, blob.size)?;
-        while let Some(bytes) = response.chunk().await.map_err(transfer)? {
+        while let Some(bytes) = response.chunk().await.map_err(transfer(&what))? {
             ingest.write(&bytes)?;
             progress.emit(Event::Advanced {
                 digest,
@@ -333,6 +325,14 @@ pub async fn check_login(
 fn login_probe(registry: &str) -> Reference {
     Reference::parse_with_domain("container/login-check", Some(registry))
         .expect("a valid registry makes a valid reference")
+}
+
+/// A failed download of `what`, with the causes reqwest's own text hides.
+fn transfer(what: &str) -> impl Fn(reqwest::Error) -> Error + '_ {
+    move |e| Error::Transfer {
+        what: what.to_string(),
+        source: std::io::Error::other(crate::causes::describe(&e)),
+    }
 }
 
 /// A response's body, up to `limit` bytes; past it, `Err(Ok(()))`.
