@@ -705,27 +705,16 @@ pub struct ExecArgs {
 
 pub async fn exec(app_root: &Path, args: ExecArgs) -> Result<i32> {
     let container = Containers::open(app_root)?.find(&args.container)?;
-    let c = &container.config;
-    let mut env = c.image_env.clone();
-    env.extend(c.spec.env.iter().cloned());
-    env.extend(args.env.into_iter().filter_map(resolve_env));
-    let container_user = if c.spec.user.is_empty() {
-        &c.image_user
-    } else {
-        &c.spec.user
+    let options = runtime::ExecOptions {
+        env: args.env.into_iter().filter_map(resolve_env).collect(),
+        user: args.user.user,
+        uid: args.user.uid,
+        gid: args.user.gid,
+        workdir: args.workdir,
+        interactive: args.interactive,
+        tty: args.tty,
     };
-    let user = runtime::user_with_ids(
-        args.user.user.as_deref().unwrap_or_default(),
-        args.user.uid,
-        args.user.gid,
-        container_user,
-    );
-    let workdir = args
-        .workdir
-        .or_else(|| c.spec.workdir.clone())
-        .or_else(|| Some(c.image_workdir.clone()));
-    let process =
-        runtime::exec_process(args.command, env, user, workdir, args.interactive, args.tty);
+    let process = runtime::exec_process(&container, args.command, options);
     Ok(ended(
         runtime::exec(&container, process, args.detach, &StdStreams).await?,
     ))

@@ -50,6 +50,27 @@ pub struct Config {
     pub endpoint: Option<crate::network::Endpoint>,
 }
 
+impl Config {
+    /// What every process of the container starts from: its command, and
+    /// the image's environment, working directory and user under `run`'s
+    /// flags. The main process adds the container-wide settings
+    /// (supervisor.rs); an `exec` its own flags (`runtime::exec_process`).
+    pub fn base_process(&self) -> agent_proto::ProcessSpec {
+        let mut env = self.image_env.clone();
+        env.extend(self.spec.env.iter().cloned());
+        agent_proto::ProcessSpec {
+            args: self.command.clone(),
+            env,
+            cwd: (self.spec.workdir.clone()).unwrap_or_else(|| self.image_workdir.clone()),
+            user: match self.spec.user.is_empty() {
+                true => self.image_user.clone(),
+                false => self.spec.user.clone(),
+            },
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -465,6 +486,59 @@ mod tests {
 
     fn create(containers: &Containers, id: &str, name: &str) -> Result<Container, Error> {
         containers.reserve(id, name)?.commit(config(id, name))
+    }
+
+    /// One source of a process's defaults for run and exec: the image's,
+    /// under `run`'s flags, under `exec`'s.
+    #[test]
+    fn processes_start_from_the_image_under_run_flags_under_exec_flags() {
+        let root = tempfile::tempdir().unwrap();
+        let containers = Containers::open(root.path()).unwrap();
+        let mut c = config("abc", "web");
+        c.image_env = vec!["PATH=/bin".into(), "A=image".into()];
+        c.image_workdir = "/app".into();
+        c.image_user = "app".into();
+        let container = containers
+            .reserve("abc", "web")
+            .unwrap()
+            .commit(c.clone())
+            .unwrap();
+        let main = c.base_process();
+        assert_eq!(
+            (main.args, main.cwd.as_str(), main.user.as_str()),
+            (vec!["sh".to_string()], "/app", "app")
+        );
+        assert_eq!(main.env, ["PATH=/bin", "A=image"]);
+
+        c.spec.env = vec!["A=run".into()];
+        c.spec.workdir = Some("/srv".into());
+        c.spec.user = "1000:1000".into();
+        let main = c.base_process();
+        assert_eq!(
+            (main.cwd.as_str(), main.user.as_str()),
+            ("/srv", "1000:1000")
+        );
+        assert_eq!(main.env, ["PATH=/bin", "A=image", "A=run"]);
+
+        // An exec with no flags runs as the container's first process would.
+        let exec = crate::runtime::exec_process(&container, vec!["id".into()], Default::default());
+        assert_eq!(
+            (exec.args, exec.cwd.as_str(), exec.user.as_str()),
+            (vec!["id".to_string()], "/app", "app")
+        );
+        let options = crate::runtime::ExecOptions {
+            env: vec!["B=exec".into()],
+            uid: Some(0),
+            workdir: Some("/tmp".into()),
+            tty: true,
+            ..Default::default()
+        };
+        let exec = crate::runtime::exec_process(&container, vec!["id".into()], options);
+        assert_eq!(
+            (exec.cwd.as_str(), exec.user.as_str(), exec.terminal),
+            ("/tmp", "0", true)
+        );
+        assert_eq!(exec.env, ["PATH=/bin", "A=image", "B=exec"]);
     }
 
     #[test]

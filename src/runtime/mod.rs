@@ -723,22 +723,43 @@ pub async fn exec(
     }
 }
 
-/// A process spec for an `exec` into a container.
+/// What an `exec` asks for besides its command: Docker's flags.
+#[derive(Default)]
+pub struct ExecOptions {
+    /// `KEY=VALUE` entries added to the container's environment.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub workdir: Option<String>,
+    pub interactive: bool,
+    pub tty: bool,
+}
+
+/// The process spec of an `exec` into `container`: its defaults are the
+/// container's (see [`container::Config::base_process`]), the flags go on
+/// top. vminitd confines it as the container's first process whatever it
+/// asks for.
 pub fn exec_process(
+    container: &Container,
     args: Vec<String>,
-    env: Vec<String>,
-    user: String,
-    workdir: Option<String>,
-    interactive: bool,
-    tty: bool,
+    options: ExecOptions,
 ) -> agent_proto::ProcessSpec {
+    let base = container.config.base_process();
+    let mut env = base.env;
+    env.extend(options.env);
     agent_proto::ProcessSpec {
         args,
         env,
-        cwd: workdir.unwrap_or_default(),
-        user,
-        terminal: tty,
-        stdin: interactive,
+        cwd: options.workdir.unwrap_or(base.cwd),
+        user: user_with_ids(
+            options.user.as_deref().unwrap_or_default(),
+            options.uid,
+            options.gid,
+            &base.user,
+        ),
+        terminal: options.tty,
+        stdin: options.interactive,
         ..Default::default()
     }
 }

@@ -629,21 +629,8 @@ fn main_process(
 ) -> Result<(ProcessSpec, ContainerConfig), Error> {
     let c = &container.config;
     let spec = &c.spec;
-    let mut env = c.image_env.clone();
-    env.extend(spec.env.iter().cloned());
     let (rows, cols) = size.unwrap_or((0, 0));
     let process = ProcessSpec {
-        args: c.command.clone(),
-        env,
-        cwd: spec
-            .workdir
-            .clone()
-            .unwrap_or_else(|| c.image_workdir.clone()),
-        user: if spec.user.is_empty() {
-            c.image_user.clone()
-        } else {
-            spec.user.clone()
-        },
         terminal: spec.tty,
         stdin: spec.interactive,
         rlimits: spec.ulimits.iter().map(Into::into).collect(),
@@ -652,7 +639,7 @@ fn main_process(
         no_new_privileges: false,
         rows,
         cols,
-        builtin: agent_proto::Builtin::None as i32,
+        ..c.base_process()
     };
     let gateway = plugged.map(|p| p.network.gateway);
     let dns_server = plugged.and_then(|p| p.dns_server);
