@@ -10,6 +10,20 @@ use serde::{Deserialize, Serialize};
 use super::{Error, RunSpec, io};
 use crate::atomic;
 
+/// The layout of `config.json`, written beside the config as `schema`.
+/// Fields added within a layout have defaults, so older records read; a
+/// record of a newer layout (a later `container` wrote it) is not guessed
+/// at: it is named unreadable, and `rm -f` still removes it.
+pub const SCHEMA: u32 = 1;
+
+/// `config.json` as written: the config and its layout's number.
+#[derive(Serialize)]
+struct Record<'a> {
+    schema: u32,
+    #[serde(flatten)]
+    config: &'a Config,
+}
+
 /// A container directory whose config or state cannot be read. `id` is
 /// the directory's name, by which the user can still remove it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -298,10 +312,26 @@ impl Containers {
         let Ok(bytes) = std::fs::read(&path) else {
             return Ok(None);
         };
-        let config = serde_json::from_slice(&bytes).map_err(|e| Unreadable {
+        let unreadable = |detail: String| Unreadable {
             id: dir.file_name().unwrap_or_default().to_string_lossy().into(),
-            detail: format!("{}: {e}", path.display()),
-        })?;
+            detail,
+        };
+        // Records from before the number was written have none: 0.
+        #[derive(Deserialize)]
+        struct Layout {
+            #[serde(default)]
+            schema: u32,
+        }
+        let layout: Layout = serde_json::from_slice(&bytes)
+            .map_err(|e| unreadable(format!("{}: {e}", path.display())))?;
+        if layout.schema > SCHEMA {
+            return Err(unreadable(format!(
+                "a newer container wrote it, in record layout {} (this one reads up to {SCHEMA})",
+                layout.schema
+            )));
+        }
+        let config = serde_json::from_slice(&bytes)
+            .map_err(|e| unreadable(format!("{}: {e}", path.display())))?;
         let container = Container {
             dir: dir.to_path_buf(),
             config,
@@ -444,7 +474,11 @@ impl Pending {
         };
         container.save_state(&State::created())?;
         // The config goes last: until it exists, this is not a container.
-        let bytes = serde_json::to_vec_pretty(&container.config).expect("config serializes");
+        let record = Record {
+            schema: SCHEMA,
+            config: &container.config,
+        };
+        let bytes = serde_json::to_vec_pretty(&record).expect("config serializes");
         atomic::write_file(&container.dir.join("config.json"), &bytes, 0o644)?;
         self.committed = true;
         Ok(container)
@@ -586,6 +620,47 @@ mod tests {
         assert_eq!(used.len(), 2);
         assert!(["abc", "abd"].contains(&used["sha256:00"].as_str()));
         assert_eq!(used["sha256:11"], "partial");
+    }
+
+    /// Records carry their layout's number; one from before it (no number,
+    /// fields added since missing) reads with defaults, one from a newer
+    /// layout is named unreadable rather than half-read.
+    #[test]
+    fn records_of_older_layouts_read_and_newer_ones_are_named() {
+        let root = tempfile::tempdir().unwrap();
+        let containers = Containers::open(root.path()).unwrap();
+        let written = create(&containers, "abc", "web").unwrap();
+        let path = written.dir.join("config.json");
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(record["schema"], SCHEMA);
+
+        // As an older container wrote it.
+        let object = record.as_object_mut().unwrap();
+        object.remove("schema");
+        object.remove("endpoint");
+        let spec = object["spec"].as_object_mut().unwrap();
+        for added in ["network", "publish", "dns", "shm_size_bytes", "labels"] {
+            spec.remove(added);
+        }
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        let old = containers.find("web").unwrap();
+        assert!(old.config.spec.labels.is_empty() && old.config.endpoint.is_none());
+
+        // As a newer one would, with a field we do not know.
+        record["schema"] = (SCHEMA + 1).into();
+        record["future"] = "field".into();
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        let (all, broken) = containers.list().unwrap();
+        assert!(all.is_empty());
+        assert!(
+            broken[0].detail.starts_with("a newer container wrote it"),
+            "{}",
+            broken[0].detail
+        );
+        record["schema"] = SCHEMA.into();
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        assert_eq!(containers.find("web").unwrap().id(), "abc");
     }
 
     #[test]

@@ -128,8 +128,11 @@ pub struct Ulimit {
     pub hard: u64,
 }
 
-/// What a container is created with (`run` and `create` flags).
+/// What a container is created with (`run` and `create` flags). A field
+/// missing from a record (one written before the field was added) takes
+/// its default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunSpec {
     pub image: String,
     /// Replaces the image's Cmd when not empty.
