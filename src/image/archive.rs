@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{DOCKER_MANIFEST, Descriptor, Document, ManifestDocument, OCI_INDEX};
-use super::platform::{self, Platform};
+use super::manifest::{self, DOCKER_MANIFEST, Descriptor, Document, ManifestDocument, OCI_INDEX};
+use super::platform::Platform;
 use super::pull::within_bounds;
 use super::records::Record;
 use super::registry::MAX_MANIFEST_BYTES;
@@ -345,7 +345,7 @@ fn oci_record(
         Document::Index(entries) => {
             let host = Platform::host();
             let entry =
-                platform::select(&entries, &host).ok_or_else(|| Error::NoMatchingPlatform {
+                manifest::select(&entries, &host).ok_or_else(|| Error::NoMatchingPlatform {
                     reference: reference.to_string(),
                     platform: host.clone(),
                     available: entries

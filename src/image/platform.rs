@@ -8,8 +8,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::Descriptor;
-
 /// An OCI platform as it appears in an index entry or image config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
@@ -63,7 +61,7 @@ impl Platform {
     /// How well an index entry's platform fits this one: `None` if it cannot
     /// run here, higher is better. An entry without a variant fits any variant
     /// of its architecture but loses to one naming ours exactly.
-    fn score(&self, candidate: &Platform) -> Option<u8> {
+    pub(super) fn score(&self, candidate: &Platform) -> Option<u8> {
         if candidate.os != self.os || candidate.architecture != self.architecture {
             return None;
         }
@@ -125,21 +123,6 @@ fn default_variant(architecture: &str) -> Option<&'static str> {
     (architecture == "arm64").then_some("v8")
 }
 
-/// The best entry of an index for `platform`; on a tie the first wins, as the
-/// index order is the publisher's preference.
-pub fn select<'a>(entries: &'a [Descriptor], platform: &Platform) -> Option<&'a Descriptor> {
-    let mut best: Option<(u8, &Descriptor)> = None;
-    for entry in entries {
-        let Some(score) = entry.platform.as_ref().and_then(|p| platform.score(p)) else {
-            continue;
-        };
-        if best.is_none_or(|(top, _)| score > top) {
-            best = Some((score, entry));
-        }
-    }
-    best.map(|(_, entry)| entry)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,94 +133,6 @@ mod tests {
             architecture: architecture.into(),
             variant: variant.map(Into::into),
         }
-    }
-
-    /// Every entry name the tests use.
-    const NAMES: [&str; 11] = [
-        "amd64",
-        "any",
-        "arm64",
-        "attestation",
-        "bare",
-        "first",
-        "second",
-        "v6",
-        "v7",
-        "v9",
-        "win",
-    ];
-
-    /// An index entry whose digest stands for `name`.
-    fn entry(name: &str, p: Option<Platform>) -> Descriptor {
-        Descriptor {
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            digest: crate::image::Digest::of(name.as_bytes()),
-            size: 1,
-            platform: p,
-        }
-    }
-
-    /// The name of the entry chosen.
-    fn pick(entries: &[Descriptor], p: &Platform) -> Option<String> {
-        let chosen = select(entries, p)?;
-        NAMES
-            .into_iter()
-            .find(|n| crate::image::Digest::of(n.as_bytes()) == chosen.digest)
-            .map(String::from)
-    }
-
-    #[test]
-    fn picks_os_and_architecture() {
-        let entries = [
-            entry("arm64", Some(platform("linux", "arm64", Some("v8")))),
-            entry("win", Some(platform("windows", "amd64", None))),
-            entry("amd64", Some(platform("linux", "amd64", None))),
-            entry("attestation", None),
-        ];
-        let amd64 = platform("linux", "amd64", None);
-        assert_eq!(pick(&entries, &amd64).as_deref(), Some("amd64"));
-        let arm64 = platform("linux", "arm64", Some("v8"));
-        assert_eq!(pick(&entries, &arm64).as_deref(), Some("arm64"));
-        assert_eq!(pick(&entries, &platform("linux", "riscv64", None)), None);
-    }
-
-    #[test]
-    fn arm64_without_variant_means_v8() {
-        let v8 = platform("linux", "arm64", Some("v8"));
-        let bare = [entry("bare", Some(platform("linux", "arm64", None)))];
-        assert_eq!(pick(&bare, &v8).as_deref(), Some("bare"));
-        let v9_only = [entry("v9", Some(platform("linux", "arm64", Some("v9"))))];
-        assert_eq!(pick(&v9_only, &v8), None);
-        // A host described without a variant is still v8.
-        assert_eq!(
-            pick(&bare, &platform("linux", "arm64", None)).as_deref(),
-            Some("bare")
-        );
-    }
-
-    #[test]
-    fn exact_variant_beats_unspecified() {
-        let entries = [
-            entry("any", Some(platform("linux", "arm", None))),
-            entry("v6", Some(platform("linux", "arm", Some("v6")))),
-            entry("v7", Some(platform("linux", "arm", Some("v7")))),
-        ];
-        let v7 = platform("linux", "arm", Some("v7"));
-        assert_eq!(pick(&entries, &v7).as_deref(), Some("v7"));
-        let v5 = platform("linux", "arm", Some("v5"));
-        assert_eq!(pick(&entries, &v5).as_deref(), Some("any"));
-    }
-
-    #[test]
-    fn first_of_equals_wins() {
-        let entries = [
-            entry("first", Some(platform("linux", "amd64", None))),
-            entry("second", Some(platform("linux", "amd64", None))),
-        ];
-        assert_eq!(
-            pick(&entries, &platform("linux", "amd64", None)).as_deref(),
-            Some("first")
-        );
     }
 
     #[test]

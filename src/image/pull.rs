@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 
-use super::manifest::{Compression, Descriptor, Document, ImageConfig};
-use super::platform::{self, Platform};
+use super::manifest::{self, Compression, Descriptor, Document, ImageConfig};
+use super::platform::Platform;
 use super::progress::Event;
 use super::records::Record;
 use super::registry::Registry;
@@ -59,7 +59,7 @@ pub async fn pull(
     let (manifest_bytes, manifest_digest, index) = match Document::parse(&bytes, &digest)? {
         Document::Manifest(_) => (bytes, digest, None),
         Document::Index(entries) => {
-            let entry = platform::select(&entries, &wanted)
+            let entry = manifest::select(&entries, &wanted)
                 .ok_or_else(|| no_platform(reference, &wanted, &entries))?;
             let (manifest_bytes, manifest_digest) = registry
                 .manifest(&reference.with_digest(entry.digest.as_str()))
