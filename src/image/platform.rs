@@ -1,4 +1,5 @@
-//! Choosing the manifest for a platform out of an image index.
+//! Platforms (OS, architecture, variant) and how well one fits another,
+//! by which `manifest::select` chooses an index's manifest.
 //!
 //! Our own matcher rather than oci-client's, because that one ignores the
 //! variant: on arm64 it could hand an arm/v7 or arm64/v9-only image to a v8
