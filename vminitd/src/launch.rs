@@ -30,6 +30,10 @@ use prost::Message;
 
 use crate::{cgroup, env, mounts, rlimit, user};
 
+/// `--init`: the container's PID 1 when asked for, forking the workload
+/// this launcher execs.
+mod init;
+
 /// The environment variable carrying the encoded [`Launch`].
 pub const ENV: &str = "VMINITD_LAUNCH";
 /// The status pipe's descriptor in the launcher.
@@ -306,7 +310,7 @@ fn child(new_container: bool, init: bool, workload: &Workload) -> Failure {
         return fail(e);
     }
     if new_container && init {
-        return crate::init::run(|| exec(workload));
+        return init::run(|| exec(workload));
     }
     exec(workload)
 }

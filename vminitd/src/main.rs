@@ -13,7 +13,6 @@ mod cgroup;
 mod copy_tree;
 mod dhcp;
 mod env;
-mod init;
 mod launch;
 mod log;
 mod mounts;

@@ -8,7 +8,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
-use crate::launch::{Failure, STATUS_FD, fail, forwardable};
+use super::{Failure, STATUS_FD, fail, forwardable};
 
 /// Runs as init; `start` becomes the workload in a child. Returns only if
 /// the child could not be made.
