@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::container::{parse_memory_mib, parse_scheme};
+use super::container::parse_memory_mib;
 use super::pairs;
+use super::parse_scheme;
 use crate::build::{self, DockerfileSource, Event};
 use crate::image::{PullOptions, Scheme};
 
@@ -72,7 +73,7 @@ pub async fn builder(app_root: &Path, command: BuilderCommand) -> Result<i32> {
             let images = crate::image::ImageStore::open(app_root)?;
             let removed = tokio::task::block_in_place(|| images.prune(false, &roots))?;
             println!("Deleted {entries} build cache entries");
-            println!("Reclaimed {}", super::image::human_size(removed.bytes));
+            println!("Reclaimed {}", super::output::human_size(removed.bytes));
         }
     }
     Ok(0)

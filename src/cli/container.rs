@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::image::{Format, PlatformArgs, print_table};
+use super::image::PlatformArgs;
+use super::output::{Format, human_size, print_table};
+use super::parse_scheme;
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
 use crate::network;
 use crate::runtime::container::Unreadable;
@@ -802,20 +804,17 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
                     let limit = if s.memory_max_bytes == 0 {
                         "-".into()
                     } else {
-                        super::image::human_size(s.memory_max_bytes)
+                        human_size(s.memory_max_bytes)
                     };
                     [
                         c.id()[..12].to_string(),
                         c.config.name.clone(),
                         format!("{cpu_percent:.2}%"),
-                        format!(
-                            "{} / {limit}",
-                            super::image::human_size(s.memory_current_bytes)
-                        ),
+                        format!("{} / {limit}", human_size(s.memory_current_bytes)),
                         format!(
                             "{} / {}",
-                            super::image::human_size(s.io_read_bytes),
-                            super::image::human_size(s.io_write_bytes)
+                            human_size(s.io_read_bytes),
+                            human_size(s.io_write_bytes)
                         ),
                         s.pids_current.to_string(),
                     ]
@@ -974,15 +973,6 @@ fn resolve_env(entry: String) -> Option<String> {
     std::env::var(&entry)
         .ok()
         .map(|value| format!("{entry}={value}"))
-}
-
-pub(super) fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
-    match s {
-        "auto" => Ok(Scheme::Auto),
-        "http" => Ok(Scheme::Http),
-        "https" => Ok(Scheme::Https),
-        _ => Err(format!("unknown scheme {s:?}: use http, https or auto")),
-    }
 }
 
 /// Parses `512M`, `1G`, `1536` (MiB) into MiB, in whole MiB.

@@ -5,6 +5,7 @@ mod build;
 mod container;
 mod image;
 mod network;
+mod output;
 mod progress;
 mod registry;
 mod system;
@@ -169,6 +170,16 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => fail(e.as_ref(), failed),
+    }
+}
+
+/// `--scheme`: how to reach a registry.
+fn parse_scheme(s: &str) -> Result<crate::image::Scheme, String> {
+    match s {
+        "auto" => Ok(crate::image::Scheme::Auto),
+        "http" => Ok(crate::image::Scheme::Http),
+        "https" => Ok(crate::image::Scheme::Https),
+        _ => Err(format!("unknown scheme {s:?}: use http, https or auto")),
     }
 }
 

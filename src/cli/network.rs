@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 
-use super::image::{Format, ListArgs, print_table};
+use super::output::{Format, ListArgs, print_table};
 use crate::network::{self, Network, Networks};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

@@ -123,7 +123,7 @@ impl Progress for Lines {
                 eprintln!(
                     "{}: {active} {}",
                     short(digest),
-                    super::image::human_size(size)
+                    super::output::human_size(size)
                 )
             }
             Event::Advanced { .. } => {}

@@ -6,8 +6,8 @@ use std::path::Path;
 use clap::{Args, Subcommand};
 use nix::sys::termios::{self, LocalFlags, SetArg};
 
-use super::container::parse_scheme;
-use super::image::{Format, ListArgs, print_table};
+use super::output::{Format, ListArgs, print_table};
+use super::parse_scheme;
 use crate::image::{Credentials, Scheme, check_login};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;

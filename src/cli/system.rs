@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::image::{Format, human_size, print_table};
+use super::output::{Format, human_size, print_table};
 use crate::image::ImageStore;
 use crate::properties::Properties;
 use crate::vm::kernel;

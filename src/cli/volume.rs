@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 
-use super::image::{Format, ListArgs, print_table};
+use super::output::{Format, ListArgs, print_table};
 use super::pairs;
 use crate::volume::{self, Volume, Volumes};
 
