@@ -108,3 +108,27 @@ fn a_bad_flag_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr.contains("minimum"), "stderr: {stderr}");
 }
+
+/// `--version` and `system version` name the commit the binary was built
+/// from, as `git` names this checkout's HEAD.
+#[test]
+fn the_version_names_the_commit() {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(common::repo_root())
+        .output()
+        .unwrap();
+    assert!(head.status.success());
+    let head = String::from_utf8(head.stdout).unwrap().trim().to_string();
+    let cli = Cli::new();
+    let (version, _) = text(&cli.run(&["--version"]));
+    let expected = format!("container {} (commit {head}", env!("CARGO_PKG_VERSION"));
+    assert!(version.starts_with(&expected), "{version}");
+    let (json, _) = text(&cli.run(&["system", "version", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        json["commit"].as_str().unwrap().starts_with(&head),
+        "{json}"
+    );
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+}

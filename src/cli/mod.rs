@@ -15,10 +15,19 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// Our version and the commit built (build.rs), as `--version` and
+/// `system version` say them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CONTAINER_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "container",
-    version,
+    version = VERSION,
     about = "Run Linux containers, each in its own lightweight VM"
 )]
 struct Cli {

@@ -23,6 +23,11 @@ pub enum SystemCommand {
     /// Manage the guest kernel.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Show the version and the commit it was built from.
+    Version {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +106,16 @@ pub async fn run(
                 human_size(volumes.reclaimable_bytes),
             ];
             print_table([header, images, volumes].into_iter());
+        }
+        SystemCommand::Version { format } => {
+            let (version, commit) = (env!("CARGO_PKG_VERSION"), env!("CONTAINER_COMMIT"));
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({ "version": version, "commit": commit })
+                ),
+                Format::Table => println!("container {}", super::VERSION),
+            }
         }
         SystemCommand::Kernel(KernelCommand::Set(args)) => {
             let installed = match args.binary {
