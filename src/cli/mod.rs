@@ -13,7 +13,7 @@ mod volume;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Our version and the commit built (build.rs), as `--version` and
 /// `system version` say them.
@@ -105,11 +105,44 @@ enum Command {
     /// Host-wide setup: settings, disk usage, the guest kernel.
     #[command(subcommand, alias = "s")]
     System(system::SystemCommand),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    ///
+    /// For example: `container completion bash > ~/.local/share/bash-completion/completions/container`
+    /// (scripts/setup installs them for bash, zsh and fish).
+    Completion { shell: clap_complete::Shell },
+}
+
+/// The whole command tree, for man pages.
+fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Writes a shell's completion script to stdout. The tree is copied without
+/// its hidden commands: clap_complete offers them otherwise, and nobody should
+/// be offered `__supervise`.
+fn completion(shell: clap_complete::Shell) -> std::io::Result<()> {
+    let full = command();
+    let mut shown = clap::Command::new("container")
+        .version(VERSION)
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut shown, "container", &mut script);
+    std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
 }
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if let Command::Completion { shell } = cli.command {
+        // Needs no app root: setup runs it before any exists.
+        return match completion(shell) {
+            Ok(()) => 0,
+            // `| head` read what it wanted.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+            Err(e) => fail(&e, 1),
+        };
+    }
     init_tracing(cli.debug);
     if cli.debug {
         // Supervisors we start inherit it, so `--debug run` shows theirs too.
@@ -172,6 +205,7 @@ pub fn main() -> i32 {
             Command::Volume(command) => volume::run(&app_root, command).await,
             Command::Registry(command) => registry::run(&app_root, command).await,
             Command::System(command) => system::run(&app_root, command).await,
+            Command::Completion { .. } => unreachable!("answered before the app root is made"),
         }
     });
     // Don't wait for a read of our stdin that nothing will finish.

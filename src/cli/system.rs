@@ -28,6 +28,11 @@ pub enum SystemCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Write a man page for every command into DIR (container.1, container-run.1, ...).
+    ManPages {
+        /// Where to write them, e.g. /usr/local/share/man/man1 (created when missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,6 +122,10 @@ pub async fn run(
                 Format::Table => println!("container {}", super::VERSION),
             }
         }
+        SystemCommand::ManPages { dir } => {
+            write_man_pages(&dir)
+                .map_err(|e| format!("write man pages to {}: {e}", dir.display()))?;
+        }
         SystemCommand::Kernel(KernelCommand::Set(args)) => {
             let installed = match args.binary {
                 Some(binary) => kernel::install(app_root, &binary)?,
@@ -126,4 +135,24 @@ pub async fn run(
         }
     }
     Ok(0)
+}
+
+/// A page per command, and for each alias (`container-rm`, `container-ls`)
+/// a one-line `.so` page that shows its command's, as man-db links them, so
+/// `man container-rm` works as `man docker-rm` does.
+fn write_man_pages(dir: &Path) -> std::io::Result<()> {
+    fn aliases(command: &clap::Command, prefix: &str, dir: &Path) -> std::io::Result<()> {
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let page = format!("{prefix}-{}", sub.get_name());
+            for alias in sub.get_all_aliases() {
+                let link = dir.join(format!("{prefix}-{alias}.1"));
+                std::fs::write(link, format!(".so man1/{page}.1\n"))?;
+            }
+            aliases(sub, &page, dir)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(super::command(), dir)?;
+    aliases(&super::command(), "container", dir)
 }
