@@ -147,3 +147,108 @@ fn completions_complete_in_each_shell() {
     );
     assert_eq!(registered.trim(), "_container");
 }
+
+/// `system status` names the backend, the accelerator and why, the kernel,
+/// the programs' versions, and counts what the app root holds; a damaged
+/// container record is counted and does not stop the rest from showing.
+#[test]
+fn system_status_names_what_runs_containers() {
+    let registry = common::Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let status = |cli: &Cli| {
+        let out = cli
+            .command()
+            .args(["system", "status", "--format", "json"])
+            .env("CONTAINER_ACCEL", "tcg")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out).1);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let empty = status(&cli);
+    assert_eq!(empty["images"], 0, "{empty}");
+    assert_eq!(empty["containers"]["total"], 0, "{empty}");
+    assert_eq!(empty["volumes"], 0, "{empty}");
+
+    for args in [
+        &["image", "pull", &image][..],
+        &["create", "--name", "one", &image, "true"],
+        &["create", "--name", "two", &image, "true"],
+        &["volume", "create", "data"],
+        &["network", "create", "backend"],
+    ] {
+        let out = cli.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out).1);
+    }
+    std::fs::write(
+        cli.app_root
+            .path()
+            .join("containers")
+            .join(container_id(&cli, "two"))
+            .join("config.json"),
+        "{ damaged",
+    )
+    .unwrap();
+    let status = status(&cli);
+    assert_eq!(status["backend"], "QEMU", "{status}");
+    assert_eq!(status["accelerator"]["name"], "TCG", "{status}");
+    assert_eq!(
+        status["accelerator"]["reason"], "CONTAINER_ACCEL=tcg",
+        "{status}"
+    );
+    let kernel = status["kernel"]["path"].as_str().unwrap();
+    assert!(std::path::Path::new(kernel).is_file(), "{status}");
+    assert!(!status["kernel"]["release"].as_str().unwrap().is_empty());
+    assert_eq!(status["app_root"], cli.app_root.path().to_str().unwrap());
+    let qemu = status["programs"]["qemu-system-x86_64"].as_str().unwrap();
+    assert!(qemu.starts_with("QEMU emulator version"), "{status}");
+    assert!(
+        status["programs"]["virtiofsd"]
+            .as_str()
+            .unwrap()
+            .starts_with("virtiofsd ")
+    );
+    assert_eq!(status["images"], 1, "{status}");
+    assert_eq!(status["containers"]["total"], 2, "{status}");
+    assert_eq!(status["containers"]["running"], 0, "{status}");
+    assert_eq!(status["volumes"], 1, "{status}");
+    let (networks, _) = text(&cli.run(&["network", "ls", "--format", "json"]));
+    let networks: serde_json::Value = serde_json::from_str(&networks).unwrap();
+    assert_eq!(
+        status["networks"],
+        networks.as_array().unwrap().len(),
+        "{status}"
+    );
+    assert!(status["networks"].as_u64().unwrap() >= 1);
+    assert!(status["commit"].as_str().unwrap().len() >= 12);
+
+    // The table says the same, a line per field.
+    let (table, _) = text(&cli.run(&["system", "status"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("BACKEND") && l.ends_with("QEMU")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("CONTAINERS") && l.ends_with("2 (0 running)")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("KERNEL") && l.contains(kernel)),
+        "{table}"
+    );
+}
+
+/// The full ID of the container named `name`.
+fn container_id(cli: &Cli, name: &str) -> String {
+    let out = cli.run(&["inspect", name]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json[0]["id"].as_str().unwrap().to_string()
+}

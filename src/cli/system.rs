@@ -23,6 +23,13 @@ pub enum SystemCommand {
     /// Manage the guest kernel.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Show what runs containers here: backend, accelerator and why, kernel,
+    /// app root, program versions, and how many images, containers, volumes
+    /// and networks there are.
+    Status {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Show the version and the commit it was built from.
     Version {
         #[arg(long, value_enum, default_value = "table")]
@@ -122,6 +129,13 @@ pub async fn run(
                 Format::Table => println!("container {}", super::VERSION),
             }
         }
+        SystemCommand::Status { format } => {
+            let status = status(app_root);
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+                Format::Table => print_status(&status),
+            }
+        }
         SystemCommand::ManPages { dir } => {
             write_man_pages(&dir)
                 .map_err(|e| format!("write man pages to {}: {e}", dir.display()))?;
@@ -155,4 +169,100 @@ fn write_man_pages(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(super::command(), dir)?;
     aliases(&super::command(), "container", dir)
+}
+
+/// `system status`: each part read on its own, so one that cannot be read
+/// (a damaged store, a missing kernel) shows its error and the rest still
+/// show.
+fn status(app_root: &Path) -> serde_json::Value {
+    fn or_error<T: serde::Serialize, E: std::fmt::Display>(
+        result: Result<T, E>,
+    ) -> serde_json::Value {
+        match result {
+            Ok(value) => serde_json::json!(value),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        }
+    }
+    let host = crate::vm::host();
+    let kernel = crate::vm::Kernel::find(app_root).map(
+        |k| serde_json::json!({ "path": k.image, "release": k.release, "modules": k.modules }),
+    );
+    let containers = crate::runtime::Containers::open(app_root)
+        .and_then(|c| c.list())
+        .map(|(containers, unreadable)| {
+            let running = containers
+                .iter()
+                .filter(|c| {
+                    c.state()
+                        .is_ok_and(|s| s.status == crate::runtime::Status::Running)
+                })
+                .count();
+            serde_json::json!({
+                "total": containers.len() + unreadable.len(),
+                "running": running,
+            })
+        });
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("CONTAINER_COMMIT"),
+        "backend": host.backend,
+        "accelerator": { "name": host.accelerator, "reason": host.accelerator_reason },
+        "kernel": or_error(kernel),
+        "vminitd": or_error(crate::vm::initfs::vminitd_path()),
+        "app_root": app_root,
+        "programs": host.programs,
+        "images": or_error(ImageStore::open(app_root).and_then(|s| s.list()).map(|l| l.len())),
+        "containers": or_error(containers),
+        "volumes": or_error(crate::volume::Volumes::open(app_root).and_then(|v| v.list()).map(|(v, bad)| v.len() + bad.len())),
+        "networks": or_error(crate::network::Networks::open(app_root).and_then(|n| n.list()).map(|(n, bad)| n.len() + bad.len())),
+    })
+}
+
+/// `system status` as `KEY  VALUE` lines; a part that could not be read
+/// shows its error.
+fn print_status(status: &serde_json::Value) {
+    let kernel = match status["kernel"].get("path") {
+        Some(path) => format!("{} ({})", text(path), text(&status["kernel"]["release"])),
+        None => text(&status["kernel"]),
+    };
+    let containers = match status["containers"].get("total") {
+        Some(total) => format!("{total} ({} running)", status["containers"]["running"]),
+        None => text(&status["containers"]),
+    };
+    let mut rows = vec![
+        ["VERSION".to_string(), super::VERSION.to_string()],
+        ["BACKEND".into(), text(&status["backend"])],
+        [
+            "ACCELERATOR".into(),
+            format!(
+                "{}: {}",
+                text(&status["accelerator"]["name"]),
+                text(&status["accelerator"]["reason"])
+            ),
+        ],
+        ["KERNEL".into(), kernel],
+        ["VMINITD".into(), text(&status["vminitd"])],
+        ["APP ROOT".into(), text(&status["app_root"])],
+    ];
+    if let Some(programs) = status["programs"].as_object() {
+        for (program, version) in programs {
+            rows.push([program.clone(), text(version)]);
+        }
+    }
+    rows.push(["IMAGES".into(), text(&status["images"])]);
+    rows.push(["CONTAINERS".into(), containers]);
+    rows.push(["VOLUMES".into(), text(&status["volumes"])]);
+    rows.push(["NETWORKS".into(), text(&status["networks"])]);
+    print_table(rows.into_iter());
+}
+
+/// A status field as one line: strings bare, errors as `unknown: ERROR`.
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) if o.contains_key("error") => {
+            format!("unknown: {}", text(&o["error"]))
+        }
+        other => other.to_string(),
+    }
 }

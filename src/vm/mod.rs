@@ -286,6 +286,29 @@ pub type Vm = qemu::QemuVm;
 #[cfg(target_os = "macos")]
 pub type Vm = vz::VzVm;
 
+/// What boots VMs on this host: the backend, its accelerator and why that
+/// one, and the versions of the programs it runs (an error text in place of
+/// a version for one that does not run).
+#[derive(Debug, serde::Serialize)]
+pub struct Host {
+    pub backend: &'static str,
+    pub accelerator: String,
+    pub accelerator_reason: String,
+    pub programs: std::collections::BTreeMap<String, String>,
+}
+
+/// This host's [`Host`].
+pub fn host() -> Host {
+    #[cfg(target_os = "linux")]
+    {
+        qemu::host()
+    }
+    #[cfg(target_os = "macos")]
+    {
+        vz::host()
+    }
+}
+
 /// Boots a VM with this platform's backend.
 pub async fn boot(config: &VmConfig) -> Result<Vm, Error> {
     let initfs = initfs::ensure(

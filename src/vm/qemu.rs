@@ -32,23 +32,59 @@ pub struct QemuVm {
     vsock_socket: PathBuf,
 }
 
-/// Which accelerator to use. KVM only where the host has a real one: the
-/// nested "PVM" KVM on our machines accepts the VM but dies on a stock kernel
-/// with an emulation failure, and QEMU's own fallback does not catch that.
-fn accelerator() -> &'static str {
+/// Which accelerator to use, and why. KVM only where the host has a real one:
+/// the nested "PVM" KVM on our machines accepts the VM but dies on a stock
+/// kernel with an emulation failure, and QEMU's own fallback does not catch
+/// that.
+fn accelerator() -> (&'static str, String) {
     match std::env::var("CONTAINER_ACCEL").as_deref() {
-        Ok("kvm") => return "kvm",
-        Ok("tcg") => return "tcg",
+        Ok("kvm") => return ("kvm", "CONTAINER_ACCEL=kvm".into()),
+        Ok("tcg") => return ("tcg", "CONTAINER_ACCEL=tcg".into()),
         _ => {}
     }
     let real_kvm =
         Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
-    let usable = std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if real_kvm && usable { "kvm" } else { "tcg" }
+        .open("/dev/kvm");
+    match (real_kvm, opened) {
+        (true, Ok(_)) => ("kvm", "/dev/kvm is a hardware KVM we can open".into()),
+        (_, Err(e)) => ("tcg", format!("/dev/kvm cannot be opened: {e}")),
+        (false, Ok(_)) => (
+            "tcg",
+            "/dev/kvm is not a hardware KVM (no kvm_intel or kvm_amd module); \
+             a nested one fails on stock guest kernels"
+                .into(),
+        ),
+    }
+}
+
+/// What boots VMs here, for `container system status`.
+pub fn host() -> super::Host {
+    let (accel, reason) = accelerator();
+    let programs = ["qemu-system-x86_64", "vhost-device-vsock", "virtiofsd"]
+        .into_iter()
+        .map(|program| {
+            let version = std::process::Command::new(program)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .map_err(|e| spawn_error(program, e).to_string())
+                .map(|out| {
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    text.lines().next().unwrap_or_default().trim().to_string()
+                });
+            (program.to_string(), version.unwrap_or_else(|e| e))
+        })
+        .collect();
+    super::Host {
+        backend: "QEMU",
+        accelerator: accel.to_uppercase(),
+        accelerator_reason: reason,
+        programs,
+    }
 }
 
 /// The host TSC rate, for guests under TCG. There the guest's TSC is the
@@ -422,7 +458,7 @@ impl QemuVm {
         crate::app_root::private_dir(run)
             .map_err(Error::io(format!("create {}", run.display())))?;
         super::create_console_log(&config.console_log)?;
-        let accel = accelerator();
+        let (accel, _) = accelerator();
         // Measured across the helpers' start-up, which we wait for anyway.
         let tsc = TscSample::now();
         // Dropped on an early return: kill_on_drop ends them.

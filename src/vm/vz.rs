@@ -531,6 +531,18 @@ unsafe extern "C" {
     fn clonefile(src: *const c_char, dst: *const c_char, flags: u32) -> c_int;
 }
 
+/// What boots VMs here, for `container system status`: the framework runs
+/// on the Hypervisor framework and needs no program of ours besides vminitd.
+pub fn host() -> super::Host {
+    super::Host {
+        backend: "Virtualization.framework",
+        accelerator: "VZ".into(),
+        accelerator_reason: "Virtualization.framework runs guests on the Hypervisor framework"
+            .into(),
+        programs: Default::default(),
+    }
+}
+
 /// Clones the image snapshot to `dir/rootfs.ext4` with clonefile(2): APFS
 /// shares every block until the container writes one, so this takes
 /// milliseconds whatever the image's size, and the VM boots a plain raw file.
