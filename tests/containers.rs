@@ -287,6 +287,7 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
     });
     assert_eq!(lines.next().unwrap()[2], "CPU %", "{table}");
     assert!(lines.next().unwrap()[2].ends_with('%'), "{table}");
+    stats_refresh_in_place_on_a_terminal(&cli);
 
     // sh as PID 1 ignores SIGTERM: stop waits its timeout, then kills.
     let start = Instant::now();
@@ -1064,4 +1065,37 @@ fn racing_clis_one_wins_and_nothing_is_left_inconsistent() {
         let output = cli.run(&["start", "-a", id]);
         assert!(output.status.success(), "{}", text(&output).1);
     }
+}
+
+/// `stats` on a terminal redraws its table at the top of the screen, as
+/// `docker stats` does, instead of scrolling a new table every 2 s.
+fn stats_refresh_in_place_on_a_terminal(cli: &Cli) {
+    let session = format!("container-stats-{}", std::process::id());
+    let command = format!(
+        "CONTAINER_APP_ROOT={} {} stats web",
+        cli.app_root.path().display(),
+        env!("CARGO_BIN_EXE_container"),
+    );
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "24",
+        &command,
+    ]);
+    assert!(started.status.success(), "{}", text(&started).1);
+    // The first table comes after a 0.5 s sample, the next ones 2 s apart.
+    std::thread::sleep(Duration::from_millis(5500));
+    let screen =
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
+    tmux(&["kill-session", "-t", &session]);
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 2, "one table, redrawn in place:\n{screen}");
+    assert!(lines[0].starts_with("CONTAINER ID"), "{screen}");
+    assert!(lines[1].contains("web"), "{screen}");
 }

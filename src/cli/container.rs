@@ -2,6 +2,7 @@
 //! logs, exec, wait, stats. Thin: parsing and printing; the runtime acts.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -756,6 +757,7 @@ const CPU_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
     let all = args.containers.is_empty();
+    let refresh = !args.no_stream && std::io::stdout().is_terminal();
     let mut earlier: HashMap<String, runtime::Statistics> = HashMap::new();
     loop {
         let mut containers = targets(app_root, &args.containers, all, &mut Failures::default())?;
@@ -772,6 +774,11 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
             let now = runtime::statistics(container).await?;
             let cpu_percent = now.cpu_percent(&earlier[container.id()]);
             rows.push((container, now, cpu_percent));
+        }
+        if refresh {
+            // As `docker stats`: the screen cleared and the table drawn at
+            // its top, so the figures update in place.
+            print!("\x1b[H\x1b[2J");
         }
         match args.format {
             Format::Json => {
