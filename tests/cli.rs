@@ -252,3 +252,252 @@ fn container_id(cli: &Cli, name: &str) -> String {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     json[0]["id"].as_str().unwrap().to_string()
 }
+
+/// `ls` and `image ls` filter and format as `docker ps` and `docker images`
+/// do, on real containers (created, running, exited) and images; `--format
+/// json` parses with the fields README documents; a template naming an
+/// unknown field or an unknown filter fails in one line.
+#[test]
+fn list_templates_and_filters() {
+    let registry = common::Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let ok = |args: &[&str]| {
+        let out = cli.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out).1);
+        text(&out).0
+    };
+    ok(&["create", "--name", "idle", &image, "true"]);
+    let quits = cli.run(&[
+        "run",
+        "--name",
+        "quits",
+        "-l",
+        "tier=batch",
+        &image,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(quits.status.code(), Some(3), "{}", text(&quits).1);
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "tier=front",
+        "-l",
+        "team=a",
+        &image,
+        "sleep",
+        "600",
+    ]);
+    let names = |args: &[&str]| {
+        let mut all = vec!["ls", "--format", "{{.Names}}"];
+        all.extend_from_slice(args);
+        ok(&all).lines().map(String::from).collect::<Vec<_>>()
+    };
+
+    // Newest first; without -a only the running one.
+    assert_eq!(names(&["-a"]), ["web", "quits", "idle"]);
+    assert_eq!(names(&[]), ["web"]);
+    // A status filter shows stopped ones without -a; one key twice is "or".
+    assert_eq!(names(&["--filter", "status=exited"]), ["quits"]);
+    assert_eq!(
+        names(&["-f", "status=created", "-f", "status=running"]),
+        ["web", "idle"]
+    );
+    assert_eq!(names(&["-a", "--filter", "exited=3"]), ["quits"]);
+    assert_eq!(names(&["-a", "--filter", "exited=0"]), Vec::<String>::new());
+    assert_eq!(names(&["-a", "--filter", "label=tier"]), ["web", "quits"]);
+    // Different keys are "and".
+    assert_eq!(
+        names(&[
+            "-a",
+            "--filter",
+            "label=tier=front",
+            "--filter",
+            "status=running"
+        ]),
+        ["web"]
+    );
+    assert_eq!(
+        names(&[
+            "-a",
+            "--filter",
+            "label=tier=front",
+            "--filter",
+            "status=exited"
+        ]),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&["-a", "--filter", "name=ui"]), ["quits"]);
+    let untagged = image.rsplit_once(':').unwrap().0;
+    assert_eq!(
+        names(&["-a", "--filter", &format!("ancestor={untagged}")]),
+        ["web", "quits", "idle"]
+    );
+    assert_eq!(
+        names(&["-a", "--filter", "ancestor=other"]),
+        Vec::<String>::new()
+    );
+    let web_id = container_id(&cli, "web");
+    assert_eq!(
+        names(&["-a", "--filter", &format!("id={}", &web_id[..8])]),
+        ["web"]
+    );
+    assert_eq!(names(&["-n", "2"]), ["web", "quits"]);
+    assert_eq!(names(&["--latest"]), ["web"]);
+
+    // Templates: fields, a label by key, functions, a table with titles.
+    let line = ok(&[
+        "ls",
+        "--format",
+        "{{.ID}} {{.Names}} {{.State}} {{.Label \"team\"}} {{.Names | upper}}",
+    ]);
+    assert_eq!(line, format!("{} web running a WEB\n", &web_id[..12]));
+    assert_eq!(
+        ok(&["ls", "--no-trunc", "--format", "{{.ID}}"]),
+        format!("{web_id}\n")
+    );
+    assert!(ok(&["ls", "--format", "{{.Status}}"]).starts_with("Up "));
+    assert_eq!(
+        ok(&[
+            "ls",
+            "-a",
+            "--filter",
+            "name=quits",
+            "--format",
+            "{{.Status}}"
+        ])
+        .split(')')
+        .next()
+        .unwrap(),
+        "Exited (3"
+    );
+    let table = ok(&["ls", "--format", "table {{.Names}}\\t{{.Labels}}"]);
+    assert_eq!(table, "NAMES     LABELS\nweb       team=a,tier=front\n");
+    let sized = ok(&["ls", "-s"]);
+    let header = sized.lines().next().unwrap();
+    assert!(header.ends_with("SIZE"), "{sized}");
+    assert!(
+        sized.lines().nth(1).unwrap().contains("(virtual "),
+        "{sized}"
+    );
+
+    // `inspect -f` runs a template over the JSON.
+    assert_eq!(
+        ok(&["inspect", "-f", "{{.name}}={{.exit_code}}", "quits", "idle"]),
+        "quits=3\nidle=\n"
+    );
+
+    // JSON with the documented fields.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["ls", "-a", "--format", "json"])).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for field in [
+        "id",
+        "name",
+        "image",
+        "image_digest",
+        "command",
+        "created",
+        "status",
+        "exit_code",
+    ] {
+        assert!(rows[0].get(field).is_some(), "no {field} in {json}");
+    }
+
+    // Bad input: one line, exit 1, nothing on stdout.
+    for (args, error) in [
+        (
+            &["ls", "--format", "{{.Nope}}"][..],
+            "Error: --format names no field .Nope; fields: ID, Names,",
+        ),
+        (
+            &["ls", "--filter", "colour=red"],
+            "Error: unknown filter \"colour\": filter by status, label,",
+        ),
+        (
+            &["ls", "--filter", "status=sleeping"],
+            "Error: bad status filter \"sleeping\"",
+        ),
+        (
+            &["ls", "--format", "{{range .Names}}{{end}}"],
+            "error: invalid value",
+        ),
+        (
+            &["image", "ls", "--format", "{{.Names}}"],
+            "Error: --format names no field .Names; fields: ID, Repository,",
+        ),
+    ] {
+        let out = cli.run(args);
+        let (stdout, stderr) = text(&out);
+        assert!(
+            !out.status.success() && stdout.is_empty(),
+            "{args:?}: {stdout}"
+        );
+        assert!(stderr.starts_with(error), "{args:?}: {stderr}");
+    }
+
+    // Images: a second reference by tag, and one by digest only (no tag).
+    let digest = ok(&["image", "inspect", "-f", "{{.digest}}", &image])
+        .trim()
+        .to_string();
+    ok(&["image", "tag", &image, "local/tool:v1"]);
+    ok(&[
+        "image",
+        "pull",
+        "--progress",
+        "none",
+        &format!("{untagged}@{digest}"),
+    ]);
+    let refs = |args: &[&str]| {
+        let mut all = vec!["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"];
+        all.extend_from_slice(args);
+        let mut found: Vec<String> = ok(&all).lines().map(String::from).collect();
+        found.sort();
+        found
+    };
+    assert_eq!(refs(&["--filter", "reference=local/*"]), ["docker.io/local/tool:v1"]);
+    assert_eq!(
+        refs(&["--filter", "reference=*/tool:v1"]),
+        ["docker.io/local/tool:v1"]
+    );
+    assert_eq!(
+        refs(&["--filter", "dangling=true"]),
+        [format!("{untagged}:<none>")]
+    );
+    assert_eq!(refs(&["--filter", "dangling=false"]).len(), 2);
+    assert_eq!(
+        refs(&["--filter", "reference=nothing*"]),
+        Vec::<String>::new()
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    assert_eq!(
+        ok(&[
+            "image",
+            "ls",
+            "--filter",
+            "reference=local/*",
+            "--format",
+            "{{.ID}} {{.Digest}} {{.Platform}}"
+        ]),
+        format!("{} {digest} linux/amd64\n", &hex[..12])
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["image", "ls", "--format", "json"])).unwrap();
+    for field in [
+        "reference",
+        "references",
+        "digest",
+        "platform",
+        "size",
+        "layers",
+        "config",
+    ] {
+        assert!(json[0].get(field).is_some(), "no {field} in {json}");
+    }
+}

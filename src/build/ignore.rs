@@ -201,6 +201,13 @@ impl Ignore {
     }
 }
 
+/// Go's `path.Match`: whether all of `name` matches `pattern` (`*` and `?`
+/// stop at `/`). Docker's `image ls --filter reference=` matches this way.
+pub fn path_match(pattern: &str, name: &str) -> Result<bool, String> {
+    let glob = compile(pattern).map_err(|reason| format!("bad pattern {pattern:?}: {reason}"))?;
+    Ok(glob.matches(&name.chars().collect::<Vec<_>>()))
+}
+
 /// Turns a caller's path into the `a/b/c` form patterns are matched
 /// against; `None` for the context root.
 fn normalize(path: &str) -> Option<Vec<char>> {

@@ -3,14 +3,17 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
+use super::filter::Filters;
 use super::image::PlatformArgs;
-use super::output::{Format, human_size, print_table};
+use super::output::{Format, ListFormat, human_size, print_json, print_table, print_template};
 use super::parse_scheme;
+use super::template::Template;
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
 use crate::network;
 use crate::runtime::container::Unreadable;
@@ -478,24 +481,112 @@ pub struct ListArgs {
     /// Print IDs only.
     #[arg(short, long)]
     quiet: bool,
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    /// table, json, or a Go template: '{{.ID}} {{.Names}} {{.Status}}'. Fields: ID, Names,
+    /// Image, Command, CreatedAt, RunningFor, Status, State, Ports, IP, Labels, Label "KEY",
+    /// Mounts, Networks, Size.
+    #[arg(long, default_value = "table")]
+    format: ListFormat,
+    /// Only containers that match: status=created|running|exited, label=KEY[=VALUE],
+    /// name=TEXT, id=PREFIX, ancestor=IMAGE, exited=CODE, network=NAME, volume=NAME.
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// The N most recently created containers, in any state.
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    last: Option<usize>,
+    /// The most recently created container, in any state.
+    #[arg(short, long)]
+    latest: bool,
+    /// Full IDs and commands.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Each container's disk use: its own writes, and with its image's ("virtual").
+    #[arg(short, long)]
+    size: bool,
 }
 
+/// The fields `ls --format` templates see, as `docker ps` names them.
+const LIST_FIELDS: [&str; 15] = [
+    "ID",
+    "Names",
+    "Image",
+    "Command",
+    "CreatedAt",
+    "RunningFor",
+    "Status",
+    "State",
+    "Ports",
+    "IP",
+    "Labels",
+    "Label",
+    "Mounts",
+    "Networks",
+    "Size",
+];
+const LIST_HEADERS: [(&str, &str); 15] = [
+    ("ID", "CONTAINER ID"),
+    ("Names", "NAMES"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Status", "STATUS"),
+    ("State", "STATE"),
+    ("Ports", "PORTS"),
+    ("IP", "IP"),
+    ("Labels", "LABELS"),
+    ("Label", "LABEL"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
+    ("Size", "SIZE"),
+];
+const LIST_FILTERS: [&str; 8] = [
+    "status", "label", "name", "id", "ancestor", "exited", "network", "volume",
+];
+
 pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
+    let filters = Filters::parse(&args.filter, &LIST_FILTERS)?;
+    for status in filters.values("status") {
+        if ![
+            "created",
+            "running",
+            "exited",
+            "paused",
+            "restarting",
+            "removing",
+            "dead",
+        ]
+        .contains(&status.as_str())
+        {
+            return Err(
+                format!("bad status filter {status:?}: use created, running or exited").into(),
+            );
+        }
+    }
+    if let ListFormat::Template(template) = &args.format {
+        template.check(&LIST_FIELDS)?;
+    }
+    let last = args.last.or(args.latest.then_some(1));
+    // As Docker: a status filter or -n shows stopped containers too.
+    let all = args.all || last.is_some() || filters.has("status");
     let mut failures = Failures::default();
     let mut rows = Vec::new();
     let (containers, unreadable) = Containers::open(app_root)?.list()?;
     // Named, not hidden: the rest are still listed.
     unreadable.into_iter().for_each(|u| failures.report(u));
-    for container in containers {
+    // Newest first, as `docker ps` lists them.
+    for container in containers.into_iter().rev() {
         match container.state() {
-            Ok(state) if args.all || state.status == Status::Running => {
-                rows.push((container, state))
+            Ok(state) if all || state.status == Status::Running => {
+                if matches(&container, &state, &filters) {
+                    rows.push((container, state));
+                }
             }
             Ok(_) | Err(runtime::Error::NoSuchContainer(_)) => {}
             Err(e) => failures.report(e),
         }
+    }
+    if let Some(last) = last {
+        rows.truncate(last);
     }
     if args.quiet {
         for (container, _) in &rows {
@@ -503,44 +594,169 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
         }
         return Ok(failures.exit_code());
     }
-    if let Format::Json = args.format {
-        let volumes = volume::Volumes::open(app_root)?;
-        let all: Vec<_> = rows
-            .iter()
-            .map(|(c, s)| inspect_json(c, s, &volumes))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(failures.exit_code());
-    }
-    let header = [
-        "CONTAINER ID",
-        "IMAGE",
-        "COMMAND",
-        "CREATED",
-        "STATUS",
-        "IP",
-        "PORTS",
-        "NAME",
-    ]
-    .map(String::from);
-    let lines = rows.iter().map(|(c, s)| {
-        let mut command = c.config.command.join(" ");
-        if command.chars().count() > 22 {
-            command = command.chars().take(21).collect::<String>() + "…";
+    let image_sizes = if args.size {
+        crate::image::ImageStore::open(app_root)?
+            .list()?
+            .into_iter()
+            .map(|image| (image.digest, image.size))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let size = |c: &Container| {
+        args.size.then(|| {
+            let own = std::fs::metadata(&c.config.disk.path).map_or(0, |m| m.blocks() * 512);
+            let image = image_sizes
+                .get(&c.config.image_digest)
+                .copied()
+                .unwrap_or(0);
+            format!("{} (virtual {})", human_size(own), human_size(own + image))
+        })
+    };
+    match &args.format {
+        ListFormat::Json => {
+            let volumes = volume::Volumes::open(app_root)?;
+            let all: Vec<_> = rows
+                .iter()
+                .map(|(c, s)| inspect_json(c, s, &volumes))
+                .collect();
+            print_json(&all)?;
         }
-        [
-            c.id()[..12].to_string(),
-            c.config.image.clone(),
-            format!("\"{command}\""),
-            ago(c.config.created),
-            status_text(s),
-            address(c, s).map_or(String::new(), |a| a.to_string()),
-            network::ports::summary(&c.config.spec.publish),
-            c.config.name.clone(),
-        ]
-    });
-    print_table(std::iter::once(header).chain(lines));
+        ListFormat::Template(template) => {
+            let records: Vec<_> = rows
+                .iter()
+                .map(|(c, s)| list_record(c, s, args.no_trunc, size(c)))
+                .collect();
+            print_template(template, &records, Some(&LIST_FIELDS), &LIST_HEADERS)?;
+        }
+        ListFormat::Table => {
+            let mut header = [
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "IP",
+                "PORTS",
+                "NAME",
+            ]
+            .map(String::from)
+            .to_vec();
+            if args.size {
+                header.push("SIZE".into());
+            }
+            let lines = rows.iter().map(|(c, s)| {
+                let record = list_record(c, s, args.no_trunc, size(c));
+                let mut line = [
+                    "ID",
+                    "Image",
+                    "Command",
+                    "RunningFor",
+                    "Status",
+                    "IP",
+                    "Ports",
+                    "Names",
+                ]
+                .map(|field| record[field].as_str().unwrap_or_default().to_string())
+                .to_vec();
+                if args.size {
+                    line.push(record["Size"].as_str().unwrap_or_default().to_string());
+                }
+                line
+            });
+            print_table(std::iter::once(header).chain(lines));
+        }
+    }
     Ok(failures.exit_code())
+}
+
+/// Whether a container passes `ls --filter`.
+fn matches(container: &Container, state: &runtime::State, filters: &Filters) -> bool {
+    let c = &container.config;
+    let state_name = match state.status {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Stopped => "exited",
+    };
+    filters.any("status", |v| v == state_name)
+        && filters.labels_match(&super::pairs(&c.spec.labels))
+        && filters.any("name", |v| c.name.contains(v))
+        && filters.any("id", |v| c.id.starts_with(v))
+        && filters.any("ancestor", |v| is_image(&c.image, &c.image_digest, v))
+        && filters.any("exited", |v| {
+            state.status == Status::Stopped
+                && state.exit_code.map(|e| e.to_string()).as_deref() == Some(v)
+        })
+        && filters.any("network", |v| {
+            c.endpoint.as_ref().is_some_and(|e| e.network == v)
+        })
+        && filters.any("volume", |v| {
+            c.spec
+                .mounts
+                .iter()
+                .any(|m| m.type_name() == "volume" && m.source() == v)
+        })
+}
+
+/// Docker's `ancestor` filter: the image as the container names it, that
+/// name without its tag (`busybox` for `busybox:latest`), or its digest or
+/// a prefix of the digest's hex of at least 12 digits.
+fn is_image(image: &str, digest: &str, wanted: &str) -> bool {
+    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+    image == wanted
+        || image
+            .strip_prefix(wanted)
+            .is_some_and(|tag| tag.starts_with(':') && !tag.contains('/'))
+        || digest == wanted
+        || (wanted.len() >= 12 && hex.starts_with(wanted.trim_start_matches("sha256:")))
+}
+
+/// A container as `ls` templates see it, with `docker ps`'s field names.
+fn list_record(
+    container: &Container,
+    state: &runtime::State,
+    no_trunc: bool,
+    size: Option<String>,
+) -> serde_json::Value {
+    let c = &container.config;
+    let mut command = c.command.join(" ");
+    if !no_trunc && command.chars().count() > 22 {
+        command = command.chars().take(21).collect::<String>() + "…";
+    }
+    let id = if no_trunc { &c.id[..] } else { &c.id[..12] };
+    let labels = super::pairs(&c.spec.labels);
+    let state_name = match state.status {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Stopped => "exited",
+    };
+    serde_json::json!({
+        "ID": id,
+        "Names": c.name,
+        "Image": c.image,
+        "Command": format!("\"{command}\""),
+        "CreatedAt": created_at(c.created),
+        "RunningFor": super::output::ago(c.created),
+        "Status": status_text(state),
+        "State": state_name,
+        "Ports": network::ports::summary(&c.spec.publish),
+        "IP": address(container, state).map_or(String::new(), |a| a.to_string()),
+        "Labels": labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "Label": labels,
+        "Mounts": c.spec.mounts.iter().filter(|m| m.type_name() != "tmpfs").map(|m| m.source()).collect::<Vec<_>>().join(","),
+        "Networks": c.endpoint.as_ref().map_or(String::new(), |e| e.network.clone()),
+        "Size": size.unwrap_or_default(),
+    })
+}
+
+/// A time as Docker prints `CreatedAt`: `2026-12-07 10:04:17 +0000 UTC`.
+fn created_at(seconds: u64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+    let rfc3339 = humantime::format_rfc3339_seconds(time).to_string();
+    format!(
+        "{} +0000 UTC",
+        rfc3339.trim_end_matches('Z').replace('T', " ")
+    )
 }
 
 /// The container's address: the one a DHCP server gave it while it runs,
@@ -552,24 +768,17 @@ fn address(container: &Container, state: &runtime::State) -> Option<std::net::Ip
         .or(Some(endpoint.address).filter(|a| !a.is_unspecified()))
 }
 
-fn ago(then: u64) -> String {
-    let seconds = runtime::container::now().saturating_sub(then);
-    match seconds {
-        0..60 => format!("{seconds} seconds ago"),
-        60..3600 => format!("{} minutes ago", seconds / 60),
-        3600..86400 => format!("{} hours ago", seconds / 3600),
-        _ => format!("{} days ago", seconds / 86400),
-    }
-}
-
 fn status_text(state: &runtime::State) -> String {
     match (state.status, state.exit_code) {
         (Status::Running, _) => format!(
             "Up {}",
-            ago(state.started.unwrap_or(0)).trim_end_matches(" ago")
+            super::output::ago(state.started.unwrap_or(0)).trim_end_matches(" ago")
         ),
         (Status::Stopped, Some(code)) => {
-            format!("Exited ({code}) {}", ago(state.finished.unwrap_or(0)))
+            format!(
+                "Exited ({code}) {}",
+                super::output::ago(state.finished.unwrap_or(0))
+            )
         }
         (Status::Stopped, None) => "Exited".to_string(),
         (Status::Created, _) => "Created".to_string(),
@@ -636,6 +845,9 @@ fn mounts_json(container: &Container, volumes: &volume::Volumes) -> serde_json::
 
 #[derive(Args)]
 pub struct InspectArgs {
+    /// A Go template applied to each container's JSON: '{{.status}} {{.network.address}}'.
+    #[arg(short, long)]
+    format: Option<Template>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -650,7 +862,10 @@ pub async fn inspect(app_root: &Path, args: InspectArgs) -> Result<i32> {
             Err(e) => failures.report(e),
         }
     }
-    println!("{}", serde_json::to_string_pretty(&all)?);
+    match &args.format {
+        Some(template) => print_template(template, &all, None, &[])?,
+        None => print_json(&all)?,
+    }
     Ok(failures.exit_code())
 }
 

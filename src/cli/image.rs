@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::output::{Format, ListArgs, human_size, print_table};
+use super::filter::Filters;
+use super::output::{ListFormat, human_size, print_json, print_table, print_template};
 use super::parse_scheme;
 use super::progress::{self, Direction};
+use super::template::Template;
 use crate::image::{ImageInfo, ImageStore, Platform, PullOptions, PushOptions, Roots, Scheme};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -21,9 +23,12 @@ pub enum ImageCommand {
     Push(PushArgs),
     /// List images.
     #[command(alias = "ls")]
-    List(ListArgs),
+    List(ImageListArgs),
     /// Show images' references, digests, platform, config and layers as JSON.
     Inspect {
+        /// A Go template applied to each image's JSON: '{{.digest}} {{.platform.architecture}}'.
+        #[arg(short, long)]
+        format: Option<Template>,
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -146,12 +151,24 @@ pub async fn run(app_root: &Path, command: ImageCommand) -> Result<i32> {
             }
         }
         ImageCommand::List(args) => list(&images, &args)?,
-        ImageCommand::Inspect { images: names } => {
+        ImageCommand::Inspect {
+            format,
+            images: names,
+        } => {
             let mut found = Vec::new();
             for name in &names {
                 found.extend(images.inspect(name)?);
             }
-            println!("{}", serde_json::to_string_pretty(&found)?);
+            match format {
+                Some(template) => {
+                    let records: Vec<_> = found
+                        .iter()
+                        .map(serde_json::to_value)
+                        .collect::<std::result::Result<_, _>>()?;
+                    print_template(&template, &records, None, &[])?
+                }
+                None => print_json(&found)?,
+            }
         }
         ImageCommand::Tag { source, target } => {
             let target = images.parse_reference(&target)?;
@@ -223,43 +240,187 @@ async fn pull(images: &ImageStore, args: PullArgs) -> Result<()> {
     Ok(())
 }
 
-fn list(images: &ImageStore, args: &ListArgs) -> Result<()> {
+#[derive(Args)]
+pub struct ImageListArgs {
+    /// Print references only.
+    #[arg(short, long)]
+    quiet: bool,
+    /// table, json, or a Go template: '{{.Repository}}:{{.Tag}}'. Fields: ID, Repository,
+    /// Tag, Digest, Platform, CreatedAt, CreatedSince, Size, Labels, Label "KEY".
+    #[arg(long, default_value = "table")]
+    format: ListFormat,
+    /// Only images that match: reference=PATTERN (e.g. 'busybox*', '*:latest'),
+    /// dangling=true|false (no tag), label=KEY[=VALUE], before=IMAGE, since=IMAGE.
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Full digests.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+/// The fields `image ls --format` templates see, as `docker images` names them.
+const LIST_FIELDS: [&str; 10] = [
+    "ID",
+    "Repository",
+    "Tag",
+    "Digest",
+    "Platform",
+    "CreatedAt",
+    "CreatedSince",
+    "Size",
+    "Labels",
+    "Label",
+];
+const LIST_HEADERS: [(&str, &str); 9] = [
+    ("ID", "IMAGE ID"),
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("Platform", "PLATFORM"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedSince", "CREATED"),
+    ("Size", "SIZE"),
+    ("Labels", "LABELS"),
+];
+
+fn list(images: &ImageStore, args: &ImageListArgs) -> Result<()> {
+    let filters = Filters::parse(
+        &args.filter,
+        &["reference", "dangling", "label", "before", "since"],
+    )?;
+    if let ListFormat::Template(template) = &args.format {
+        template.check(&LIST_FIELDS)?;
+    }
     let all = images.list()?;
+    // before/since: relative to the image they name, by creation time.
+    let created_of = |name: &str| -> Result<u64> {
+        let found = images.inspect(name)?;
+        Ok(found.first().and_then(created).unwrap_or(0))
+    };
+    let mut bounds = (None, None);
+    for name in filters.values("before") {
+        bounds.0 = Some(created_of(name)?);
+    }
+    for name in filters.values("since") {
+        bounds.1 = Some(created_of(name)?);
+    }
+    for value in filters.values("dangling") {
+        if value != "true" && value != "false" {
+            return Err(format!("bad dangling filter {value:?}: use true or false").into());
+        }
+    }
+    let mut kept = Vec::new();
+    for image in all {
+        let (name, tag) = name_and_tag(&image.reference);
+        let mut matched = true;
+        for pattern in filters.values("reference") {
+            let names = [
+                familiar(name),
+                format!("{}:{tag}", familiar(name)),
+                name.to_string(),
+            ];
+            let mut any = false;
+            for candidate in names.iter().chain([&image.reference]) {
+                any |= crate::build::ignore::path_match(pattern, candidate)?;
+            }
+            matched &= any;
+        }
+        let when = created(&image).unwrap_or(0);
+        matched = matched
+            && filters.any("dangling", |v| (v == "true") == (tag == "<none>"))
+            && filters.labels_match(&image_labels(&image))
+            && bounds.0.is_none_or(|before| when < before)
+            && bounds.1.is_none_or(|since| when > since);
+        if matched {
+            kept.push(image);
+        }
+    }
     if args.quiet {
-        for image in &all {
+        for image in &kept {
             println!("{}", image.reference);
         }
         return Ok(());
     }
-    if let Format::Json = args.format {
-        println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(());
+    match &args.format {
+        ListFormat::Json => print_json(&kept)?,
+        ListFormat::Template(template) => {
+            let records: Vec<_> = kept.iter().map(|i| record(i, args.no_trunc)).collect();
+            print_template(template, &records, Some(&LIST_FIELDS), &LIST_HEADERS)?;
+        }
+        ListFormat::Table => {
+            let header = ["NAME", "TAG", "DIGEST", "PLATFORM", "SIZE"].map(String::from);
+            let rows = kept.iter().map(|image| {
+                let record = record(image, args.no_trunc);
+                ["Repository", "Tag", "ID", "Platform", "Size"]
+                    .map(|field| record[field].as_str().unwrap_or_default().to_string())
+            });
+            print_table(std::iter::once(header).chain(rows));
+        }
     }
-    let rows: Vec<[String; 5]> = all.iter().map(row).collect();
-    let header = ["NAME", "TAG", "DIGEST", "PLATFORM", "SIZE"].map(String::from);
-    print_table(std::iter::once(header).chain(rows));
     Ok(())
 }
 
-fn row(image: &ImageInfo) -> [String; 5] {
-    // The reference was normalized when stored: NAME[:TAG][@DIGEST].
-    let without_digest = image.reference.split('@').next().unwrap_or_default();
+/// An image as `image ls` templates see it, with `docker images`' field
+/// names. ID is what `image ls` shows and IMAGE arguments accept: the
+/// manifest digest's first 12 hex digits (all of it with --no-trunc).
+fn record(image: &ImageInfo, no_trunc: bool) -> serde_json::Value {
+    let (name, tag) = name_and_tag(&image.reference);
+    let hex = image.digest.trim_start_matches("sha256:");
+    let created_at = image.config["created"].as_str().unwrap_or_default();
+    let labels = image_labels(image);
+    serde_json::json!({
+        "ID": if no_trunc { &image.digest[..] } else { &hex[..12.min(hex.len())] },
+        "Repository": name,
+        "Tag": tag,
+        "Digest": image.digest,
+        "Platform": image.platform.to_string(),
+        "CreatedAt": created_at,
+        "CreatedSince": created(image).map_or(String::new(), super::output::ago),
+        "Size": human_size(image.size),
+        "Labels": labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "Label": labels,
+    })
+}
+
+/// The reference's name and tag (`<none>` for one pinned by digest only).
+/// It was normalized when stored: NAME[:TAG][@DIGEST].
+fn name_and_tag(reference: &str) -> (&str, &str) {
+    let without_digest = reference.split('@').next().unwrap_or_default();
     let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match without_digest[last_slash..].rfind(':') {
+    match without_digest[last_slash..].rfind(':') {
         Some(i) => (
             &without_digest[..last_slash + i],
             &without_digest[last_slash + i + 1..],
         ),
         None => (without_digest, "<none>"),
-    };
-    let hex = image.digest.trim_start_matches("sha256:");
-    [
-        name.to_string(),
-        tag.to_string(),
-        hex[..12.min(hex.len())].to_string(),
-        image.platform.to_string(),
-        human_size(image.size),
-    ]
+    }
+}
+
+/// A name as Docker users type it: `alpine` for `docker.io/library/alpine`.
+fn familiar(name: &str) -> String {
+    let short = name.strip_prefix("docker.io/").unwrap_or(name);
+    short.strip_prefix("library/").unwrap_or(short).to_string()
+}
+
+/// When the image was built (its config's `created`), in Unix seconds.
+fn created(image: &ImageInfo) -> Option<u64> {
+    let text = image.config["created"].as_str()?;
+    let time = humantime::parse_rfc3339_weak(text).ok()?;
+    time.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+fn image_labels(image: &ImageInfo) -> std::collections::BTreeMap<String, String> {
+    image.config["config"]["Labels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn save(

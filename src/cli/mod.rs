@@ -3,12 +3,14 @@
 
 mod build;
 mod container;
+mod filter;
 mod image;
 mod network;
 mod output;
 mod progress;
 mod registry;
 mod system;
+mod template;
 mod volume;
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 
-use super::output::{Format, ListArgs, print_table};
+use super::output::{ListArgs, ListFormat, print_json, print_table, print_template};
 use crate::network::{self, Network, Networks};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -73,14 +73,19 @@ pub async fn run(app_root: &Path, command: NetworkCommand) -> Result<i32> {
         NetworkCommand::List(args) => {
             let (all, broken) = networks.list()?;
             broken.into_iter().for_each(&mut fail);
-            if args.quiet {
-                all.iter().for_each(|n| println!("{}", n.name));
-            } else if let Format::Json = args.format {
+            let records = || -> Result<Vec<_>> {
                 let mut rows = Vec::new();
                 for n in &all {
                     rows.push(json(n, &networks.users(&n.name)?));
                 }
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                Ok(rows)
+            };
+            if args.quiet {
+                all.iter().for_each(|n| println!("{}", n.name));
+            } else if let ListFormat::Json = args.format {
+                print_json(&records()?)?;
+            } else if let ListFormat::Template(template) = &args.format {
+                print_template(template, &records()?, None, &[])?;
             } else {
                 let header = ["NETWORK", "SUBNET", "GATEWAY", "INTERNAL"].map(String::from);
                 let rows = all.iter().map(|n| {

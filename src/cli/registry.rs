@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::{Args, Subcommand};
 use nix::sys::termios::{self, LocalFlags, SetArg};
 
-use super::output::{Format, ListArgs, print_table};
+use super::output::{ListArgs, ListFormat, print_json, print_table, print_template};
 use super::parse_scheme;
 use crate::image::{Credentials, Scheme, check_login};
 
@@ -68,21 +68,25 @@ pub async fn run(app_root: &Path, command: RegistryCommand) -> Result<i32> {
         }
         RegistryCommand::List(args) => {
             let logins = credentials.list()?;
-            if args.quiet {
-                for (registry, _) in &logins {
-                    println!("{registry}");
-                }
-            } else if let Format::Json = args.format {
-                let json: Vec<_> = logins
+            let records = || -> Vec<_> {
+                logins
                     .iter()
                     .map(|(registry, username)| {
                         serde_json::json!({ "registry": registry, "username": username })
                     })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                    .collect()
+            };
+            if args.quiet {
+                for (registry, _) in &logins {
+                    println!("{registry}");
+                }
+            } else if let ListFormat::Json = args.format {
+                print_json(&records())?;
+            } else if let ListFormat::Template(template) = &args.format {
+                print_template(template, &records(), None, &[])?;
             } else {
                 let header = ["REGISTRY", "USERNAME"].map(String::from);
-                let rows = logins.into_iter().map(|(r, u)| [r, u]);
+                let rows = logins.iter().map(|(r, u)| [r.clone(), u.clone()]);
                 print_table(std::iter::once(header).chain(rows));
             }
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 
-use super::output::{Format, ListArgs, print_table};
+use super::output::{ListArgs, ListFormat, print_json, print_table, print_template};
 use super::pairs;
 use crate::volume::{self, Volume, Volumes};
 
@@ -82,14 +82,17 @@ pub async fn run(app_root: &Path, command: VolumeCommand) -> Result<i32> {
         VolumeCommand::List(args) => {
             let (all, broken) = volumes.list()?;
             broken.into_iter().for_each(&mut fail);
+            let records = || {
+                all.iter()
+                    .map(|v| json(&volumes, v))
+                    .collect::<Result<Vec<_>>>()
+            };
             if args.quiet {
                 all.iter().for_each(|v| println!("{}", v.name));
-            } else if let Format::Json = args.format {
-                let rows = all
-                    .iter()
-                    .map(|v| json(&volumes, v))
-                    .collect::<Result<Vec<_>>>()?;
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if let ListFormat::Json = args.format {
+                print_json(&records()?)?;
+            } else if let ListFormat::Template(template) = &args.format {
+                print_template(template, &records()?, None, &[])?;
             } else {
                 let header = ["NAME", "CONTAINERS"].map(String::from);
                 let mut rows = Vec::new();

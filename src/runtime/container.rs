@@ -260,7 +260,7 @@ impl Containers {
         Ok(Containers { root })
     }
 
-    /// Every container, oldest first, and apart the records that cannot be
+    /// Every container, oldest first (in the order they were created), and apart the records that cannot be
     /// read, so one broken record hides nothing else. Directories without
     /// a config (being created, or half-deleted) are not containers.
     pub fn list(&self) -> Result<(Vec<Container>, Vec<Unreadable>), Error> {
@@ -275,7 +275,14 @@ impl Containers {
                 Err(e) => broken.push(e),
             }
         }
-        all.sort_by(|a, b| (a.config.created, &a.config.id).cmp(&(b.config.created, &b.config.id)));
+        // `created` counts seconds; within one, the config file's time
+        // (nanoseconds; written once, at create) keeps the order of creation.
+        let written = |c: &Container| {
+            std::fs::metadata(c.dir.join("config.json"))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        all.sort_by_cached_key(|c| (c.config.created, written(c), c.config.id.clone()));
         broken.sort_by(|a, b| a.id.cmp(&b.id));
         Ok((all, broken))
     }
