@@ -223,6 +223,45 @@ fn system_status_names_what_runs_containers() {
     assert!(status["networks"].as_u64().unwrap() >= 1);
     assert!(status["commit"].as_str().unwrap().len() >= 12);
 
+    // Every other list's JSON parses, with the fields README documents;
+    // their templates see those fields.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = cli.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out).1);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let has = |value: &serde_json::Value, fields: &str| {
+        for field in fields.split(' ') {
+            assert!(value.get(field).is_some(), "no {field} in {value}");
+        }
+    };
+    let volumes = json(&["volume", "ls", "--format", "json"]);
+    has(
+        &volumes[0],
+        "name created labels mountpoint anonymous size containers",
+    );
+    let networks = json(&["network", "ls", "--format", "json"]);
+    has(
+        &networks[0],
+        "name subnet gateway internal created containers",
+    );
+    assert_eq!(
+        json(&["registry", "list", "--format", "json"]),
+        serde_json::json!([])
+    );
+    let df = json(&["system", "df", "--format", "json"]);
+    has(
+        &df,
+        "images active content_bytes snapshot_bytes reclaimable_bytes volumes",
+    );
+    has(&df["volumes"], "volumes active bytes reclaimable_bytes");
+    has(
+        &status,
+        "version commit backend accelerator kernel vminitd app_root programs images containers volumes networks",
+    );
+    let (names, _) = text(&cli.run(&["volume", "ls", "--format", "{{.name}}:{{len .containers}}"]));
+    assert_eq!(names, "data:0\n");
+
     // The table says the same, a line per field.
     let (table, _) = text(&cli.run(&["system", "status"]));
     assert!(
@@ -461,7 +500,10 @@ fn list_templates_and_filters() {
         found.sort();
         found
     };
-    assert_eq!(refs(&["--filter", "reference=local/*"]), ["docker.io/local/tool:v1"]);
+    assert_eq!(
+        refs(&["--filter", "reference=local/*"]),
+        ["docker.io/local/tool:v1"]
+    );
     assert_eq!(
         refs(&["--filter", "reference=*/tool:v1"]),
         ["docker.io/local/tool:v1"]
