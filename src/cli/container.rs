@@ -11,7 +11,9 @@ use clap::Args;
 
 use super::filter::Filters;
 use super::image::PlatformArgs;
-use super::output::{Format, ListFormat, human_size, print_json, print_table, print_template};
+use super::output::{
+    self, Format, ListFormat, human_size, print_json, print_table, print_template,
+};
 use super::parse_scheme;
 use super::template::Template;
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
@@ -478,14 +480,8 @@ pub struct ListArgs {
     /// Show stopped containers too.
     #[arg(short, long)]
     all: bool,
-    /// Print IDs only.
-    #[arg(short, long)]
-    quiet: bool,
-    /// table, json, or a Go template: '{{.ID}} {{.Names}} {{.Status}}'. Fields: ID, Names,
-    /// Image, Command, CreatedAt, RunningFor, Status, State, Ports, IP, Labels, Label "KEY",
-    /// Mounts, Networks, Size.
-    #[arg(long, default_value = "table")]
-    format: ListFormat,
+    #[command(flatten)]
+    list: output::ListArgs,
     /// Only containers that match: status=created|running|exited, label=KEY[=VALUE],
     /// name=TEXT, id=PREFIX, ancestor=IMAGE, exited=CODE, network=NAME, volume=NAME.
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
@@ -562,7 +558,7 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
             );
         }
     }
-    if let ListFormat::Template(template) = &args.format {
+    if let ListFormat::Template(template) = &args.list.format {
         template.check(&LIST_FIELDS)?;
     }
     let last = args.last.or(args.latest.then_some(1));
@@ -588,7 +584,7 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
     if let Some(last) = last {
         rows.truncate(last);
     }
-    if args.quiet {
+    if args.list.quiet {
         for (container, _) in &rows {
             println!("{}", container.id());
         }
@@ -613,7 +609,7 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
             format!("{} (virtual {})", human_size(own), human_size(own + image))
         })
     };
-    match &args.format {
+    match &args.list.format {
         ListFormat::Json => {
             let volumes = volume::Volumes::open(app_root)?;
             let all: Vec<_> = rows

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::filter::Filters;
-use super::output::{ListFormat, human_size, print_json, print_table, print_template};
+use super::output::{ListArgs, ListFormat, human_size, print_json, print_table, print_template};
 use super::parse_scheme;
 use super::progress::{self, Direction};
 use super::template::Template;
@@ -242,13 +242,8 @@ async fn pull(images: &ImageStore, args: PullArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct ImageListArgs {
-    /// Print references only.
-    #[arg(short, long)]
-    quiet: bool,
-    /// table, json, or a Go template: '{{.Repository}}:{{.Tag}}'. Fields: ID, Repository,
-    /// Tag, Digest, Platform, CreatedAt, CreatedSince, Size, Labels, Label "KEY".
-    #[arg(long, default_value = "table")]
-    format: ListFormat,
+    #[command(flatten)]
+    list: ListArgs,
     /// Only images that match: reference=PATTERN (e.g. 'busybox*', '*:latest'),
     /// dangling=true|false (no tag), label=KEY[=VALUE], before=IMAGE, since=IMAGE.
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
@@ -288,7 +283,7 @@ fn list(images: &ImageStore, args: &ImageListArgs) -> Result<()> {
         &args.filter,
         &["reference", "dangling", "label", "before", "since"],
     )?;
-    if let ListFormat::Template(template) = &args.format {
+    if let ListFormat::Template(template) = &args.list.format {
         template.check(&LIST_FIELDS)?;
     }
     let all = images.list()?;
@@ -335,13 +330,13 @@ fn list(images: &ImageStore, args: &ImageListArgs) -> Result<()> {
             kept.push(image);
         }
     }
-    if args.quiet {
+    if args.list.quiet {
         for image in &kept {
             println!("{}", image.reference);
         }
         return Ok(());
     }
-    match &args.format {
+    match &args.list.format {
         ListFormat::Json => print_json(&kept)?,
         ListFormat::Template(template) => {
             let records: Vec<_> = kept.iter().map(|i| record(i, args.no_trunc)).collect();

@@ -14,7 +14,8 @@ pub struct ListArgs {
     /// Print names only (references for images, IDs for containers).
     #[arg(short, long)]
     pub quiet: bool,
-    /// table, json, or a Go template: '{{.Name}}', 'table {{.Name}}\t{{.Size}}'.
+    /// table, json, or a Go template such as 'table {{.Name}}\t{{.Size}}'; '{{json .}}'
+    /// shows every field a template can name.
     #[arg(long, default_value = "table")]
     pub format: ListFormat,
 }
