@@ -12,6 +12,7 @@ pub mod cli;
 pub mod ext4;
 pub(crate) mod id;
 pub mod image;
+pub mod io_error;
 pub mod name;
 pub mod network;
 pub mod phases;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::atomic;
+use crate::io_error::at;
 
 pub const REGISTRY_DOMAIN: &str = "registry.domain";
 pub const NETWORK_DEFAULT: &str = "network.default";
@@ -28,18 +29,10 @@ pub enum Error {
     },
     #[error("{path} is unreadable: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error(transparent)]
     Atomic(#[from] atomic::Error),
-}
-
-fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.to_path_buf();
-    move |source| Error::Io { path, source }
 }
 
 pub struct Properties {
@@ -61,7 +54,7 @@ impl Properties {
                 reason: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(at(&self.file)(e)),
+            Err(e) => Err(at(&self.file)(e).into()),
         }
     }
 

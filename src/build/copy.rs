@@ -17,6 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use agent_proto::layer::{Meta, Writer};
 
 use super::ignore::{self, Ignore};
+use crate::io_error::at;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,16 +37,8 @@ pub enum Error {
     InvalidChmod(String),
     #[error("invalid --chown {spec:?}: {reason}")]
     InvalidChown { spec: String, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-fn io_at(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.as_ref().display().to_string();
-    move |source| Error::Io { path, source }
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 /// A tree sources are read from: the build context, whose `.dockerignore`
@@ -139,12 +132,12 @@ pub fn write_layer<W: Write>(
         layer
             .tar
             .file(&target, meta, content.len() as u64, &[], content.as_bytes())
-            .map_err(io_at(&target))?;
+            .map_err(at(&target))?;
     }
     for relative in matches {
         let path = tree.root.join(&relative);
         // The source itself is followed if it is a symlink (inside the tree).
-        let metadata = std::fs::metadata(&path).map_err(io_at(&relative))?;
+        let metadata = std::fs::metadata(&path).map_err(at(&relative))?;
         if metadata.is_dir() {
             let target = dest.clone();
             layer.copy_children(tree, &relative, &target)?;
@@ -161,7 +154,7 @@ pub fn write_layer<W: Write>(
             layer.entry(&path, &metadata, &target)?;
         }
     }
-    layer.tar.finish().map_err(io_at("the layer"))
+    Ok(layer.tar.finish().map_err(at("the layer"))?)
 }
 
 fn target_dir(dest: &str, dest_is_dir: bool) -> String {
@@ -223,15 +216,14 @@ impl Tree<'_> {
     fn walk(&self, dir: &str, visit: &mut dyn FnMut(&str, &Metadata)) -> Result<(), Error> {
         let full = self.root.join(dir);
         let mut names: Vec<String> = std::fs::read_dir(&full)
-            .map_err(io_at(&full))?
+            .map_err(at(&full))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
         for name in names {
             let path = join(dir, &name);
-            let metadata =
-                std::fs::symlink_metadata(self.root.join(&path)).map_err(io_at(&path))?;
+            let metadata = std::fs::symlink_metadata(self.root.join(&path)).map_err(at(&path))?;
             if self.visible(&path, &metadata) {
                 visit(&path, &metadata);
                 if metadata.is_dir() {
@@ -273,7 +265,7 @@ impl<W: Write> Layer<W> {
             gid: 0,
             mtime: 0,
         });
-        self.tar.dir(path, meta, &[]).map_err(io_at(path))
+        Ok(self.tar.dir(path, meta, &[]).map_err(at(path))?)
     }
 
     /// The owner and mode an entry gets in the image.
@@ -313,10 +305,10 @@ impl<W: Write> Layer<W> {
             return self.directory_at(target, Some(meta));
         }
         let result = if kind.is_symlink() {
-            let link = std::fs::read_link(path).map_err(io_at(path))?;
+            let link = std::fs::read_link(path).map_err(at(path))?;
             self.tar.symlink(target, meta, &link)
         } else if kind.is_file() {
-            let file = std::fs::File::open(path).map_err(io_at(path))?;
+            let file = std::fs::File::open(path).map_err(at(path))?;
             self.tar.file(target, meta, metadata.len(), &[], file)
         } else if kind.is_fifo() {
             self.tar.special(target, tar::EntryType::Fifo, meta, (0, 0))
@@ -324,29 +316,29 @@ impl<W: Write> Layer<W> {
             // Sockets and devices are not something a context holds.
             return Ok(());
         };
-        result.map_err(io_at(path))
+        Ok(result.map_err(at(path))?)
     }
 
     /// Extracts `path` into `dir` if it is a tar archive (plain, gzip or
     /// zstd); false if it is not one, and it is then copied as a file.
     fn extract_archive(&mut self, path: &Path, dir: &str) -> Result<bool, Error> {
-        let mut file = std::fs::File::open(path).map_err(io_at(path))?;
+        let mut file = std::fs::File::open(path).map_err(at(path))?;
         let mut head = [0u8; 512];
-        let n = read_up_to(&mut file, &mut head).map_err(io_at(path))?;
-        let file = std::fs::File::open(path).map_err(io_at(path))?;
+        let n = read_up_to(&mut file, &mut head).map_err(at(path))?;
+        let file = std::fs::File::open(path).map_err(at(path))?;
         let reader: Box<dyn Read> = if head[..n].starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::read::MultiGzDecoder::new(file))
         } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Box::new(zstd::Decoder::new(file).map_err(io_at(path))?)
+            Box::new(zstd::Decoder::new(file).map_err(at(path))?)
         } else if n == 512 && &head[257..262] == b"ustar" {
             Box::new(file)
         } else {
             return Ok(false);
         };
         let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(io_at(path))? {
-            let mut entry = entry.map_err(io_at(path))?;
-            let name = entry.path().map_err(io_at(path))?;
+        for entry in archive.entries().map_err(at(path))? {
+            let mut entry = entry.map_err(at(path))?;
+            let name = entry.path().map_err(at(path))?;
             let Some(name) = normalize(&name.to_string_lossy()) else {
                 continue;
             };
@@ -369,11 +361,11 @@ impl<W: Write> Layer<W> {
                     self.directory_at(&target, Some(meta))?;
                     Ok(())
                 }
-                tar::EntryType::Symlink => match entry.link_name().map_err(io_at(path))? {
+                tar::EntryType::Symlink => match entry.link_name().map_err(at(path))? {
                     Some(link) => self.tar.symlink(&target, meta, &link),
                     None => Ok(()),
                 },
-                tar::EntryType::Link => match entry.link_name().map_err(io_at(path))? {
+                tar::EntryType::Link => match entry.link_name().map_err(at(path))? {
                     Some(link) => match normalize(&link.to_string_lossy()) {
                         Some(link) => self.tar.hard_link(&target, meta, &join(dir, &link)),
                         None => Ok(()),
@@ -386,7 +378,7 @@ impl<W: Write> Layer<W> {
                 }
                 _ => Ok(()),
             };
-            result.map_err(io_at(path))?;
+            result.map_err(at(path))?;
         }
         Ok(true)
     }
@@ -476,15 +468,15 @@ pub async fn download(url: &str, dir: &Path) -> Result<String, Error> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
     let path = dir.join(&name);
-    let mut file = std::fs::File::create(&path).map_err(io_at(&path))?;
+    let mut file = std::fs::File::create(&path).map_err(at(&path))?;
     while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
-        file.write_all(&chunk).map_err(io_at(&path))?;
+        file.write_all(&chunk).map_err(at(&path))?;
     }
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io_at(&path))?;
+        .map_err(at(&path))?;
     file.set_modified(modified.unwrap_or(std::time::UNIX_EPOCH))
-        .map_err(io_at(&path))?;
+        .map_err(at(&path))?;
     Ok(name)
 }
 
@@ -511,11 +503,11 @@ pub fn unpack_layers(
         archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
         archive.set_overwrite(true);
         archive.set_unpack_xattrs(false);
-        for entry in archive.entries().map_err(io_at(dir))? {
-            let mut entry = entry.map_err(io_at(dir))?;
+        for entry in archive.entries().map_err(at(dir))? {
+            let mut entry = entry.map_err(at(dir))?;
             let name = entry
                 .path()
-                .map_err(io_at(dir))?
+                .map_err(at(dir))?
                 .to_string_lossy()
                 .into_owned();
             let Some(name) = normalize(&name) else {
@@ -551,7 +543,7 @@ pub fn unpack_layers(
             {
                 remove(&target);
             }
-            entry.unpack_in(dir).map_err(io_at(&target))?;
+            entry.unpack_in(dir).map_err(at(&target))?;
         }
     }
     Ok(())

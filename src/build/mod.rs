@@ -29,6 +29,8 @@ use crate::runtime;
 use dockerfile::{Command, Dockerfile, Instruction, Kind, Source};
 use ignore::Ignore;
 
+use crate::io_error::io;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{file}: {source}")]
@@ -52,11 +54,8 @@ pub enum Error {
     Image(#[from] image::Error),
     #[error(transparent)]
     Network(Box<runtime::Error>),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 /// What went wrong in one instruction; `Error::At` says where.
@@ -81,16 +80,8 @@ pub enum StepError {
     Unsupported(String),
     #[error("the base image's ONBUILD trigger is invalid: {0}")]
     Trigger(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StepError {
-    let context = context.into();
-    move |source| StepError::Io { context, source }
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 /// Where the Dockerfile comes from.
@@ -164,10 +155,7 @@ pub fn cached_layers(app_root: &Path) -> BTreeSet<String> {
 /// Forgets every cached step (`builder prune`); returns how many there were.
 /// Their layers go with the next garbage collection.
 pub fn clear_cache(app_root: &Path) -> Result<usize, Error> {
-    let cache = cache::Cache::open(app_root).map_err(|source| Error::Io {
-        context: "open the build cache".into(),
-        source,
-    })?;
+    let cache = cache::Cache::open(app_root).map_err(io("open the build cache"))?;
     Ok(cache.clear())
 }
 
@@ -189,10 +177,7 @@ pub async fn build(
         DockerfileSource::Path(path) => (
             path.file_name()
                 .map_or("Dockerfile".into(), |n| n.to_string_lossy().into_owned()),
-            std::fs::read_to_string(path).map_err(|source| Error::Io {
-                context: format!("read {}", path.display()),
-                source,
-            })?,
+            std::fs::read_to_string(path).map_err(io(format!("read {}", path.display())))?,
         ),
     };
     let dockerfile = dockerfile::parse(&text).map_err(|source| Error::Parse {
@@ -210,10 +195,7 @@ pub async fn build(
         .iter()
         .map(|t| images.parse_reference(t))
         .collect::<Result<Vec<_>, _>>()?;
-    let cache = cache::Cache::open(app_root).map_err(|source| Error::Io {
-        context: "open the build cache".into(),
-        source,
-    })?;
+    let cache = cache::Cache::open(app_root).map_err(io("open the build cache"))?;
     // Checked before any work, as tags are.
     let network = runtime::network_name(app_root, options.network.as_deref())
         .map_err(|e| Error::Network(Box::new(e)))?;

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{Error, Network, io};
+use super::{Error, Network};
 use crate::atomic;
+use crate::io_error::io;
 
 /// Bridges of ours start with this; isolation rules match on it.
 const BRIDGE_PREFIX: &str = "ctrbr";
@@ -207,7 +208,7 @@ fn run(program: &str, package: &str, args: &[&str], stdin: Option<&str>) -> Resu
             std::io::ErrorKind::NotFound => Error::Host(format!(
                 "{program} is not installed: it comes with the Debian package {package}, which scripts/setup installs"
             )),
-            _ => io(format!("run {program}"))(e),
+            _ => io(format!("run {program}"))(e).into(),
         })?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         std::io::Write::write_all(&mut pipe, text.as_bytes())

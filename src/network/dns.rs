@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Network, Networks, io};
+use super::{Error, Network, Networks};
+use crate::io_error::io;
 
 /// What a container is told about names: its resolv.conf (`--dns`,
 /// `--dns-search`, `--dns-option`, `--dns-domain`, `--no-dns`, as in

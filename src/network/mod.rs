@@ -27,6 +27,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
+use crate::io_error::io;
 
 /// The network containers join when they name none.
 pub const DEFAULT: &str = "default";
@@ -88,16 +89,8 @@ pub enum Error {
     Atomic(#[from] atomic::Error),
     #[error(transparent)]
     Properties(#[from] crate::properties::Error),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Io { context, source }
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 /// A network's record.
@@ -278,7 +271,7 @@ impl Networks {
                     reason: e.to_string(),
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(format!("read {}", path.display()))(e)),
+            Err(e) => Err(io(format!("read {}", path.display()))(e).into()),
         }
     }
 
@@ -366,7 +359,7 @@ impl Networks {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(io(format!("read {}", dir.display()))(e)),
+            Err(e) => return Err(io(format!("read {}", dir.display()))(e).into()),
         };
         let mut leases: Vec<(Ipv4Addr, Lease)> = entries
             .flatten()
@@ -426,7 +419,7 @@ impl Networks {
         let record = self.record(name);
         std::fs::remove_file(&record).map_err(io(format!("remove {}", record.display())))?;
         let dir = self.dir(name);
-        std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))
+        Ok(std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))?)
     }
 
     /// Removes a network's host side (bridge, rules), if a killed
@@ -482,7 +475,7 @@ impl Networks {
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io(format!("create {}", path.display()))(e)),
+                Err(e) => return Err(io(format!("create {}", path.display()))(e).into()),
             }
         }
         Err(Error::Full {
@@ -501,7 +494,7 @@ impl Networks {
             .join(endpoint.address.to_string());
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io(format!("remove {}", path.display()))(e))
+                Err(io(format!("remove {}", path.display()))(e).into())
             }
             _ => Ok(()),
         }

@@ -17,7 +17,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use super::{Error, io};
+use super::Error;
+use crate::io_error::io;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -183,7 +184,7 @@ impl Published {
         for port in ports {
             let taken = |e: std::io::Error| match e.kind() {
                 std::io::ErrorKind::AddrInUse => Error::PortTaken(port.host().to_string()),
-                _ => io(format!("publish port {port}"))(e),
+                _ => io(format!("publish port {port}"))(e).into(),
             };
             let socket = match port.protocol {
                 Protocol::Tcp => {

@@ -15,7 +15,8 @@ use tonic::Streaming;
 
 use super::container::Container;
 use super::supervisor::INIT_PROCESS;
-use super::{Error, agent, io, logs, process_ref};
+use super::{Error, agent, logs, process_ref};
+use crate::io_error::io;
 
 /// Where an attached process's output goes: the runtime moves the bytes,
 /// the CLI decides where they land (its own stdout and stderr).
@@ -198,9 +199,9 @@ pub fn copy_new_records(
 
 /// One piece of a container's output, to `output`.
 pub fn write(output: &dyn Output, stream: logs::Stream, data: &[u8]) -> Result<(), Error> {
-    output
+    Ok(output
         .write(stream, data)
-        .map_err(io("write the container's output"))
+        .map_err(io("write the container's output"))?)
 }
 
 /// Creates a process beside a container's main one, not yet started.

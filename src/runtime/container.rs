@@ -7,8 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, RunSpec, io};
+use super::{Error, RunSpec};
 use crate::atomic;
+use crate::io_error::io;
 
 /// The layout of `config.json`, written beside the config as `schema`.
 /// Fields added within a layout have defaults, so older records read; a
@@ -193,7 +194,7 @@ impl Container {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NoSuchContainer(self.config.name.clone()));
             }
-            Err(e) => return Err(io(format!("read {}", path.display()))(e)),
+            Err(e) => return Err(io(format!("read {}", path.display()))(e).into()),
         };
         let mut state: State = serde_json::from_slice(&bytes).map_err(|e| Unreadable {
             id: self.config.id.clone(),
@@ -444,7 +445,7 @@ impl Containers {
         let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         let config = container.dir.join("config.json");
         match std::fs::remove_file(&config) {
-            Err(e) if !gone(&e) => return Err(io(format!("remove {}", config.display()))(e)),
+            Err(e) if !gone(&e) => return Err(io(format!("remove {}", config.display()))(e).into()),
             _ => {}
         }
         remove_dir(&container.dir)
@@ -456,7 +457,7 @@ impl Containers {
 fn remove_dir(dir: &Path) -> Result<(), Error> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(io(format!("remove {}", dir.display()))(e))
+            Err(io(format!("remove {}", dir.display()))(e).into())
         }
         _ => Ok(()),
     }

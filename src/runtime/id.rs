@@ -1,5 +1,5 @@
 //! Container IDs (and the runtime's process IDs in the guest, from them).
 
 pub fn new() -> Result<String, super::Error> {
-    crate::id::random().map_err(super::io("read /dev/urandom"))
+    Ok(crate::id::random().map_err(crate::io_error::io("read /dev/urandom"))?)
 }

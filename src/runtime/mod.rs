@@ -31,6 +31,7 @@ pub use step::{Step, run_step};
 pub use supervisor::{EXIT_RUNTIME_ERROR, SUPERVISE_COMMAND, supervise};
 
 use crate::image::{self, ImageStore, PullOptions};
+use crate::io_error::io;
 use crate::network::{self, Networks};
 use crate::vm;
 use crate::volume::{self, Volumes};
@@ -78,11 +79,8 @@ pub enum Error {
     Unreadable(#[from] container::Unreadable),
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 impl From<tonic::Status> for Error {
@@ -102,11 +100,6 @@ impl From<tonic::transport::Error> for Error {
             std::error::Error::source(&e),
         ))
     }
-}
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Io { context, source }
 }
 
 /// The network a VM joins: the one asked for, else the `network.default`
@@ -245,10 +238,7 @@ pub async fn create(
         let image = image.clone();
         tokio::task::spawn_blocking(move || store.snapshot(&image))
             .await
-            .map_err(|e| Error::Io {
-                context: "build the image snapshot".into(),
-                source: std::io::Error::other(e),
-            })??
+            .map_err(|e| io("build the image snapshot")(std::io::Error::other(e)))??
     };
     phases.done("build the snapshot");
     let command = command(&image.config, &spec);
@@ -935,10 +925,9 @@ async fn read_out_with(
         }
     });
     let copied = attach::builtin(agent, builtin, path, None, tx).await;
-    let written = sink.await.map_err(|e| Error::Io {
-        context: "copy".into(),
-        source: std::io::Error::other(e),
-    })?;
+    let written = sink
+        .await
+        .map_err(|e| io("copy")(std::io::Error::other(e)))?;
     // A refused destination stops the reading first: that is the cause.
     written.map_err(io(context))?;
     copied
@@ -977,10 +966,9 @@ async fn copy_in_with(
     });
     let (sink, _) = std::sync::mpsc::sync_channel(1);
     let copied = attach::builtin(agent, agent_proto::Builtin::CopyIn, path, Some(rx), sink).await;
-    let read = source.await.map_err(|e| Error::Io {
-        context: "copy".into(),
-        source: std::io::Error::other(e),
-    })?;
+    let read = source
+        .await
+        .map_err(|e| io("copy")(std::io::Error::other(e)))?;
     read.map_err(io("read the copy's source"))?;
     copied
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use agent_proto::{ContainerMount, MountRequest, container_mount};
 
+use crate::io_error::io;
 use crate::vm;
 use crate::volume::{self, Volumes, spec};
 
@@ -153,10 +154,8 @@ pub fn plan_for(container: &super::Container) -> Result<Plan, super::Error> {
 fn check_sources(plan: &Plan) -> Result<(), super::Error> {
     for share in &plan.shares {
         if !share.path.is_dir() {
-            return Err(super::Error::Io {
-                context: format!("mount {}", share.path.display()),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+            return Err(io(format!("mount {}", share.path.display()))(missing).into());
         }
     }
     Ok(())

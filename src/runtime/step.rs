@@ -20,7 +20,8 @@ use super::plugged::{Plug, Plugged};
 use super::supervisor::{
     BOOT_TIMEOUT, INIT_PROCESS, create_init, machine, start_with_output, stop_vm, wait_init,
 };
-use super::{Error, agent, io};
+use super::{Error, agent};
+use crate::io_error::io;
 use crate::network::dns::DnsConfig;
 use crate::network::{Endpoint, Lease, Networks};
 use crate::vm::{self, VirtualMachine};
@@ -257,10 +258,7 @@ fn format_scratch(path: &Path) -> Result<(), Error> {
         gid: 0,
         mtime: 0,
     };
-    let fail = |e: std::io::Error| Error::Io {
-        context: format!("prepare {}", path.display()),
-        source: e,
-    };
+    let fail = |e| io(format!("prepare {}", path.display()))(e);
     tar.dir("upper", meta, &[]).map_err(fail)?;
     tar.dir("work", meta, &[]).map_err(fail)?;
     let tar = tar.finish().map_err(fail)?;

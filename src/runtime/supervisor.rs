@@ -25,7 +25,8 @@ use tonic::Code;
 use super::container::{Container, Containers, State, Status, now};
 use super::mounts::Plan;
 use super::plugged::{Plug, Plugged};
-use super::{Error, agent, io, logs, process_ref};
+use super::{Error, agent, logs, process_ref};
+use crate::io_error::io;
 use crate::phases::Phases;
 use crate::vm::{self, VirtualMachine, VmConfig};
 

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
+use crate::io_error::io;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,16 +64,8 @@ pub enum Error {
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     Atomic(#[from] atomic::Error),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Io { context, source }
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 /// A volume's record.
@@ -237,7 +230,7 @@ impl Volumes {
                     tracing::debug!("volume {} appeared meanwhile: {e}", volume.name);
                     self.get(&volume.name)
                 }
-                Err(e) => Err(io(format!("create volume {}", volume.name))(e)),
+                Err(e) => Err(io(format!("create volume {}", volume.name))(e).into()),
             }
         })();
         let _ = std::fs::remove_dir_all(&temp);
@@ -253,7 +246,7 @@ impl Volumes {
         let text = match std::fs::read(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(format!("read {}", path.display()))(e)),
+            Err(e) => return Err(io(format!("read {}", path.display()))(e).into()),
         };
         serde_json::from_slice(&text)
             .map(Some)
@@ -296,7 +289,7 @@ impl Volumes {
         let _lock = self.lock()?;
         self.get(name)?;
         let path = self.dir(name).join(USERS).join(container);
-        std::fs::write(&path, b"").map_err(io(format!("write {}", path.display())))
+        Ok(std::fs::write(&path, b"").map_err(io(format!("write {}", path.display())))?)
     }
 
     /// Forgets that `container` uses the volume (gone already is fine).
@@ -304,7 +297,7 @@ impl Volumes {
         let path = self.dir(name).join(USERS).join(container);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io(format!("remove {}", path.display()))(e))
+                Err(io(format!("remove {}", path.display()))(e).into())
             }
             _ => Ok(()),
         }
@@ -326,7 +319,7 @@ impl Volumes {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(io(format!("read {}", dir.display()))(e)),
+            Err(e) => return Err(io(format!("read {}", dir.display()))(e).into()),
         };
         let mut users: Vec<String> = entries
             .flatten()
@@ -356,7 +349,7 @@ impl Volumes {
         // half-way through the delete, the next open finishes it.
         let away = atomic::temp_path(&self.root, name);
         std::fs::rename(&dir, &away).map_err(io(format!("remove volume {name}")))?;
-        std::fs::remove_dir_all(&away).map_err(io(format!("remove {}", away.display())))
+        Ok(std::fs::remove_dir_all(&away).map_err(io(format!("remove {}", away.display())))?)
     }
 
     /// What the volumes take on disk, for `system df`. Unused volumes'
@@ -418,7 +411,7 @@ fn now() -> u64 {
 
 /// 64 hex digits, as Docker names anonymous volumes.
 fn random_name() -> Result<String, Error> {
-    crate::id::random().map_err(io("read /dev/urandom"))
+    Ok(crate::id::random().map_err(io("read /dev/urandom"))?)
 }
 
 #[cfg(test)]
