@@ -287,6 +287,22 @@ fn a_detached_container_is_listed_exec_d_logged_stopped_and_removed() {
     });
     assert_eq!(lines.next().unwrap()[2], "CPU %", "{table}");
     assert!(lines.next().unwrap()[2].ends_with('%'), "{table}");
+    let line = stdout(
+        &cli,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.CPUPerc}} {{.PIDs}}",
+            "web",
+        ],
+    );
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[0], "web", "{line}");
+    assert!(
+        fields[1].ends_with('%') && fields[2].parse::<u64>().unwrap() > 0,
+        "{line}"
+    );
     stats_refresh_in_place_on_a_terminal(&cli);
 
     // sh as PID 1 ignores SIGTERM: stop waits its timeout, then kills.

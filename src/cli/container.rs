@@ -656,7 +656,7 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
                 .map(|field| record[field].as_str().unwrap_or_default().to_string())
                 .to_vec();
                 if args.size {
-                    line.push(record["Size"].as_str().unwrap_or_default().to_string());
+                    line.push(text_field(&record["Size"]));
                 }
                 line
             });
@@ -956,10 +956,63 @@ pub struct StatsArgs {
     /// Print once (CPU % over half a second) and exit.
     #[arg(long)]
     no_stream: bool,
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    /// table, json, or a Go template with docker stats' fields: '{{.Name}} {{.CPUPerc}}'
+    /// (Container, ID, Name, CPUPerc, MemUsage, MemPerc, BlockIO, PIDs).
+    #[arg(long, default_value = "table")]
+    format: ListFormat,
     /// Containers (default: every running one).
     containers: Vec<String>,
+}
+
+/// The fields `stats --format` templates see, as `docker stats` names them.
+const STATS_FIELDS: [&str; 8] = [
+    "Container",
+    "ID",
+    "Name",
+    "CPUPerc",
+    "MemUsage",
+    "MemPerc",
+    "BlockIO",
+    "PIDs",
+];
+const STATS_HEADERS: [(&str, &str); 8] = [
+    ("Container", "CONTAINER"),
+    ("ID", "CONTAINER ID"),
+    ("Name", "NAME"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+    ("BlockIO", "BLOCK I/O"),
+    ("PIDs", "PIDS"),
+];
+
+/// A container's figures as `stats` templates (and its table) show them.
+fn stats_record(container: &Container, stats: &runtime::Statistics, cpu: f64) -> serde_json::Value {
+    let s = &stats.cgroup;
+    let (limit, percent) = match s.memory_max_bytes {
+        0 => ("-".to_string(), "-".to_string()),
+        max => (
+            human_size(max),
+            format!("{:.2}%", s.memory_current_bytes as f64 * 100.0 / max as f64),
+        ),
+    };
+    serde_json::json!({
+        "Container": container.config.name,
+        "ID": container.id()[..12],
+        "Name": container.config.name,
+        "CPUPerc": format!("{cpu:.2}%"),
+        "MemUsage": format!("{} / {limit}", human_size(s.memory_current_bytes)),
+        "MemPerc": percent,
+        "BlockIO": format!("{} / {}", human_size(s.io_read_bytes), human_size(s.io_write_bytes)),
+        "PIDs": s.pids_current,
+    })
+}
+
+/// A record's field as a table cell.
+fn text_field(value: &serde_json::Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), String::from)
 }
 
 /// How far apart the two readings are when no earlier one exists (the first
@@ -991,8 +1044,8 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
             // its top, so the figures update in place.
             print!("\x1b[H\x1b[2J");
         }
-        match args.format {
-            Format::Json => {
+        match &args.format {
+            ListFormat::Json => {
                 let json: Vec<_> = rows
                     .iter()
                     .map(|(c, s, cpu_percent)| {
@@ -1005,9 +1058,16 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                print_json(&json)?;
             }
-            Format::Table => {
+            ListFormat::Template(template) => {
+                let records: Vec<_> = rows
+                    .iter()
+                    .map(|(c, s, cpu)| stats_record(c, s, *cpu))
+                    .collect();
+                print_template(template, &records, Some(&STATS_FIELDS), &STATS_HEADERS)?;
+            }
+            ListFormat::Table => {
                 let header = [
                     "CONTAINER ID",
                     "NAME",
@@ -1017,25 +1077,10 @@ pub async fn stats(app_root: &Path, args: StatsArgs) -> Result<i32> {
                     "PIDS",
                 ]
                 .map(String::from);
-                let lines = rows.iter().map(|(c, s, cpu_percent)| {
-                    let s = &s.cgroup;
-                    let limit = if s.memory_max_bytes == 0 {
-                        "-".into()
-                    } else {
-                        human_size(s.memory_max_bytes)
-                    };
-                    [
-                        c.id()[..12].to_string(),
-                        c.config.name.clone(),
-                        format!("{cpu_percent:.2}%"),
-                        format!("{} / {limit}", human_size(s.memory_current_bytes)),
-                        format!(
-                            "{} / {}",
-                            human_size(s.io_read_bytes),
-                            human_size(s.io_write_bytes)
-                        ),
-                        s.pids_current.to_string(),
-                    ]
+                let lines = rows.iter().map(|(c, s, cpu)| {
+                    let record = stats_record(c, s, *cpu);
+                    ["ID", "Name", "CPUPerc", "MemUsage", "BlockIO", "PIDs"]
+                        .map(|field| text_field(&record[field]))
                 });
                 print_table(std::iter::once(header).chain(lines));
             }
