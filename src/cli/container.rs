@@ -11,9 +11,7 @@ use clap::Args;
 
 use super::filter::Filters;
 use super::image::PlatformArgs;
-use super::output::{
-    self, Format, ListFormat, human_size, print_json, print_table, print_template,
-};
+use super::output::{self, ListFormat, human_size, print_json, print_table, print_template};
 use super::parse_scheme;
 use super::template::Template;
 use crate::image::{PullOptions, SNAPSHOT_SIZE_BYTES, Scheme};
@@ -564,6 +562,16 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
     let last = args.last.or(args.latest.then_some(1));
     // As Docker: a status filter or -n shows stopped containers too.
     let all = args.all || last.is_some() || filters.has("status");
+    let mut ancestors = HashMap::new();
+    if filters.has("ancestor") {
+        let images = crate::image::ImageStore::open(app_root)?;
+        for wanted in filters.values("ancestor") {
+            // An image no longer stored is matched by name alone.
+            let found = images.inspect(wanted).unwrap_or_default();
+            let digests = found.into_iter().map(|image| image.digest).collect();
+            ancestors.insert(wanted.clone(), digests);
+        }
+    }
     let mut failures = Failures::default();
     let mut rows = Vec::new();
     let (containers, unreadable) = Containers::open(app_root)?.list()?;
@@ -573,7 +581,7 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
     for container in containers.into_iter().rev() {
         match container.state() {
             Ok(state) if all || state.status == Status::Running => {
-                if matches(&container, &state, &filters) {
+                if matches(&container, &state, &filters, &ancestors) {
                     rows.push((container, state));
                 }
             }
@@ -666,8 +674,14 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
     Ok(failures.exit_code())
 }
 
-/// Whether a container passes `ls --filter`.
-fn matches(container: &Container, state: &runtime::State, filters: &Filters) -> bool {
+/// Whether a container passes `ls --filter`; `ancestors` holds the digests
+/// of the images each `ancestor=` value names.
+fn matches(
+    container: &Container,
+    state: &runtime::State,
+    filters: &Filters,
+    ancestors: &HashMap<String, Vec<String>>,
+) -> bool {
     let c = &container.config;
     let state_name = match state.status {
         Status::Created => "created",
@@ -678,7 +692,7 @@ fn matches(container: &Container, state: &runtime::State, filters: &Filters) -> 
         && filters.labels_match(&super::pairs(&c.spec.labels))
         && filters.any("name", |v| c.name.contains(v))
         && filters.any("id", |v| c.id.starts_with(v))
-        && filters.any("ancestor", |v| is_image(&c.image, &c.image_digest, v))
+        && filters.any("ancestor", |v| is_image(container, v, ancestors))
         && filters.any("exited", |v| {
             state.status == Status::Stopped
                 && state.exit_code.map(|e| e.to_string()).as_deref() == Some(v)
@@ -695,16 +709,18 @@ fn matches(container: &Container, state: &runtime::State, filters: &Filters) -> 
 }
 
 /// Docker's `ancestor` filter: the image as the container names it, that
-/// name without its tag (`busybox` for `busybox:latest`), or its digest or
-/// a prefix of the digest's hex of at least 12 digits.
-fn is_image(image: &str, digest: &str, wanted: &str) -> bool {
-    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+/// name without its tag (`busybox` for `busybox:latest`), or an image the
+/// store finds by `wanted` (a reference, digest or ID) that the container
+/// was created from.
+fn is_image(container: &Container, wanted: &str, ancestors: &HashMap<String, Vec<String>>) -> bool {
+    let image = &container.config.image;
     image == wanted
         || image
             .strip_prefix(wanted)
             .is_some_and(|tag| tag.starts_with(':') && !tag.contains('/'))
-        || digest == wanted
-        || (wanted.len() >= 12 && hex.starts_with(wanted.trim_start_matches("sha256:")))
+        || ancestors
+            .get(wanted)
+            .is_some_and(|digests| digests.contains(&container.config.image_digest))
 }
 
 /// A container as `ls` templates see it, with `docker ps`'s field names.

@@ -360,11 +360,14 @@ fn list(images: &ImageStore, args: &ImageListArgs) -> Result<()> {
 /// manifest digest's first 12 hex digits (all of it with --no-trunc).
 fn record(image: &ImageInfo, no_trunc: bool) -> serde_json::Value {
     let (name, tag) = name_and_tag(&image.reference);
-    let hex = image.digest.trim_start_matches("sha256:");
+    let id = match crate::image::Digest::parse(&image.digest) {
+        Ok(digest) if !no_trunc => digest.short().to_string(),
+        _ => image.digest.clone(),
+    };
     let created_at = image.config["created"].as_str().unwrap_or_default();
     let labels = image_labels(image);
     serde_json::json!({
-        "ID": if no_trunc { &image.digest[..] } else { &hex[..12.min(hex.len())] },
+        "ID": id,
         "Repository": name,
         "Tag": tag,
         "Digest": image.digest,

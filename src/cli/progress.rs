@@ -48,9 +48,9 @@ pub fn sink(mode: Mode, direction: Direction) -> ProgressSink {
 }
 
 /// The 12 hex digits Docker shows for a blob.
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
+fn short(digest: &str) -> String {
+    crate::image::Digest::parse(digest)
+        .map_or_else(|_| digest.to_string(), |d| d.short().to_string())
 }
 
 fn words(direction: Direction) -> (&'static str, &'static str) {

@@ -49,6 +49,11 @@ impl Digest {
         &self.0[PREFIX.len()..]
     }
 
+    /// The first 12 hex digits, as Docker shows image IDs and blobs.
+    pub fn short(&self) -> &str {
+        &self.hex()[..12]
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
