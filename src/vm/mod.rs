@@ -9,6 +9,9 @@ pub mod initfs;
 pub mod kernel;
 #[cfg(target_os = "linux")]
 mod qcow2;
+// The macOS backend's disk decisions, tested on Linux too.
+#[cfg(any(target_os = "macos", feature = "vz-check", test))]
+mod raw;
 #[cfg(target_os = "linux")]
 mod qemu;
 // `vz-check` compiles the macOS backend on Linux only to type-check it

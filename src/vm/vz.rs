@@ -546,6 +546,9 @@ pub fn host() -> super::Host {
 /// Clones the image snapshot to `dir/rootfs.ext4` with clonefile(2): APFS
 /// shares every block until the container writes one, so this takes
 /// milliseconds whatever the image's size, and the VM boots a plain raw file.
+/// An app root on a volume that cannot clone (not APFS) or on another
+/// volume than the file gets a sparse copy instead, as Apple's `container`
+/// copies when it cannot clone: slower, never wrong.
 pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<super::Disk, Error> {
     let path = dir.join("rootfs.ext4");
     let c_path = |p: &Path| {
@@ -556,12 +559,27 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<su
     };
     let (src, dst) = (c_path(base)?, c_path(&path)?);
     if unsafe { clonefile(src.as_ptr(), dst.as_ptr(), 0) } != 0 {
-        return Err(Error::Io {
-            context: format!("clone {} to {}", base.display(), path.display()),
-            source: std::io::Error::last_os_error(),
-        });
+        let error = std::io::Error::last_os_error();
+        if !super::raw::clone_falls_back(&error) {
+            return Err(Error::Io {
+                context: format!("clone {} to {}", base.display(), path.display()),
+                source: error,
+            });
+        }
+        tracing::debug!("clonefile: {error}; copying {} instead", base.display());
+        let (from, to) = (base.to_path_buf(), path.clone());
+        let copied = tokio::task::spawn_blocking(move || super::raw::copy_sparse(&from, &to))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(source) = copied {
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::Io {
+                context: format!("copy {} to {}", base.display(), path.display()),
+                source,
+            });
+        }
     }
-    if let Some(bytes) = size {
+    if let Some(bytes) = size.map(super::raw::disk_size) {
         // Growing a clone is a hole at its end: nothing is copied or written.
         let grow = std::fs::OpenOptions::new()
             .write(true)
