@@ -9,7 +9,11 @@ fn kernel_set_binary_installs_the_kernel_runs_use() {
     let app_root = tempfile::tempdir().unwrap();
     let source = tempfile::tempdir().unwrap();
     let binary = source.path().join("vmlinux-6.9.9-test");
-    std::fs::write(&binary, b"not really a kernel").unwrap();
+    // Only the boot header QEMU needs of a bzImage: the format is checked,
+    // the kernel is not booted here.
+    let mut kernel = vec![0u8; 0x400];
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&binary, &kernel).unwrap();
 
     let output = Command::new(env!("CARGO_BIN_EXE_container"))
         .env("CONTAINER_APP_ROOT", app_root.path())
@@ -23,11 +27,28 @@ fn kernel_set_binary_installs_the_kernel_runs_use() {
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("kernel set to {}", installed.display())
     );
-    assert_eq!(std::fs::read(&installed).unwrap(), b"not really a kernel");
+    assert_eq!(std::fs::read(&installed).unwrap(), kernel);
     assert_eq!(
         std::fs::canonicalize(app_root.path().join("kernel/default")).unwrap(),
         std::fs::canonicalize(&installed).unwrap()
     );
+
+    // A file the backend cannot boot is refused, in one line saying why.
+    let not_a_kernel = source.path().join("vmlinux-6.9.10-test");
+    std::fs::write(&not_a_kernel, b"not really a kernel").unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_container"))
+        .env("CONTAINER_APP_ROOT", app_root.path())
+        .args(["system", "kernel", "set", "--binary"])
+        .arg(&not_a_kernel)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is not a kernel image we recognise, but QEMU"),
+        "{stderr}"
+    );
+    assert!(!app_root.path().join("kernel/vmlinux-6.9.10-test").exists());
 
     // Neither or both of --binary and --recommended is a usage error.
     let status = Command::new(env!("CARGO_BIN_EXE_container"))

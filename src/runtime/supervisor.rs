@@ -12,12 +12,12 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use agent_proto::create_process_request::Target;
 use agent_proto::{
     AGENT_PORT, ContainerConfig, CreateProcessRequest, NewContainer, PingRequest, ProcessSpec,
-    READY_PORT, ShutdownRequest,
+    READY_PORT, SetTimeRequest, ShutdownRequest,
 };
 use tokio::net::UnixListener;
 use tonic::Code;
@@ -45,6 +45,11 @@ const DEFAULT_MEMORY_MIB: u64 = 1024;
 /// How long a cold boot may take before we give up. Generous: software
 /// emulation on a loaded 2-core host is slow.
 pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the guest's clock is set from the host's while the container
+/// runs, as Apple's runtime does (TimeSyncer.swift). A guest's clock stops
+/// while the host sleeps (a Mac's lid closes) and drifts under emulation;
+/// nothing in the guest corrects it (no NTP, no network at all for some).
+const TIME_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// The exit code for a container the runtime could not run (Docker's).
 pub const EXIT_RUNTIME_ERROR: i32 = 125;
 
@@ -408,7 +413,10 @@ async fn run_main_process(
         let (process, config) = main_process(container, plugged.as_deref(), size)?;
         create_container(&mut agent.clone(), container, mounts, process, config).await
     };
-    let (pinged, created) = tokio::join!(ping, create);
+    // Before the process starts: the clock the guest boots with is the
+    // RTC's, to the second at best (none at all on some backends).
+    let clock = set_guest_time(agent.clone());
+    let (pinged, created, ()) = tokio::join!(ping, create, clock);
     pinged?;
     created?;
     phases.done("network, mounts, create");
@@ -433,11 +441,47 @@ async fn run_main_process(
     };
     // Asked with the output open, answered at the exit: no round trip after.
     let wait = wait_init(agent.clone());
-    let ((), exit) = tokio::try_join!(pump, wait)?;
+    let ((), exit) = tokio::select! {
+        done = async { tokio::try_join!(pump, wait) } => done?,
+        never = keep_guest_time(agent.clone()) => match never {},
+    };
     phases.done("process ran");
     proxy.abort();
     let _ = std::fs::remove_file(container.agent_socket());
     Ok(Ended::Exited(exit))
+}
+
+/// SetTime's request for the wall-clock time `now`.
+fn time_request(now: SystemTime) -> SetTimeRequest {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SetTimeRequest {
+        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: since.subsec_nanos(),
+    }
+}
+
+/// Sets the guest's clock to the host's. A failure costs the container
+/// only a clock that is off, so it is logged, not fatal.
+async fn set_guest_time(mut agent: agent::Client) {
+    if let Err(status) = agent.set_time(time_request(SystemTime::now())).await {
+        tracing::debug!("could not set the guest's clock: {}", status.message());
+    }
+}
+
+/// Sets the guest's clock every [`TIME_SYNC_INTERVAL`], for as long as it
+/// is polled (the main process's life). The interval is measured on the
+/// monotonic clock, so the first tick after the host wakes comes at most
+/// one interval later.
+async fn keep_guest_time(agent: agent::Client) -> std::convert::Infallible {
+    let start = tokio::time::Instant::now() + TIME_SYNC_INTERVAL;
+    let mut ticks = tokio::time::interval_at(start, TIME_SYNC_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        set_guest_time(agent.clone()).await;
+    }
 }
 
 /// Starts the created main process with its output already open (a pipe
@@ -1029,5 +1073,21 @@ mod tests {
         // stdio.log frames its records: the bytes are in there.
         let log = std::fs::read(container.stdio_log()).unwrap();
         assert!(log.windows(6).any(|w| w == b"hello\n"), "{log:?}");
+    }
+
+    #[test]
+    fn the_guest_is_told_the_host_time_to_the_nanosecond() {
+        let now = SystemTime::UNIX_EPOCH + Duration::new(1_765_000_000, 123_456_789);
+        let request = time_request(now);
+        assert_eq!(
+            (request.seconds, request.nanos),
+            (1_765_000_000, 123_456_789)
+        );
+        // A host clock before 1970 is not sent as a negative time.
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(
+            (time_request(before).seconds, time_request(before).nanos),
+            (0, 0)
+        );
     }
 }

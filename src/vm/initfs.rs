@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::Kernel;
+use super::elf::{EM_AARCH64, EM_X86_64, Elf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,6 +22,16 @@ pub enum Error {
     UnknownModule(String),
     #[error("vminitd not found at {0}: run scripts/setup (or set CONTAINER_VMINITD)")]
     NoVminitd(PathBuf),
+    #[error(
+        "vminitd {} is {found}, but the guest needs a static 64-bit ELF for {}: run scripts/build-vminitd",
+        path.display(),
+        machine_name(*machine)
+    )]
+    NotGuestBinary {
+        path: PathBuf,
+        found: String,
+        machine: u16,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -78,6 +89,9 @@ pub fn ensure(
     if path.is_file() {
         return Ok(path);
     }
+    // Checked before it is packed: a cached initfs was built from a binary
+    // that passed, and its key changes with the binary.
+    check_guest_binary(vminitd, GUEST_MACHINE)?;
     std::fs::create_dir_all(cache_dir).map_err(io(format!("create {}", cache_dir.display())))?;
     let modules = match &kernel.modules {
         Some(dir) => {
@@ -97,6 +111,48 @@ pub fn ensure(
         let _ = std::fs::remove_file(&tmp);
     }
     result.map(|()| path)
+}
+
+/// The guest runs on the host's CPU (no backend emulates another).
+const GUEST_MACHINE: u16 = if cfg!(target_arch = "aarch64") {
+    EM_AARCH64
+} else {
+    EM_X86_64
+};
+
+fn machine_name(machine: u16) -> String {
+    match machine {
+        EM_X86_64 => "x86_64".into(),
+        EM_AARCH64 => "aarch64".into(),
+        other => format!("machine {other}"),
+    }
+}
+
+/// Refuses a vminitd the guest could not run as `/init`: not ELF, not
+/// 64-bit, for another CPU (a macOS build of vminitd, or an x86_64 one on
+/// an arm64 Mac), or dynamically linked (the init filesystem has no
+/// loader or libraries). Otherwise the kernel panics with "No working init
+/// found", which the user sees only as a VM that never answers.
+fn check_guest_binary(path: &Path, machine: u16) -> Result<(), Error> {
+    let elf = File::open(path)
+        .and_then(|mut file| Elf::read(&mut file))
+        .map_err(io(format!("read {}", path.display())))?;
+    let found = match elf {
+        None => "not an ELF file (a build for another OS?)".to_string(),
+        Some(elf) if !elf.class64 => "a 32-bit ELF file".into(),
+        Some(elf) if elf.machine != machine => {
+            format!("an ELF file for {}", machine_name(elf.machine))
+        }
+        Some(elf) if elf.is_dynamic() => {
+            "dynamically linked (it names a program interpreter)".into()
+        }
+        Some(_) => return Ok(()),
+    };
+    Err(Error::NotGuestBinary {
+        path: path.to_path_buf(),
+        found,
+        machine,
+    })
 }
 
 /// modules.dep maps a module's path to the paths of the modules it needs.
@@ -236,6 +292,55 @@ mod tests {
     #[test]
     fn names_normalise_dashes_and_compression() {
         assert_eq!(module_name("kernel/fs/fuse/virtio-fs.ko.xz"), "virtio_fs");
+    }
+
+    #[test]
+    fn vminitd_must_be_a_static_elf_for_the_guest() {
+        use crate::vm::elf::PT_INTERP;
+        use crate::vm::elf::synthetic::elf64;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, contents: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            path
+        };
+        let arm = write("arm", &elf64(EM_AARCH64, &[(1, b"code")]));
+        let x86 = write("x86", &elf64(EM_X86_64, &[(1, b"code")]));
+        check_guest_binary(&arm, EM_AARCH64).unwrap();
+        check_guest_binary(&x86, EM_X86_64).unwrap();
+
+        let error = check_guest_binary(&x86, EM_AARCH64)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "vminitd {} is an ELF file for x86_64, but the guest needs a static 64-bit ELF \
+                 for aarch64: run scripts/build-vminitd",
+                x86.display()
+            )
+        );
+        let dynamic = write(
+            "dynamic",
+            &elf64(EM_AARCH64, &[(PT_INTERP, b"/lib/ld-linux-aarch64.so.1\0")]),
+        );
+        let error = check_guest_binary(&dynamic, EM_AARCH64)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is dynamically linked"), "{error}");
+        // A Mach-O build of vminitd (64-bit magic 0xfeedfacf).
+        let macho = write("macho", &[0xcf, 0xfa, 0xed, 0xfe, 0x0c, 0, 0, 1]);
+        let error = check_guest_binary(&macho, EM_AARCH64)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is not an ELF file"), "{error}");
+        let mut elf32 = elf64(EM_X86_64, &[]);
+        elf32[4] = 1;
+        let elf32 = write("elf32", &elf32);
+        let error = check_guest_binary(&elf32, EM_X86_64)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is a 32-bit ELF file"), "{error}");
     }
 
     #[test]

@@ -5,12 +5,16 @@
 //! runs (QEMU on Linux, Virtualization.framework on macOS) is decided here
 //! and nowhere else.
 
+mod elf;
 pub mod initfs;
 pub mod kernel;
 #[cfg(target_os = "linux")]
 mod qcow2;
+// The macOS backend's disk decisions, tested on Linux too.
 #[cfg(target_os = "linux")]
 mod qemu;
+#[cfg(any(target_os = "macos", feature = "vz-check", test))]
+mod raw;
 // `vz-check` compiles the macOS backend on Linux only to type-check it
 // (scripts/check-macos); nothing calls it there, so its dead code is expected.
 #[cfg(any(target_os = "macos", feature = "vz-check"))]
@@ -56,6 +60,13 @@ pub enum Error {
     },
     #[error("{0}")]
     Initfs(#[from] initfs::Error),
+    #[error("kernel {} is {found}, but {backend} boots {expected}", path.display())]
+    KernelFormat {
+        path: PathBuf,
+        found: String,
+        backend: &'static str,
+        expected: &'static str,
+    },
     #[error("the {backend} backend cannot attach {device}")]
     Unsupported {
         backend: &'static str,

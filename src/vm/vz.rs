@@ -19,7 +19,7 @@ use std::sync::Arc;
 use block2::RcBlock;
 use dispatch2::{DispatchQueue, DispatchQueueAttr, DispatchRetained};
 use futures::FutureExt;
-use objc2::rc::Retained;
+use objc2::rc::{Retained, autoreleasepool};
 use objc2::runtime::{NSObject, NSObjectProtocol, ProtocolObject};
 use objc2::{AllocAnyThread, DefinedClass, define_class, msg_send};
 use objc2_foundation::{NSArray, NSError, NSString, NSURL};
@@ -39,6 +39,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{Dial, Disk, DiskFormat, Error, Listener, NicAttachment, VirtualMachine, VmConfig};
 
 /// The guest's console is a virtio console (`hvc0`), not a UART.
+///
+/// `panic=-1`: a panicking guest asks for a reset at once. Apple's
+/// `container` passes `panic=0` (Kernel.swift's default), which leaves a
+/// panicked guest spinning with its vsock connections open, so nothing on
+/// the host learns of it (apple/container#946: stop hangs after a guest
+/// panic). A reset, by contrast, is seen whichever way the framework takes
+/// it: if it stops the VM, the delegate reports the stop; if it restarted
+/// the guest in place, the reset would still drop every vsock connection,
+/// the supervisor would see its agent connection break and stop the VM
+/// (`kill`), and during boot `wait_ready` gives up after its timeout. So
+/// no crash loop outlives the supervisor, with or without QEMU's
+/// `-no-reboot`, which Virtualization.framework has no equivalent of.
 const COMMAND_LINE: &[&str] = &["console=hvc0", "panic=-1", "quiet"];
 
 /// A framework object that may only be touched on its VM's queue.
@@ -90,10 +102,20 @@ fn url(path: &Path, is_dir: bool) -> Result<Retained<NSURL>, Error> {
     ))
 }
 
+/// Runs `work` in an autorelease pool of its own. The framework hands back
+/// some objects autoreleased (the NSError of every `..._error` method,
+/// convenience constructors such as `fileURLWithPath:`, array getters):
+/// on tokio's threads, which have no pool, they would pile up for the life
+/// of the thread, and a dispatch queue drains its pool only when it sees
+/// fit. Every entry into Objective-C below goes through this.
+fn pooled<R>(work: impl FnOnce() -> R) -> R {
+    autoreleasepool(|_| work())
+}
+
 /// Runs `work` on the VM's queue and returns what it returns.
 fn on_queue<R: Send>(queue: &DispatchQueue, work: impl FnOnce() -> R + Send) -> R {
     let mut result = None;
-    queue.exec_sync(|| result = Some(work()));
+    queue.exec_sync(|| result = Some(pooled(work)));
     result.expect("exec_sync runs its work before returning")
 }
 
@@ -246,8 +268,11 @@ fn configuration(
 }
 
 define_class!(
-    /// Hears the machine stop, whoever stopped it.
+    /// Hears the machine stop, whoever stopped it. Objective-C classes
+    /// share one namespace per process: the prefix keeps ours apart from
+    /// any other library's.
     #[unsafe(super(NSObject))]
+    #[name = "ContainerRsVZStopObserver"]
     #[ivars = watch::Sender<Option<String>>]
     struct StopObserver;
 
@@ -279,6 +304,7 @@ impl StopObserver {
 define_class!(
     /// Accepts every connection the guest dials to one port.
     #[unsafe(super(NSObject))]
+    #[name = "ContainerRsVZPortListener"]
     #[ivars = mpsc::UnboundedSender<std::os::unix::net::UnixStream>]
     struct PortListener;
 
@@ -341,26 +367,28 @@ async fn connect(
     };
     let (answer, answered) = oneshot::channel::<Result<OwnedFd, String>>();
     queue.exec_async(move || {
-        let Some(device) = socket_device(&machine.0) else {
-            let _ = answer.send(Err("the VM has no vsock device".into()));
-            return;
-        };
-        let answer = Cell::new(Some(answer));
-        let handler = RcBlock::new(
-            move |connection: *mut VZVirtioSocketConnection, error: *mut NSError| {
-                // SAFETY: the framework passes a valid connection or a valid
-                // error, each alive for the duration of this call.
-                let result = match unsafe { (connection.as_ref(), error.as_ref()) } {
-                    (Some(connection), _) => take_fd(connection).map_err(|e| e.to_string()),
-                    (None, Some(error)) => Err(error.localizedDescription().to_string()),
-                    (None, None) => Err("no connection".into()),
-                };
-                if let Some(answer) = answer.take() {
-                    let _ = answer.send(result);
-                }
-            },
-        );
-        unsafe { device.connectToPort_completionHandler(port, &handler) };
+        pooled(|| {
+            let Some(device) = socket_device(&machine.0) else {
+                let _ = answer.send(Err("the VM has no vsock device".into()));
+                return;
+            };
+            let answer = Cell::new(Some(answer));
+            let handler = RcBlock::new(
+                move |connection: *mut VZVirtioSocketConnection, error: *mut NSError| {
+                    // SAFETY: the framework passes a valid connection or a valid
+                    // error, each alive for the duration of this call.
+                    let result = match unsafe { (connection.as_ref(), error.as_ref()) } {
+                        (Some(connection), _) => take_fd(connection).map_err(|e| e.to_string()),
+                        (None, Some(error)) => Err(error.localizedDescription().to_string()),
+                        (None, None) => Err("no connection".into()),
+                    };
+                    if let Some(answer) = answer.take() {
+                        let _ = answer.send(result);
+                    }
+                },
+            );
+            unsafe { device.connectToPort_completionHandler(port, &handler) };
+        })
     });
     let fd = answered
         .await
@@ -376,7 +404,7 @@ async fn connect(
 impl VzVm {
     pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<VzVm, Error> {
         super::create_console_log(&config.console_log)?;
-        let vz_config = OnQueue(configuration(config, initfs)?);
+        let vz_config = OnQueue(pooled(|| configuration(config, initfs))?);
         let queue = DispatchQueue::new("container.vm", DispatchQueueAttr::SERIAL);
         let (stop_reason, stopped) = watch::channel(None);
         let observer = OnQueue(StopObserver::new(stop_reason.clone()));
@@ -433,21 +461,23 @@ impl VzVm {
     fn force_stop(&self, done: oneshot::Sender<()>) {
         let machine = self.machine.clone();
         self.queue.exec_async(move || {
-            let machine = &machine.0;
-            if !unsafe { machine.canStop() } {
-                let _ = done.send(());
-                return;
-            }
-            let done = Cell::new(Some(done));
-            // The block holds the machine until the framework is done with it.
-            let keep = machine.clone();
-            let handler = RcBlock::new(move |_error: *mut NSError| {
-                let _ = &keep;
-                if let Some(done) = done.take() {
+            pooled(|| {
+                let machine = &machine.0;
+                if !unsafe { machine.canStop() } {
                     let _ = done.send(());
+                    return;
                 }
-            });
-            unsafe { machine.stopWithCompletionHandler(&handler) };
+                let done = Cell::new(Some(done));
+                // The block holds the machine until the framework is done with it.
+                let keep = machine.clone();
+                let handler = RcBlock::new(move |_error: *mut NSError| {
+                    let _ = &keep;
+                    if let Some(done) = done.take() {
+                        let _ = done.send(());
+                    }
+                });
+                unsafe { machine.stopWithCompletionHandler(&handler) };
+            })
         });
     }
 }
@@ -480,9 +510,11 @@ impl VirtualMachine for VzVm {
         let machine = self.machine.clone();
         Ok(Listener::new(incoming, move || {
             queue.exec_async(move || {
-                if let Some(device) = socket_device(&machine.0) {
-                    unsafe { device.removeSocketListenerForPort(port) };
-                }
+                pooled(|| {
+                    if let Some(device) = socket_device(&machine.0) {
+                        unsafe { device.removeSocketListenerForPort(port) };
+                    }
+                });
                 // The listener holds its delegate weakly: release it only now.
                 drop(delegate);
             });
@@ -546,6 +578,9 @@ pub fn host() -> super::Host {
 /// Clones the image snapshot to `dir/rootfs.ext4` with clonefile(2): APFS
 /// shares every block until the container writes one, so this takes
 /// milliseconds whatever the image's size, and the VM boots a plain raw file.
+/// An app root on a volume that cannot clone (not APFS) or on another
+/// volume than the file gets a sparse copy instead, as Apple's `container`
+/// copies when it cannot clone: slower, never wrong.
 pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<super::Disk, Error> {
     let path = dir.join("rootfs.ext4");
     let c_path = |p: &Path| {
@@ -556,12 +591,27 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<su
     };
     let (src, dst) = (c_path(base)?, c_path(&path)?);
     if unsafe { clonefile(src.as_ptr(), dst.as_ptr(), 0) } != 0 {
-        return Err(Error::Io {
-            context: format!("clone {} to {}", base.display(), path.display()),
-            source: std::io::Error::last_os_error(),
-        });
+        let error = std::io::Error::last_os_error();
+        if !super::raw::clone_falls_back(&error) {
+            return Err(Error::Io {
+                context: format!("clone {} to {}", base.display(), path.display()),
+                source: error,
+            });
+        }
+        tracing::debug!("clonefile: {error}; copying {} instead", base.display());
+        let (from, to) = (base.to_path_buf(), path.clone());
+        let copied = tokio::task::spawn_blocking(move || super::raw::copy_sparse(&from, &to))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(source) = copied {
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::Io {
+                context: format!("copy {} to {}", base.display(), path.display()),
+                source,
+            });
+        }
     }
-    if let Some(bytes) = size {
+    if let Some(bytes) = size.map(super::raw::disk_size) {
         // Growing a clone is a hole at its end: nothing is copied or written.
         let grow = std::fs::OpenOptions::new()
             .write(true)

@@ -46,10 +46,11 @@ fn loopback_up() -> Result<(), String> {
         for (i, b) in b"lo".iter().enumerate() {
             request.ifr_name[i] = *b as libc::c_char;
         }
-        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request);
+        // The request's type differs between glibc and musl.
+        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut request);
         if result == 0 {
             request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &request);
+            result = libc::ioctl(fd, libc::SIOCSIFFLAGS as libc::Ioctl, &request);
         }
         let error = std::io::Error::last_os_error();
         libc::close(fd);

@@ -248,7 +248,7 @@ struct Workload {
     cwd: CString,
     user: user::User,
     terminal: bool,
-    rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    rlimits: Vec<(rlimit::Resource, u64, u64)>,
     capabilities: std::collections::HashSet<caps::Capability>,
     no_new_privileges: bool,
     builtin: agent_proto::Builtin,

@@ -4,7 +4,14 @@
 #[error("unknown ulimit type {0:?}")]
 pub struct UnknownLimit(pub String);
 
-pub fn resource(name: &str) -> Result<libc::__rlimit_resource_t, UnknownLimit> {
+/// setrlimit's resource argument: an enum in glibc, a plain int in musl
+/// (the guest target on a Mac, scripts/build-vminitd).
+#[cfg(target_env = "gnu")]
+pub type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+pub type Resource = libc::c_int;
+
+pub fn resource(name: &str) -> Result<Resource, UnknownLimit> {
     Ok(match name {
         "as" => libc::RLIMIT_AS,
         "core" => libc::RLIMIT_CORE,
