@@ -910,8 +910,8 @@ mod tests {
                 let agent = agent.clone();
                 Box::pin(async move {
                     assert_eq!(port, AGENT_PORT);
-                    let (ours, theirs) = tokio::net::UnixStream::pair()
-                        .map_err(vm::Error::io("connect to the fake agent"))?;
+                    let (ours, theirs) =
+                        tokio::net::UnixStream::pair().map_err(io("connect to the fake agent"))?;
                     let incoming = futures::stream::iter([Ok::<_, std::io::Error>(theirs)]);
                     tokio::spawn(
                         tonic::transport::Server::builder()
@@ -924,8 +924,8 @@ mod tests {
         }
         fn listen(&self, port: u32) -> Result<vm::Listener, vm::Error> {
             assert_eq!(port, READY_PORT);
-            let (dialed, _) = std::os::unix::net::UnixStream::pair()
-                .map_err(vm::Error::io("fake ready connection"))?;
+            let (dialed, _) =
+                std::os::unix::net::UnixStream::pair().map_err(io("fake ready connection"))?;
             let (send, receive) = tokio::sync::mpsc::unbounded_channel();
             send.send(dialed).unwrap();
             Ok(vm::Listener::new(receive, || {}))

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::Kernel;
 use super::elf::{EM_AARCH64, EM_X86_64, Elf};
+use crate::io_error::io;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,16 +33,8 @@ pub enum Error {
         found: String,
         machine: u16,
     },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
-    let context = context.to_string();
-    move |source| Error::Io { context, source }
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 /// Where vminitd is: `CONTAINER_VMINITD`, else beside the running binary.
@@ -106,7 +99,7 @@ pub fn ensure(
     };
     let tmp = cache_dir.join(format!(".initfs-{}.tmp", std::process::id()));
     let result = write_cpio(&tmp, vminitd, &modules)
-        .and_then(|()| std::fs::rename(&tmp, &path).map_err(io("store initfs")));
+        .and_then(|()| Ok(std::fs::rename(&tmp, &path).map_err(io("store initfs"))?));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -254,7 +247,7 @@ fn write_cpio(path: &Path, vminitd: &Path, modules: &[PathBuf]) -> Result<(), Er
         .map_err(io("write initfs"))?
         .into_inner()
         .map_err(|e| io("write initfs")(e.into_error()))?;
-    file.sync_all().map_err(io("write initfs"))
+    Ok(file.sync_all().map_err(io("write initfs"))?)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::Error;
 use super::elf::{EM_AARCH64, EM_X86_64, Elf};
+use crate::io_error::io;
 
 /// The kernel `--recommended` installs: the one Apple's `container` uses on
 /// Apple silicon, a Kata Containers release `vmlinux` with every virtio
@@ -60,10 +61,6 @@ pub fn bundled() -> Option<PathBuf> {
 
 fn kernel_dir(app_root: &Path) -> PathBuf {
     app_root.join("kernel")
-}
-
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    Error::io(context)
 }
 
 /// Makes `binary` the kernel every new container boots; returns where it
@@ -127,7 +124,7 @@ pub async fn install_recommended(app_root: &Path) -> Result<PathBuf, Error> {
                 extract_and_install(Boot::HOST, &app_root, &archive, recommended)
             })
             .await
-            .map_err(|e| Error::io("unpack the kernel")(std::io::Error::other(e)))?
+            .map_err(|e| io("unpack the kernel")(std::io::Error::other(e)))?
         }
         Err(e) => Err(e),
     };
@@ -136,9 +133,8 @@ pub async fn install_recommended(app_root: &Path) -> Result<PathBuf, Error> {
 }
 
 async fn download(recommended: &Recommended, to: &Path) -> Result<(), Error> {
-    let fail = |e: reqwest::Error| {
-        Error::io(format!("download {}", recommended.url))(std::io::Error::other(e))
-    };
+    let fail =
+        |e: reqwest::Error| io(format!("download {}", recommended.url))(std::io::Error::other(e));
     let mut response = reqwest::get(recommended.url)
         .await
         .and_then(|r| r.error_for_status())
@@ -152,12 +148,13 @@ async fn download(recommended: &Recommended, to: &Path) -> Result<(), Error> {
     }
     let digest = hex::encode(hash.finalize());
     if digest != recommended.sha256 {
-        return Err(Error::io(format!("download {}", recommended.url))(
-            std::io::Error::other(format!(
+        return Err(
+            io(format!("download {}", recommended.url))(std::io::Error::other(format!(
                 "sha256 is {digest}, expected {}",
                 recommended.sha256
-            )),
-        ));
+            )))
+            .into(),
+        );
     }
     Ok(())
 }
@@ -181,12 +178,10 @@ fn extract_and_install(
         // Unpacking a link or a device would install whatever it points at.
         let kind = entry.header().entry_type();
         if !kind.is_file() {
-            return Err(Error::Io {
-                context,
-                source: std::io::Error::other(format!(
-                    "the archive's member is a {kind:?} entry, not a regular file"
-                )),
-            });
+            let not_a_file = std::io::Error::other(format!(
+                "the archive's member is a {kind:?} entry, not a regular file"
+            ));
+            return Err(io(context)(not_a_file).into());
         }
         let name = PathBuf::from(path.file_name().unwrap_or_default());
         let dir = kernel_dir(app_root);
@@ -347,7 +342,7 @@ fn point_default_at(dir: &Path, name: &Path) -> Result<(), Error> {
     let staging = dir.join(format!(".default.{}", std::process::id()));
     let _ = std::fs::remove_file(&staging);
     std::os::unix::fs::symlink(name, &staging).map_err(io(format!("link {}", link.display())))?;
-    std::fs::rename(&staging, &link).map_err(io(format!("replace {}", link.display())))
+    Ok(std::fs::rename(&staging, &link).map_err(io(format!("replace {}", link.display())))?)
 }
 
 /// The kernel `kernel set` installed, if any.

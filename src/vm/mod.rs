@@ -31,6 +31,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+use crate::io_error::io;
+
 pub use kernel::Kernel;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +55,8 @@ pub enum Error {
     AgentTimeout(u64),
     #[error("connect to guest port {port}: {source}")]
     Connect { port: u32, source: std::io::Error },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error("{0}")]
     Initfs(#[from] initfs::Error),
     #[error("kernel {} is {found}, but {backend} boots {expected}", path.display())]
@@ -72,13 +71,6 @@ pub enum Error {
         backend: &'static str,
         device: String,
     },
-}
-
-impl Error {
-    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        let context = context.into();
-        move |source| Error::Io { context, source }
-    }
 }
 
 /// A block device for the guest, in the order the guest sees them
@@ -261,12 +253,11 @@ impl Listener {
     /// The next connection, or `None` once the VM is gone.
     pub async fn accept(&mut self) -> Option<Result<UnixStream, Error>> {
         let stream = self.incoming.recv().await?;
-        Some(
-            stream
-                .set_nonblocking(true)
-                .and_then(|()| UnixStream::from_std(stream))
-                .map_err(Error::io("accept a guest connection")),
-        )
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| UnixStream::from_std(stream))
+            .map_err(io("accept a guest connection"));
+        Some(stream.map_err(Error::from))
     }
 }
 
@@ -389,14 +380,14 @@ pub async fn wait_ready(
 /// prints.
 fn create_console_log(path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    Ok(std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
         .map(drop)
-        .map_err(Error::io(format!("create {}", path.display())))
+        .map_err(io(format!("create {}", path.display())))?)
 }
 
 fn console_tail(console_log: &Path) -> String {

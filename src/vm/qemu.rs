@@ -23,6 +23,7 @@ use super::{
     Dial, Disk, DiskFormat, Error, Listener, Nic, NicAttachment, Share, ShareCache, VirtualMachine,
     VmConfig,
 };
+use crate::io_error::io;
 
 pub struct QemuVm {
     qemu: Child,
@@ -408,7 +409,7 @@ async fn start_helpers(helpers: &[Helper]) -> Result<Vec<Child>, Error> {
         let _ = std::fs::remove_file(&helper.socket);
         let stderr = match &helper.log {
             Some(log) => std::fs::File::create(log)
-                .map_err(Error::io(format!("create {}", log.display())))?
+                .map_err(io(format!("create {}", log.display())))?
                 .into(),
             None => Stdio::null(),
         };
@@ -455,8 +456,7 @@ impl QemuVm {
         };
         // Before any process starts: a device we cannot attach fails the boot.
         let devices = attach_all(config, &vsock)?;
-        crate::app_root::private_dir(run)
-            .map_err(Error::io(format!("create {}", run.display())))?;
+        crate::app_root::private_dir(run).map_err(io(format!("create {}", run.display())))?;
         super::create_console_log(&config.console_log)?;
         let (accel, _) = accelerator();
         // Measured across the helpers' start-up, which we wait for anyway.
@@ -521,7 +521,7 @@ impl QemuVm {
         args.extend(devices.args);
         tracing::debug!(accel, "starting qemu-system-x86_64 {}", args.join(" "));
         let qemu_stderr =
-            std::fs::File::create(run.join("qemu.log")).map_err(Error::io("create qemu.log"))?;
+            std::fs::File::create(run.join("qemu.log")).map_err(io("create qemu.log"))?;
         let qemu = spawn("qemu-system-x86_64", &args, qemu_stderr.into(), devices.fds)?;
         Ok(QemuVm {
             qemu,
@@ -574,7 +574,7 @@ impl VirtualMachine for QemuVm {
         let path = PathBuf::from(format!("{}_{port}", self.vsock_socket.display()));
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path)
-            .map_err(Error::io(format!("listen on {}", path.display())))?;
+            .map_err(io(format!("listen on {}", path.display())))?;
         let (sender, incoming) = tokio::sync::mpsc::unbounded_channel();
         let accepting = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -601,7 +601,7 @@ impl VirtualMachine for QemuVm {
     }
 
     async fn wait(&mut self) -> Result<(), Error> {
-        let status = self.qemu.wait().await.map_err(Error::io("wait for qemu"))?;
+        let status = self.qemu.wait().await.map_err(io("wait for qemu"))?;
         tracing::debug!(%status, "qemu exited");
         self.kill_helpers().await;
         Ok(())
@@ -636,8 +636,8 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<Di
         super::qcow2::create_overlay(&path_owned, &base_owned, size)
     })
     .await
-    .map_err(|e| Error::io("create the container's disk")(std::io::Error::other(e)))?
-    .map_err(Error::io("create the container's disk"))?;
+    .map_err(|e| io("create the container's disk")(std::io::Error::other(e)))?
+    .map_err(io("create the container's disk"))?;
     Ok(Disk {
         path,
         format: DiskFormat::Qcow2,

@@ -37,6 +37,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Dial, Disk, DiskFormat, Error, Listener, NicAttachment, VirtualMachine, VmConfig};
+use crate::io_error::io;
 
 /// The guest's console is a virtio console (`hvc0`), not a UART.
 ///
@@ -75,10 +76,8 @@ pub struct VzVm {
 }
 
 fn vz_error(context: &str, error: &NSError) -> Error {
-    Error::Io {
-        context: context.to_string(),
-        source: std::io::Error::other(error.localizedDescription().to_string()),
-    }
+    let error = std::io::Error::other(error.localizedDescription().to_string());
+    io(context)(error).into()
 }
 
 fn file_url(path: &Path) -> Result<Retained<NSURL>, Error> {
@@ -121,10 +120,8 @@ fn on_queue<R: Send>(queue: &DispatchQueue, work: impl FnOnce() -> R + Send) -> 
 
 fn disk(disk: &Disk) -> Result<Retained<VZVirtioBlockDeviceConfiguration>, Error> {
     if disk.format != DiskFormat::Raw {
-        return Err(Error::Io {
-            context: format!("attach {}", disk.path.display()),
-            source: std::io::Error::other("Virtualization.framework boots raw disk images only"),
-        });
+        let raw_only = std::io::Error::other("Virtualization.framework boots raw disk images only");
+        return Err(io(format!("attach {}", disk.path.display()))(raw_only).into());
     }
     // Cached: per-container disks are clonefile(2) copies of one image
     // snapshot and share its blocks, so the host page cache serves every
@@ -194,9 +191,9 @@ fn configuration(
                 &NSString::from_str(&nic.mac.to_string()),
             )
         }
-        .ok_or_else(|| Error::Io {
-            context: "configure the network".into(),
-            source: std::io::Error::other(format!("invalid MAC address {}", nic.mac)),
+        .ok_or_else(|| {
+            let invalid = std::io::Error::other(format!("invalid MAC address {}", nic.mac));
+            io("configure the network")(invalid)
         })?;
         let device = unsafe {
             let device = VZVirtioNetworkDeviceConfiguration::new();
@@ -502,9 +499,9 @@ impl VirtualMachine for VzVm {
             }
             Some(())
         });
-        installed.ok_or_else(|| Error::Io {
-            context: format!("listen on guest port {port}"),
-            source: std::io::Error::other("the VM has no vsock device"),
+        installed.ok_or_else(|| {
+            let no_vsock = std::io::Error::other("the VM has no vsock device");
+            io(format!("listen on guest port {port}"))(no_vsock)
         })?;
         let queue = self.queue.clone();
         let machine = self.machine.clone();
@@ -584,19 +581,16 @@ pub fn host() -> super::Host {
 pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<super::Disk, Error> {
     let path = dir.join("rootfs.ext4");
     let c_path = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes()).map_err(|e| Error::Io {
-            context: format!("clone {}", base.display()),
-            source: e.into(),
-        })
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io(format!("clone {}", base.display()))(e.into()))
     };
     let (src, dst) = (c_path(base)?, c_path(&path)?);
     if unsafe { clonefile(src.as_ptr(), dst.as_ptr(), 0) } != 0 {
         let error = std::io::Error::last_os_error();
         if !super::raw::clone_falls_back(&error) {
-            return Err(Error::Io {
-                context: format!("clone {} to {}", base.display(), path.display()),
-                source: error,
-            });
+            return Err(
+                io(format!("clone {} to {}", base.display(), path.display()))(error).into(),
+            );
         }
         tracing::debug!("clonefile: {error}; copying {} instead", base.display());
         let (from, to) = (base.to_path_buf(), path.clone());
@@ -605,10 +599,9 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<su
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(source) = copied {
             let _ = std::fs::remove_file(&path);
-            return Err(Error::Io {
-                context: format!("copy {} to {}", base.display(), path.display()),
-                source,
-            });
+            return Err(
+                io(format!("copy {} to {}", base.display(), path.display()))(source).into(),
+            );
         }
     }
     if let Some(bytes) = size.map(super::raw::disk_size) {
@@ -619,10 +612,7 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<su
             .and_then(|file| file.set_len(bytes));
         if let Err(source) = grow {
             let _ = std::fs::remove_file(&path);
-            return Err(Error::Io {
-                context: format!("grow {} to {bytes} bytes", path.display()),
-                source,
-            });
+            return Err(io(format!("grow {} to {bytes} bytes", path.display()))(source).into());
         }
     }
     Ok(Disk {
