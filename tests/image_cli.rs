@@ -1399,3 +1399,229 @@ fn hostile_registry_responses_are_bounded_and_refused_in_one_line() {
     }
     assert_eq!(ok(&cli, &["image", "ls", "-q"]), "");
 }
+
+/// `docker-credential-test` on a PATH of its own, and a `DOCKER_CONFIG`
+/// directory, for running the CLI as a Docker user with a credential helper.
+/// The script answers `get` as the file `mode` says, records each call in
+/// `calls` and what `store` was given in `stored`.
+struct CredentialHelper {
+    dir: tempfile::TempDir,
+}
+
+impl CredentialHelper {
+    fn new() -> CredentialHelper {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        let script = dir.path().join("bin/docker-credential-test");
+        std::fs::write(
+            &script,
+            format!(
+                r#"#!/bin/sh
+dir='{}'
+input=$(cat)
+printf '%s %s\n' "$1" "$input" >> "$dir/calls"
+case "$1:$(cat "$dir/mode")" in
+get:ok) printf '{{"ServerURL":"%s","Username":"tester","Secret":"s3cret"}}\n' "$input" ;;
+get:token) printf '{{"ServerURL":"%s","Username":"<token>","Secret":"refresh"}}\n' "$input" ;;
+get:garbage) printf 'gpg: decryption failed\n\n  No secret key\n'; exit 1 ;;
+get:*) echo "credentials not found in native keychain"; exit 1 ;;
+store:*) printf '%s' "$input" > "$dir/stored" ;;
+esac
+"#,
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let helper = CredentialHelper { dir };
+        helper.answer("ok");
+        helper.docker_config(serde_json::json!({}));
+        helper
+    }
+
+    fn answer(&self, mode: &str) {
+        std::fs::write(self.dir.path().join("mode"), mode).unwrap();
+    }
+
+    fn docker_config(&self, config: serde_json::Value) {
+        std::fs::write(self.dir.path().join("config.json"), config.to_string()).unwrap();
+    }
+
+    /// The calls since the last look, as `ACTION STDIN` lines.
+    fn calls(&self) -> String {
+        let path = self.dir.path().join("calls");
+        let calls = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        calls
+    }
+
+    /// `container ARGS...` with the helper first on PATH and its Docker config.
+    fn command(&self, cli: &Cli, args: &[&str]) -> Command {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let mut command = cli.command();
+        command
+            .args(args)
+            .env(
+                "PATH",
+                format!("{}:{path}", self.dir.path().join("bin").display()),
+            )
+            .env("DOCKER_CONFIG", self.dir.path());
+        command
+    }
+
+    fn ok(&self, cli: &Cli, args: &[&str]) -> String {
+        let output = self.command(cli, args).output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{args:?} failed: {stderr}");
+        stdout
+    }
+
+    /// The one `Error:` line of a failed run.
+    fn fails(&self, cli: &Cli, args: &[&str]) -> String {
+        let output = self.command(cli, args).output().unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stdout} {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("Error: "), "{stderr}");
+        stderr.trim_end().to_string()
+    }
+
+    /// `registry login -u tester --password-stdin` with more arguments.
+    fn login(&self, cli: &Cli, password: &str, args: &[&str]) -> std::process::Output {
+        let mut child = self
+            .command(
+                cli,
+                &["registry", "login", "-u", "tester", "--password-stdin"],
+            )
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+#[test]
+fn docker_credential_helpers_log_in_pulls_and_store_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_server = TokenServer::start(dir.path());
+    let config = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+        token_server.port,
+        dir.path().join("cert.pem").display()
+    );
+    let registry = Registry::start_with_config(&config);
+    registry.push_test_image_with_creds("busybox", "latest", "tester:s3cret");
+    let host = registry.addr();
+    let image = format!("{host}/busybox:latest");
+    let pull = ["image", "pull", "--progress", "none", image.as_str()];
+    let denied = format!(
+        "Error: the registry denied access to image {image}; it may not exist or may need a login"
+    );
+    let helper = CredentialHelper::new();
+
+    // Docker's credHelpers entry for the registry: the helper is asked with
+    // the bare host:port, and its password gets the token (the token
+    // service gives none for anything else).
+    helper.docker_config(serde_json::json!({ "credHelpers": { &host: "test" } }));
+    let cli = Cli::new();
+    helper.ok(&cli, &pull);
+    assert_eq!(helper.calls(), format!("get {host}\n"));
+    assert_eq!(stored_blobs(cli.app_root.path()), test_image_blobs());
+    assert!(!cli.app_root.path().join("auth.json").exists());
+
+    // Holding nothing means anonymous: the registry's refusal, not ours.
+    helper.answer("notfound");
+    assert_eq!(helper.fails(&Cli::new(), &pull), denied);
+    assert_eq!(helper.calls(), format!("get {host}\n"));
+    helper.answer("garbage");
+    assert_eq!(
+        helper.fails(&Cli::new(), &pull),
+        format!(
+            "Error: credential helper docker-credential-test for {host} failed: gpg: decryption failed No secret key"
+        )
+    );
+    assert_eq!(helper.calls(), format!("get {host}\n"));
+    helper.answer("token");
+    assert_eq!(
+        helper.fails(&Cli::new(), &pull),
+        format!(
+            "Error: credential helper docker-credential-test holds an identity token for {host}, which container cannot use; store a user name and password in it"
+        )
+    );
+    assert_eq!(helper.calls(), format!("get {host}\n"));
+    helper.docker_config(serde_json::json!({ "credHelpers": { &host: "absent" } }));
+    assert_eq!(
+        helper.fails(&Cli::new(), &pull),
+        format!(
+            "Error: credential helper docker-credential-absent for {host} failed: docker-credential-absent is not on PATH"
+        )
+    );
+
+    // credsStore serves every registry, and with it Docker ignores the
+    // inline login, good as it is here; a credHelpers entry for another
+    // registry changes nothing.
+    use base64::Engine as _;
+    let inline = base64::engine::general_purpose::STANDARD.encode("tester:s3cret");
+    helper.docker_config(serde_json::json!({
+        "auths": { &host: { "auth": inline } },
+        "credHelpers": { "other.example:5000": "absent" },
+        "credsStore": "test",
+    }));
+    helper.answer("notfound");
+    assert_eq!(helper.fails(&Cli::new(), &pull), denied);
+    assert_eq!(helper.calls(), format!("get {host}\n"));
+    helper.answer("ok");
+    helper.ok(&Cli::new(), &pull);
+    assert_eq!(helper.calls(), format!("get {host}\n"));
+
+    // login --credential-helper: checked with the registry, then stored
+    // through the helper; our auth.json names the helper, holds no secret,
+    // and pulls use it with no Docker config at all.
+    helper.docker_config(serde_json::json!({}));
+    let cli = Cli::new();
+    let login_args = ["--credential-helper", "test", host.as_str()];
+    let wrong = helper.login(&cli, "wrong", &login_args);
+    assert_eq!(
+        text(&wrong).1,
+        format!("Error: logging in to {host} failed: wrong username or password\n")
+    );
+    assert!(!helper.dir.path().join("stored").exists());
+    let right = helper.login(&cli, "s3cret", &login_args);
+    assert!(right.status.success(), "{}", text(&right).1);
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(helper.dir.path().join("stored")).unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        serde_json::json!({ "ServerURL": host, "Username": "tester", "Secret": "s3cret" })
+    );
+    let auth = std::fs::read_to_string(cli.app_root.path().join("auth.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&auth).unwrap(),
+        serde_json::json!({ "auths": {}, "credHelpers": { &host: "test" } }),
+        "{auth}"
+    );
+    helper.calls();
+    helper.ok(&cli, &pull);
+    assert_eq!(helper.calls(), format!("get {host}\n"));
+    assert_eq!(
+        helper.ok(&cli, &["registry", "list", "-q"]),
+        format!("{host}\n")
+    );
+    assert!(helper.ok(&cli, &["registry", "list"]).contains("tester"));
+    helper.calls();
+
+    // Logout erases it from the helper and forgets the helper.
+    helper.ok(&cli, &["registry", "logout", &host]);
+    assert_eq!(helper.calls(), format!("erase {host}\n"));
+    assert_eq!(
+        helper.fails(&cli, &["registry", "logout", &host]),
+        format!("Error: not logged in to {host}")
+    );
+    helper.answer("notfound");
+    assert_eq!(helper.fails(&Cli::new(), &pull), denied);
+}

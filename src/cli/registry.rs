@@ -16,7 +16,8 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 pub enum RegistryCommand {
     /// Check a user name and password with a registry and store them.
     Login(LoginArgs),
-    /// Forget the credentials for a registry.
+    /// Forget the credentials for a registry (erasing them from the
+    /// credential helper a login stored them through).
     Logout { server: String },
     /// List the registries we hold credentials for.
     #[command(alias = "ls")]
@@ -30,6 +31,16 @@ pub struct LoginArgs {
     /// Read the password from stdin (keeps it out of shell history and `ps`).
     #[arg(long)]
     password_stdin: bool,
+    /// Store the login through `docker-credential-NAME` (a keychain, pass,
+    /// ...) instead of in our auth.json, which then names only the helper.
+    // Docker has no such flag: `docker login` stores through whatever
+    // helper its config.json names. We take the name explicitly so that a
+    // login never lands in Docker's store unasked, and record it in our
+    // auth.json's `credHelpers`, the key podman's auth.json
+    // (containers-auth.json) also names per-registry helpers by. Apple's `container` has only the macOS keychain, so
+    // nothing to follow there; the name echoes Docker's `credHelpers`.
+    #[arg(long, value_name = "NAME")]
+    credential_helper: Option<String>,
     /// Registry scheme: https, http, or auto (http for loopback and private addresses).
     #[arg(long, default_value = "auto", value_parser = parse_scheme)]
     scheme: Scheme,
@@ -57,17 +68,24 @@ pub async fn run(app_root: &Path, command: RegistryCommand) -> Result<i32> {
                 prompt("Password: ", false)?
             };
             check_login(&server, args.scheme, &username, &password).await?;
-            credentials.store(&server, &username, &password)?;
+            match &args.credential_helper {
+                Some(helper) => {
+                    credentials
+                        .store_in_helper(helper, &server, &username, &password)
+                        .await?
+                }
+                None => credentials.store(&server, &username, &password)?,
+            }
             println!("Login succeeded");
         }
         RegistryCommand::Logout { server } => {
             let server = crate::image::normalize_registry(&server)?;
-            if !credentials.remove(&server)? {
+            if !credentials.remove(&server).await? {
                 return Err(crate::image::Error::NotLoggedIn(server).into());
             }
         }
         RegistryCommand::List(args) => {
-            let logins = credentials.list()?;
+            let logins = credentials.list().await?;
             let records = || -> Vec<_> {
                 logins
                     .iter()

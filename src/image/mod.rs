@@ -9,11 +9,12 @@
 //! - `content/gc.lock`: shared by everything that adds content, exclusive for
 //!   garbage collection, so a collection never deletes a blob a pull has
 //!   written but not yet recorded
-//! - `auth.json`: registry credentials (mode 0600)
+//! - `auth.json`: registry credentials, or the credential helper holding them (mode 0600)
 //! - `properties.json`: settings such as `registry.domain`
 
 mod archive;
 mod auth;
+mod credential_helper;
 mod digest;
 mod gc;
 mod info;
@@ -77,6 +78,16 @@ pub enum Error {
     InvalidArchive(String),
     #[error("logging in to {registry} failed: wrong username or password")]
     LoginRejected { registry: String },
+    #[error("credential helper {helper} for {registry} failed: {reason}")]
+    CredentialHelper {
+        helper: String,
+        registry: String,
+        reason: String,
+    },
+    #[error(
+        "credential helper {helper} holds an identity token for {registry}, which container cannot use; store a user name and password in it"
+    )]
+    IdentityToken { helper: String, registry: String },
     #[error("not logged in to {0}")]
     NotLoggedIn(String),
     #[error("{path} is unreadable: {reason}")]

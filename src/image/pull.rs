@@ -51,7 +51,7 @@ pub async fn pull(
     reference: &Reference,
     options: &PullOptions,
 ) -> Result<Image, Error> {
-    let registry = Registry::new(&images.root, reference.registry(), options.scheme)?;
+    let registry = Registry::new(&images.root, reference.registry(), options.scheme).await?;
     let wanted = options.platform.clone().unwrap_or_else(Platform::host);
     let _adding = images.adding_content()?;
 

@@ -26,7 +26,7 @@ pub async fn push(
         .find(|r| r.registry() == target.registry() && r.repository() != target.repository())
         .unwrap_or_else(|| target.clone());
     let manifest = images.manifest(&record.digest)?;
-    let registry = Registry::new(&images.root, target.registry(), options.scheme)?;
+    let registry = Registry::new(&images.root, target.registry(), options.scheme).await?;
 
     let mut seen = std::collections::HashSet::new();
     let blobs: Vec<_> = std::iter::once(&manifest.config)

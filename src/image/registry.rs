@@ -35,8 +35,8 @@ pub struct Registry {
 
 impl Registry {
     /// A client for `registry` (`host[:port]`) with the stored credentials for it.
-    pub fn new(app_root: &Path, registry: &str, scheme: Scheme) -> Result<Registry, Error> {
-        let auth = Credentials::open(app_root).for_registry(registry)?;
+    pub async fn new(app_root: &Path, registry: &str, scheme: Scheme) -> Result<Registry, Error> {
+        let auth = Credentials::open(app_root).for_registry(registry).await?;
         Ok(Registry::with_auth(registry, scheme, auth))
     }
 
