@@ -5,9 +5,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -542,13 +543,16 @@ fn pull_killed_half_way_then_repeated() {
 }
 
 /// The registry killed in the middle of a blob, then back: the pull fails
-/// in one line, keeps no partial blob, and the next pull completes.
+/// in one line and keeps what it received as a partial; the next pull asks
+/// only for the rest (seen through a counting proxy) and completes.
 #[test]
 fn a_registry_dying_mid_blob_then_back() {
     let mut registry = Registry::start();
     let image = push_big_image(&registry, 96 << 20);
+    let layer_size = (96u64 << 20) + 3 * 512;
     let cli = Cli::new();
     let ingest = cli.app_root.path().join("content/ingest");
+    let partials = cli.app_root.path().join("content/partial");
 
     let (child, _) = pull_under_way(&cli, &image, Stdio::piped());
     registry.kill();
@@ -565,18 +569,138 @@ fn a_registry_dying_mid_blob_then_back() {
         "{stderr}"
     );
     assert_eq!(ok(&cli, &["image", "ls", "-q"]), "");
-    assert_eq!(
-        std::fs::read_dir(&ingest).unwrap().count(),
-        0,
-        "a partial blob was kept"
-    );
+    assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
+    let kept: Vec<u64> = std::fs::read_dir(&partials)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    let kept = match kept[..] {
+        [kept] if kept > 8 << 20 && kept < layer_size => kept,
+        _ => panic!("not one partial of the layer's first 8+ MiB: {kept:?}"),
+    };
     stored_blobs(cli.app_root.path());
 
     registry.revive();
+    let proxy = CountingProxy::start(&registry.addr());
+    let image = image.replace(&registry.addr(), &proxy.addr());
     ok(&cli, &["image", "pull", "--progress", "none", &image]);
+    let ranges = proxy.ranges();
+    assert_eq!(ranges, [format!("bytes={kept}-")], "one blob GET resumed");
+    // The rest of the layer, plus the manifest, the config and headers.
+    let served = proxy.served();
+    assert!(
+        served < layer_size - kept + (64 << 10),
+        "{served} bytes served after keeping {kept} of {layer_size}"
+    );
     let info = inspect(&cli, &image);
-    assert_eq!(info["layers"][0]["size"], (96u64 << 20) + 3 * 512);
+    assert_eq!(info["layers"][0]["size"], layer_size);
     assert_eq!(stored_blobs(cli.app_root.path()).len(), 3);
+    assert_eq!(std::fs::read_dir(&partials).unwrap().count(), 0);
+}
+
+/// Partials of interrupted downloads count in `system df` as reclaimable,
+/// and `image prune` deletes them, whatever their age.
+#[test]
+fn prune_deletes_partials_and_df_counts_them() {
+    let cli = Cli::new();
+    ok(&cli, &["image", "ls"]);
+    let partial = cli
+        .app_root
+        .path()
+        .join("content/partial")
+        .join("ab".repeat(32));
+    std::fs::write(&partial, vec![7u8; 900]).unwrap();
+    let df = || -> serde_json::Value {
+        serde_json::from_str(&ok(&cli, &["system", "df", "--format", "json"])).unwrap()
+    };
+    let usage = df();
+    assert_eq!(usage["partial_bytes"], 900, "{usage}");
+    assert_eq!(usage["reclaimable_bytes"], 900, "{usage}");
+
+    assert_eq!(ok(&cli, &["image", "prune"]), "Reclaimed 900B\n");
+    assert!(!partial.exists());
+    assert_eq!(df()["partial_bytes"], 0);
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a registry: it counts the bytes
+/// the registry sends back and keeps what clients send (request heads:
+/// pulls send no bodies), to see what a pull asks for and gets.
+struct CountingProxy {
+    port: u16,
+    seen: Arc<Mutex<Seen>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    requests: Vec<u8>,
+    served: u64,
+}
+
+impl CountingProxy {
+    fn start(upstream: &str) -> CountingProxy {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (upstream, shared) = (upstream.to_string(), seen.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (client_in, server_in) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                forward(client_in, server, shared.clone(), |seen, bytes| {
+                    seen.requests.extend_from_slice(bytes)
+                });
+                forward(server_in, client, shared.clone(), |seen, bytes| {
+                    seen.served += bytes.len() as u64
+                });
+            }
+        });
+        CountingProxy { port, seen }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The `Range` values of the requests so far.
+    fn ranges(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        String::from_utf8_lossy(&seen.requests)
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("range")
+                    .then(|| value.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// The bytes the registry sent back so far, headers and all.
+    fn served(&self) -> u64 {
+        self.seen.lock().unwrap().served
+    }
+}
+
+/// Copies `from` to `to` on a thread, showing each chunk to `note` first;
+/// at the end, closes `to`'s sending side, as the other end did.
+fn forward(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    seen: Arc<Mutex<Seen>>,
+    note: fn(&mut Seen, &[u8]),
+) {
+    std::thread::spawn(move || {
+        let mut buffer = vec![0; 64 << 10];
+        while let Ok(n @ 1..) = from.read(&mut buffer) {
+            note(&mut seen.lock().unwrap(), &buffer[..n]);
+            if to.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
 }
 
 /// Starts pulling `image` and returns once more than 8 MiB of it is in the

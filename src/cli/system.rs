@@ -107,7 +107,7 @@ pub async fn run(
                 "Images".to_string(),
                 usage.images.to_string(),
                 usage.active.to_string(),
-                human_size(usage.content_bytes + usage.snapshot_bytes),
+                human_size(usage.content_bytes + usage.partial_bytes + usage.snapshot_bytes),
                 human_size(usage.reclaimable_bytes),
             ];
             let volumes = [

@@ -1,6 +1,11 @@
 //! Removing images and collecting what no image needs: blobs not reachable
 //! from any record or root (an image a container uses, a build cache
-//! layer), and snapshots of manifests no record or container names. The
+//! layer), snapshots of manifests no record or container names, and the
+//! partials of interrupted downloads, whatever their age: a collection is
+//! a user asking for disk space back, and the partials worth the most
+//! space are those of the pull that failed a minute ago, which an age
+//! limit would spare. Losing one costs the next pull of its blob only the
+//! time to download it whole. The
 //! roots come from their owners (`runtime`, `build`) through the caller:
 //! this module reads no other module's files.
 //!
@@ -43,6 +48,8 @@ pub struct DiskUsage {
     pub content_bytes: u64,
     /// Disk blocks in use by snapshots (they are sparse files).
     pub snapshot_bytes: u64,
+    /// Partials of interrupted downloads, all reclaimable.
+    pub partial_bytes: u64,
     /// What `image prune -a` would free.
     pub reclaimable_bytes: u64,
 }
@@ -133,6 +140,8 @@ pub fn disk_usage(images: &ImageStore, roots: &Roots) -> Result<DiskUsage, Error
             usage.reclaimable_bytes += size;
         }
     }
+    usage.partial_bytes = images.content.partial_bytes()?;
+    usage.reclaimable_bytes += usage.partial_bytes;
     for (digest, path) in snapshots(images)? {
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
         usage.snapshot_bytes += bytes;
@@ -143,8 +152,9 @@ pub fn disk_usage(images: &ImageStore, roots: &Roots) -> Result<DiskUsage, Error
     Ok(usage)
 }
 
-/// Deletes every blob and snapshot no record or root needs; returns the
-/// bytes freed. Call with the gc lock held.
+/// Deletes every blob and snapshot no record or root needs, and every
+/// partial; returns the bytes freed. Call with the gc lock held: no pull
+/// is under way then, so no partial is being taken or put back.
 fn collect(images: &ImageStore, roots: &Roots) -> Result<u64, Error> {
     let records = images.records.list()?;
     let manifests: BTreeSet<&str> = records
@@ -161,6 +171,7 @@ fn collect(images: &ImageStore, roots: &Roots) -> Result<u64, Error> {
             freed += images.content.remove(&digest)?;
         }
     }
+    freed += images.content.remove_partials()?;
     for (digest, path) in snapshots(images)? {
         if !manifests.contains(digest.as_str()) {
             let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);

@@ -4,6 +4,8 @@
 //! Layout under the app root:
 //! - `content/blobs/sha256/<hex>`: every manifest, index, config and layer, verified
 //! - `content/ingest/`: blobs being downloaded (hidden temp files)
+//! - `content/partial/<hex>`: the first bytes of a blob whose download the
+//!   network cut short, for the next pull to resume (see store.rs)
 //! - `images/records.json`: reference -> manifest digest (`images/records.lock` guards it)
 //! - `snapshots/<manifest hex>.ext4`: the unpacked root filesystem of each image
 //! - `content/gc.lock`: shared by everything that adds content, exclusive for

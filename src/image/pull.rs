@@ -1,9 +1,11 @@
 //! Pulling: resolve the reference to the wanted platform's manifest (the
 //! host's by default), fetch the missing blobs (a few at a time), then store
 //! the manifest and the record. The order matters: a record only ever points
-//! at content that is complete. A pull that dies half-way leaves whole blobs
-//! (reused by the next pull) and ingest files of a dead process (deleted when
-//! the next process opens the store), nothing else.
+//! at content that is complete. A pull that fails half-way leaves whole blobs
+//! (reused by the next pull), partials of the blobs the network cut short
+//! (resumed by the next pull, deleted by a prune) and, if the process died,
+//! its ingest files (deleted when the next process opens the store),
+//! nothing else.
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -12,10 +12,12 @@ use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_RANGE, HeaderName, RANGE};
 
 use super::manifest::{ACCEPTED_MANIFESTS, Descriptor};
 use super::progress::{Event, ProgressSink};
-use super::store::ContentStore;
+use super::store::{ContentStore, Ingest};
 use super::{Credentials, Error, IoContext, Reference, Scheme, token};
 
 /// The largest manifest or index we read, as containerd bounds them: a
@@ -79,7 +81,7 @@ impl Registry {
             .fetch(
                 reference,
                 &format!("manifests/{object}"),
-                Some(ACCEPTED_MANIFESTS.join(", ")),
+                Some((ACCEPT, ACCEPTED_MANIFESTS.join(", "))),
                 &what,
             )
             .await?;
@@ -112,14 +114,29 @@ impl Registry {
     }
 
     /// A GET of `path` below the repository's `/v2/` URL, with the pull
-    /// token (asked for once) or the Basic credentials. A failed answer is
-    /// our error, its body read up to 4 KiB for the registry's own words;
-    /// `what` names what was asked for.
+    /// token (asked for once) or the Basic credentials, and `header` if
+    /// given. A failed answer is our error, its body read up to 4 KiB for
+    /// the registry's own words; `what` names what was asked for.
     async fn fetch(
         &self,
         reference: &Reference,
         path: &str,
-        accept: Option<String>,
+        header: Option<(HeaderName, String)>,
+        what: &str,
+    ) -> Result<reqwest::Response, Error> {
+        let response = self.send(reference, path, header, what).await?;
+        succeeded(response, reference).await
+    }
+
+    /// The GET `fetch` makes, whatever the status it gets. reqwest follows
+    /// redirects (to a storage URL, as some registries answer blob GETs)
+    /// with every header but the credentials, which it drops on the way to
+    /// another host: a `Range` reaches the storage.
+    async fn send(
+        &self,
+        reference: &Reference,
+        path: &str,
+        header: Option<(HeaderName, String)>,
         what: &str,
     ) -> Result<reqwest::Response, Error> {
         let base = format!("{}://{}", self.scheme, reference.registry());
@@ -147,22 +164,18 @@ impl Registry {
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             (None, _) => request,
         };
-        if let Some(accept) = accept {
-            request = request.header(reqwest::header::ACCEPT, accept);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
         }
-        let mut response = request.send().await.map_err(transfer(what))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
-            return Err(status_error(status, &body, reference));
-        }
-        Ok(response)
+        request.send().await.map_err(transfer(what))
     }
 
     /// Streams one blob into the store. Memory use is one network chunk,
     /// whatever the blob's size; the store refuses bytes past its declared
-    /// size and checks the digest. A failed request's body is read up to
-    /// 4 KiB, for the registry's own words.
+    /// size and checks the digest. A download the network or the registry
+    /// cuts short keeps its bytes as a partial, which the next fetch of the
+    /// blob resumes; one that failed for its bytes (too many, a wrong
+    /// digest) or the disk (full) keeps nothing.
     pub async fn fetch_blob(
         &self,
         reference: &Reference,
@@ -170,16 +183,81 @@ impl Registry {
         store: &ContentStore,
         progress: &ProgressSink,
     ) -> Result<(), Error> {
+        let taking = (store.clone(), blob.digest.clone(), blob.size);
+        // Reading a partial back, and the fsyncs below, block; keep them
+        // off the async workers.
+        let mut ingest = tokio::task::spawn_blocking(move || {
+            let (store, digest, size) = taking;
+            store.resume(&digest, size)
+        })
+        .await
+        .expect("taking a partial does not panic")?;
+        if let Err(e) = self
+            .download(reference, blob, store, &mut ingest, progress)
+            .await
+        {
+            if keeps_partial(&e) {
+                tokio::task::spawn_blocking(move || ingest.keep_partial())
+                    .await
+                    .expect("keeping a partial does not panic");
+            }
+            return Err(e);
+        }
+        tokio::task::spawn_blocking(move || ingest.commit())
+            .await
+            .expect("blob commit does not panic")?;
+        progress.emit(Event::Done {
+            digest: blob.digest.as_str(),
+        });
+        Ok(())
+    }
+
+    /// Streams the blob into `ingest` from where it stands. A resumed one
+    /// asks for the rest (`Range: bytes=N-`); unless the registry sends
+    /// exactly that (206 with the matching `Content-Range`), the partial is
+    /// dropped and the blob comes whole: from the 200 that answered, or
+    /// asked for again after a 416 or another range. The progress counts
+    /// the resumed bytes as done.
+    async fn download(
+        &self,
+        reference: &Reference,
+        blob: &Descriptor,
+        store: &ContentStore,
+        ingest: &mut Ingest,
+        progress: &ProgressSink,
+    ) -> Result<(), Error> {
         let digest = blob.digest.as_str();
         let what = format!("blob {digest}");
-        let mut response = self
-            .fetch(reference, &format!("blobs/{digest}"), None, &what)
-            .await?;
+        let path = format!("blobs/{digest}");
+        let resumed = ingest.written();
+        let range = (resumed > 0).then(|| (RANGE, format!("bytes={resumed}-")));
+        let mut response = self.send(reference, &path, range, &what).await?;
+        if resumed > 0 {
+            let status = response.status();
+            let continues = status == StatusCode::PARTIAL_CONTENT
+                && response
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|value| value.to_str().ok())
+                    .is_some_and(|value| is_rest_of(value, resumed, blob.size));
+            if !continues && (status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE) {
+                *ingest = store.ingest(&blob.digest, blob.size)?;
+                if status != StatusCode::OK {
+                    response = self.send(reference, &path, None, &what).await?;
+                }
+            }
+        }
+        let mut response = succeeded(response, reference).await?;
         progress.emit(Event::Started {
             digest,
             size: blob.size,
         });
-        let mut ingest = store.ingest(&blob.digest, blob.size)?;
+        if ingest.written() > 0 {
+            progress.emit(Event::Advanced {
+                digest,
+                bytes: ingest.written(),
+            });
+        }
         while let Some(bytes) = response.chunk().await.map_err(transfer(&what))? {
             ingest.write(&bytes)?;
             progress.emit(Event::Advanced {
@@ -187,11 +265,6 @@ impl Registry {
                 bytes: bytes.len() as u64,
             });
         }
-        // The fsync and rename block; keep them off the async workers.
-        tokio::task::spawn_blocking(move || ingest.commit())
-            .await
-            .expect("blob commit does not panic")?;
-        progress.emit(Event::Done { digest });
         Ok(())
     }
 
@@ -335,6 +408,57 @@ fn transfer(what: &str) -> impl Fn(reqwest::Error) -> Error + '_ {
     }
 }
 
+/// The response if it succeeded, else our error for its status, with the
+/// registry's own words from the first 4 KiB of its body.
+async fn succeeded(
+    mut response: reqwest::Response,
+    reference: &Reference,
+) -> Result<reqwest::Response, Error> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
+    Err(status_error(status, &body, reference))
+}
+
+/// Whether a failed download leaves bytes worth keeping for the next one:
+/// yes when the network or the registry failed (cut short, unreachable,
+/// refusing for now); no when the bytes were wrong or the disk failed,
+/// which no later download mends, and a full disk must be left with
+/// nothing partial on it.
+fn keeps_partial(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Transfer { .. }
+            | Error::RegistryStatus { .. }
+            | Error::NotFound { .. }
+            | Error::Unauthorized { .. }
+            | Error::TokenService { .. }
+    )
+}
+
+/// Whether a `Content-Range` value (`bytes FIRST-LAST/TOTAL`, TOTAL maybe
+/// `*`) is the rest of a blob of `size` bytes from byte `start` on.
+fn is_rest_of(content_range: &str, start: u64, size: u64) -> bool {
+    let Some((range, total)) = content_range
+        .strip_prefix("bytes ")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return false;
+    };
+    let Some((first, last)) = range.split_once('-') else {
+        return false;
+    };
+    first.parse() == Ok(start)
+        && last
+            .parse::<u64>()
+            .ok()
+            .and_then(|last| last.checked_add(1))
+            == Some(size)
+        && (total == "*" || total.parse() == Ok(size))
+}
+
 /// A response's body, up to `limit` bytes; past it, `Err(Ok(()))`.
 pub(super) async fn read_bounded(
     response: &mut reqwest::Response,
@@ -474,6 +598,12 @@ pub fn is_private_host(registry: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::super::progress::Progress;
     use super::*;
 
     #[test]
@@ -509,6 +639,158 @@ mod tests {
             "localhost.example.com",
         ] {
             assert!(!is_private_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn content_range_is_the_rest_of_the_blob_or_not() {
+        assert!(is_rest_of("bytes 10-99/100", 10, 100));
+        assert!(is_rest_of("bytes 10-99/*", 10, 100));
+        for other in [
+            "bytes 0-99/100",
+            "bytes 10-98/100",
+            "bytes 10-99/101",
+            "bytes */100",
+            "10-99/100",
+            "bytes 10-/100",
+            "bytes 10-18446744073709551615/*",
+        ] {
+            assert!(!is_rest_of(other, 10, 100), "{other}");
+        }
+    }
+
+    /// How the fake registry below answers a blob GET with a `Range`.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// 206 with the rest, as distribution does.
+        Rest,
+        /// 200 with the whole blob, as a server without ranges does.
+        Whole,
+        /// 416, as for a range past the end.
+        Unsatisfiable,
+    }
+
+    /// A registry on 127.0.0.1 that redirects blob GETs to a storage server
+    /// on another port (another host, to reqwest), as S3-backed registries
+    /// do. Returns the registry's address and the request heads the storage
+    /// got.
+    fn fake_registry(blob: &'static [u8], answer: Answer) -> (String, Arc<Mutex<Vec<String>>>) {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let storage = TcpListener::bind("127.0.0.1:0").unwrap();
+        let storage_port = storage.local_addr().unwrap().port();
+        let seen = heads.clone();
+        serve(storage, move |head| {
+            seen.lock().unwrap().push(head.to_string());
+            let range = head
+                .lines()
+                .find_map(|line| line.strip_prefix("range: bytes="))
+                .and_then(|from| from.strip_suffix('-'))
+                .map(|from| from.parse::<usize>().unwrap());
+            match (range, answer) {
+                (None, _) | (Some(_), Answer::Whole) => response("200 OK", &[], blob),
+                (Some(from), Answer::Rest) => response(
+                    "206 Partial Content",
+                    &[format!(
+                        "Content-Range: bytes {from}-{}/{}",
+                        blob.len() - 1,
+                        blob.len()
+                    )],
+                    &blob[from..],
+                ),
+                (Some(_), Answer::Unsatisfiable) => response(
+                    "416 Range Not Satisfiable",
+                    &[format!("Content-Range: bytes */{}", blob.len())],
+                    b"",
+                ),
+            }
+        });
+        let registry = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = registry.local_addr().unwrap().to_string();
+        serve(registry, move |head| {
+            let path = head.split(' ').nth(1).unwrap();
+            if path == "/v2/" {
+                response("200 OK", &[], b"")
+            } else {
+                let location = format!("Location: http://127.0.0.1:{storage_port}/data");
+                response("307 Temporary Redirect", &[location], b"")
+            }
+        });
+        (addr, heads)
+    }
+
+    fn response(status: &str, headers: &[String], body: &[u8]) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+        for header in headers {
+            out += &format!("{header}\r\n");
+        }
+        out += "Connection: close\r\n\r\n";
+        [out.as_bytes(), body].concat()
+    }
+
+    /// Answers each connection's one request (its head, lowercased) on a thread.
+    fn serve(listener: TcpListener, answer: impl Fn(&str) -> Vec<u8> + Send + 'static) {
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                stream.write_all(&answer(&head)).unwrap();
+            }
+        });
+    }
+
+    /// A partial resumes through a redirect to another host (the `Range`
+    /// survives it); a 200 or a 416 to the range drops the partial and the
+    /// blob comes whole. Each way the blob is stored verified, and the
+    /// progress ends at its size.
+    #[tokio::test]
+    async fn a_partial_resumes_across_a_redirect_or_starts_over() {
+        const BLOB: &[u8] = b"the whole blob, of which a partial holds the first bytes";
+        struct Counted(AtomicU64);
+        impl Progress for Counted {
+            fn event(&self, event: Event<'_>) {
+                if let Event::Advanced { bytes, .. } = event {
+                    self.0.fetch_add(bytes, Ordering::Relaxed);
+                }
+            }
+        }
+        for (answer, storage_gets) in [
+            (Answer::Rest, 1),
+            (Answer::Whole, 1),
+            (Answer::Unsatisfiable, 2),
+        ] {
+            let (addr, heads) = fake_registry(BLOB, answer);
+            let dir = tempfile::tempdir().unwrap();
+            let store = ContentStore::open(dir.path()).unwrap();
+            let blob = Descriptor {
+                media_type: "application/octet-stream".to_string(),
+                digest: super::super::Digest::of(BLOB),
+                size: BLOB.len() as u64,
+                platform: None,
+            };
+            let mut partial = store.ingest(&blob.digest, blob.size).unwrap();
+            partial.write(&BLOB[..9]).unwrap();
+            partial.keep_partial();
+
+            let registry = Registry::with_auth(&addr, Scheme::Http, RegistryAuth::Anonymous);
+            let reference: Reference = format!("{addr}/repo:latest").parse().unwrap();
+            let counted = Arc::new(Counted(AtomicU64::new(0)));
+            let progress = ProgressSink::new(counted.clone());
+            registry
+                .fetch_blob(&reference, &blob, &store, &progress)
+                .await
+                .unwrap();
+
+            assert_eq!(store.read(&blob.digest).unwrap(), BLOB);
+            assert_eq!(store.partial_bytes().unwrap(), 0);
+            assert_eq!(counted.0.load(Ordering::Relaxed), blob.size);
+            let heads = heads.lock().unwrap();
+            assert_eq!(heads.len(), storage_gets, "{heads:?}");
+            assert!(heads[0].contains("\r\nrange: bytes=9-\r\n"), "{heads:?}");
         }
     }
 }
