@@ -138,10 +138,7 @@ pub fn save(
         }
     }
 
-    let io = |e: std::io::Error| Error::Io {
-        path: "image archive".into(),
-        source: e,
-    };
+    let io = |e| Error::from(crate::io_error::io("image archive")(e));
     let mut tar = tar::Builder::new(out);
     let mut add = |path: &str, size: u64, data: &mut dyn Read| {
         let mut header = tar::Header::new_ustar();

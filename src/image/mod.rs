@@ -156,11 +156,8 @@ pub enum Error {
     Ext4(#[from] crate::ext4::Error),
     #[error(transparent)]
     Atomic(#[from] crate::atomic::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 /// Attaches the path to an I/O error, so messages say which file failed.
@@ -170,10 +167,7 @@ trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: &Path) -> Result<T, Error> {
-        self.map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(self.map_err(crate::io_error::at(path))?)
     }
 }
 

@@ -65,7 +65,7 @@ impl ContentStore {
         let path = self.path(digest);
         std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::MissingContent(digest.to_string()),
-            _ => Error::Io { path, source: e },
+            _ => crate::io_error::at(&path)(e).into(),
         })
     }
 
@@ -73,7 +73,7 @@ impl ContentStore {
         let path = self.path(digest);
         File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::MissingContent(digest.to_string()),
-            _ => Error::Io { path, source: e },
+            _ => crate::io_error::at(&path)(e).into(),
         })
     }
 

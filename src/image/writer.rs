@@ -62,10 +62,7 @@ impl Write for LayerWriter {
 impl LayerWriter {
     /// Compresses the rest, stores the blob and says what it is.
     pub fn finish(self) -> Result<NewLayer, Error> {
-        let io = |source| Error::Io {
-            path: "a new layer".into(),
-            source,
-        };
+        let io = |e| Error::from(crate::io_error::io("a new layer")(e));
         let diff_id = String::from(Digest::from_hasher(self.diff));
         let Counted { ingest, size } = self.gzip.finish().map_err(io)?;
         let digest = ingest.commit()?;
