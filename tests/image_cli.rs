@@ -875,15 +875,22 @@ fn basic_auth_login_pull_logout() {
 #[test]
 fn token_auth_login_pull_logout() {
     let dir = tempfile::tempdir().unwrap();
-    let token_server = TokenServer::start(dir.path());
+    let (_tokens, registry) = token_registry(dir.path());
+    login_pull_logout(&registry);
+}
+
+/// A registry that wants tokens from a token service on 127.0.0.1, which
+/// gives them for tester/s3cret only; busybox pushed to it.
+fn token_registry(dir: &Path) -> (TokenServer, Registry) {
+    let token_server = TokenServer::start(dir);
     let config = format!(
         "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
         token_server.port,
-        dir.path().join("cert.pem").display()
+        dir.join("cert.pem").display()
     );
     let registry = Registry::start_with_config(&config);
     registry.push_test_image_with_creds("busybox", "latest", "tester:s3cret");
-    login_pull_logout(&registry);
+    (token_server, registry)
 }
 
 fn login_pull_logout(registry: &Registry) {
@@ -1632,14 +1639,7 @@ esac
 #[test]
 fn docker_credential_helpers_log_in_pulls_and_store_logins() {
     let dir = tempfile::tempdir().unwrap();
-    let token_server = TokenServer::start(dir.path());
-    let config = format!(
-        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
-        token_server.port,
-        dir.path().join("cert.pem").display()
-    );
-    let registry = Registry::start_with_config(&config);
-    registry.push_test_image_with_creds("busybox", "latest", "tester:s3cret");
+    let (_tokens, registry) = token_registry(dir.path());
     let host = registry.addr();
     let image = format!("{host}/busybox:latest");
     let pull = ["image", "pull", "--progress", "none", image.as_str()];
