@@ -1436,7 +1436,9 @@ fn hostile_registry_responses_are_bounded_and_refused_in_one_line() {
         .unwrap()
     };
     let endless = || vec![b' '; 1 << 16];
-    let blob = format!("/v2/blob-error/blobs/sha256:{}", "b".repeat(64));
+    // Both blobs fail alike: the config and the layer are fetched at once,
+    // and either failure may be the one reported.
+    let blob = |hex: &str| format!("/v2/blob-error/blobs/sha256:{}", hex.repeat(64));
     let port = hostile_registry(vec![
         // 64 MiB of a manifest with no length given: read to 4 MiB, no more.
         ("endless".into(), OCI.to_string(), endless(), 1 << 10),
@@ -1457,7 +1459,13 @@ fn hostile_registry_responses_are_bounded_and_refused_in_one_line() {
         // A blob request failing with 64 MiB of explanation: 4 KiB are read.
         ("blob-error".into(), OCI.to_string(), manifest(10, 1), 1),
         (
-            blob,
+            blob("b"),
+            "HTTP/1.1 500 Internal Server Error\r\n".into(),
+            endless(),
+            1 << 10,
+        ),
+        (
+            blob("a"),
             "HTTP/1.1 500 Internal Server Error\r\n".into(),
             endless(),
             1 << 10,
