@@ -261,6 +261,92 @@ impl<W: Write> UpperPacker<'_, W> {
 }
 
 /// The xattrs of a path worth keeping in a layer.
+/// Unpacks a layer as an overlayfs lower directory at `dir`, the inverse
+/// of [`pack_upper`]: `.wh.NAME` becomes a whiteout (a 0:0 character
+/// device), `.wh..wh..opq` marks its directory opaque, and every other
+/// entry is unpacked as tar unpacks it, with its owner, mode, time and
+/// xattrs. A build's VM stacks these under the next step's overlay, so a
+/// layer made on the host (a `COPY`) joins the steps that ran in the VM.
+pub fn unpack_lower(input: impl Read, dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    // Directories last, deepest first, as tar's own unpack does: a
+    // read-only directory must not stop its contents, nor they change its time.
+    let mut directories = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let name = path.file_name().map(OsStr::as_bytes).unwrap_or_default();
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            let parent = dir.join(inside(path.parent().unwrap_or(Path::new("")))?);
+            std::fs::create_dir_all(&parent)?;
+            if name == OPAQUE_MARKER.as_bytes() {
+                set_xattr(&parent, OVERLAY_OPAQUE_XATTR, b"y")?;
+            } else {
+                whiteout(&parent.join(OsStr::from_bytes(hidden)))?;
+            }
+        } else if entry.header().entry_type().is_dir() {
+            directories.push(entry);
+        } else {
+            entry.unpack_in(dir)?;
+        }
+    }
+    directories.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
+    for mut directory in directories {
+        directory.unpack_in(dir)?;
+    }
+    Ok(())
+}
+
+/// `path` if it stays below the directory it is relative to.
+fn inside(path: &Path) -> io::Result<&Path> {
+    use std::path::Component;
+    if path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        Ok(path)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("layer entry {} leaves its directory", path.display()),
+        ))
+    }
+}
+
+/// An overlayfs whiteout: a character device numbered 0:0.
+fn whiteout(path: &Path) -> io::Result<()> {
+    let c = cstring(path.as_os_str())?;
+    // SAFETY: the path is NUL-terminated.
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let c = cstring(path.as_os_str())?;
+    let n = cstring(OsStr::new(name))?;
+    // SAFETY: both strings are NUL-terminated; the value is valid for its length.
+    let done = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let c = cstring(path.as_os_str())?;
     let mut names = vec![0u8; 1024];
@@ -443,6 +529,30 @@ mod tests {
         .map(|(n, k)| (n.to_string(), k))
         .collect();
         assert_eq!(got, want);
+
+        // Unpacked as a lower directory, the layer packs to the same bytes,
+        // and stacked on the lower it shows what the overlay showed.
+        let unpacked = dir.path().join("unpacked");
+        unpack_lower(&tar[..], &unpacked).unwrap();
+        let mut again = Vec::new();
+        pack_upper(&unpacked, None, &[], &mut again).unwrap();
+        assert_eq!(again, tar);
+        let options = format!("lowerdir={}:{}", unpacked.display(), lower.display());
+        let status = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&merged)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let seen = |path: &str| merged.join(path).exists();
+        let shown = (
+            seen("etc/motd"),
+            seen("cache/old"),
+            seen("cache/new"),
+            seen("linked"),
+        );
+        let _ = std::process::Command::new("umount").arg(&merged).status();
+        assert_eq!(shown, (false, false, true, true));
     }
 
     fn nix_is_root() -> bool {

@@ -201,6 +201,13 @@ impl Agent for Service {
                 "bind" => flags |= MsFlags::MS_BIND,
                 other => data.push(other),
             }
+            // An overlay's upper and work directories are made like the target.
+            if let Some(dir) = option
+                .strip_prefix("upperdir=")
+                .or_else(|| option.strip_prefix("workdir="))
+            {
+                make_dir(dir).map_err(Status::internal)?;
+            }
         }
         let data = data.join(",");
         mount(
@@ -537,6 +544,39 @@ impl Agent for Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn write_layer(
+        &self,
+        request: Request<Streaming<WriteLayerChunk>>,
+    ) -> Result<Response<WriteLayerResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty layer stream"))??;
+        let dir = first.dir.clone();
+        let (read, write) = nix::unistd::pipe().map_err(|e| internal("make a pipe")(e.into()))?;
+        let mut writer =
+            pipe::Sender::from_owned_fd_unchecked(write).map_err(internal("make a pipe"))?;
+        let target = dir.clone();
+        let unpack = tokio::task::spawn_blocking(move || {
+            let input = std::io::BufReader::with_capacity(1 << 16, std::fs::File::from(read));
+            agent_proto::layer::unpack_lower(input, std::path::Path::new(&target))
+        });
+        let mut chunk = Some(first);
+        while let Some(c) = chunk {
+            if writer.write_all(&c.data).await.is_err() {
+                break; // the unpacking failed; it says why below
+            }
+            chunk = stream.next().await.transpose()?;
+        }
+        drop(writer);
+        unpack
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("unpack a layer into {dir}: {e}")))?;
+        Ok(Response::new(WriteLayerResponse {}))
     }
 
     async fn shutdown(
