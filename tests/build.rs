@@ -521,3 +521,56 @@ fn add_downloads_a_url_only_where_the_build_has_a_network() {
         &("data/data.txt".to_string(), 0o600, 784_887_151)
     );
 }
+
+/// A stage's RUNs share one VM: each runs on an overlay of the steps before
+/// it, and a COPY between them is stacked in, deletions included.
+#[test]
+fn one_vm_runs_a_stages_steps_with_copies_between_them() {
+    let registry = Registry::start();
+    let base = registry.busybox();
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "Dockerfile",
+        &format!(
+            "FROM {base}
+RUN mkdir /data && echo one > /data/one && rm /bin/true
+COPY --chown=1234:5678 --chmod=600 two.txt /data/
+RUN rm /data/one && stat -c '%u:%g %a' /data/two.txt > /data/seen && cat /data/two.txt >> /data/seen && (test -e /bin/true || echo true-gone >> /data/seen)
+COPY three/ /data/three/
+RUN rm /data/three/gone.txt && ls -a /data /data/three > /data/list
+CMD [\"sh\", \"-c\", \"cat /data/seen /data/list\"]
+"
+        ),
+    );
+    write(root, "two.txt", "two\n");
+    write(root, "three/kept.txt", "kept\n");
+    write(root, "three/gone.txt", "gone\n");
+    let output = cli.run(&[
+        "--debug",
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "stacked",
+        root.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("booting a builder VM").count(),
+        1,
+        "three RUNs, one VM: {stderr}"
+    );
+    assert!(cli.lingering().is_empty(), "the builder VM is gone");
+
+    let output = cli.run(&["run", "--rm", "stacked"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        "1234:5678 600\ntwo\ntrue-gone\n/data:\n.\n..\nlist\nseen\nthree\ntwo.txt\n\n/data/three:\n.\n..\nkept.txt\n"
+    );
+}

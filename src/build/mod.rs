@@ -218,9 +218,12 @@ pub async fn build(
         next_id: 0,
         network,
         snapshots: BTreeSet::new(),
+        builder: None,
     };
-    let digest = builder.run().await?;
+    let built = builder.run().await;
+    builder.stop_builder().await;
     drop(builder);
+    let digest = built?;
     let mut references = Vec::new();
     for tag in tags {
         images.record(&tag, &digest)?;
@@ -273,6 +276,17 @@ struct Builder<'a> {
     network: Option<String>,
     /// Snapshots made for `RUN` parents, removed when the build ends.
     snapshots: BTreeSet<String>,
+    /// The VM `RUN` steps run in, kept from one to the next.
+    builder: Option<RunningBuilder>,
+}
+
+/// A builder VM and what its root filesystem is.
+struct RunningBuilder {
+    vm: runtime::Builder,
+    /// The layers its next step runs on.
+    layers: Vec<Descriptor>,
+    /// What it joined: a step on another network needs another VM.
+    network: Option<String>,
 }
 
 impl Builder<'_> {
@@ -750,7 +764,7 @@ impl Builder<'_> {
         shell_form(&config, command)
     }
 
-    /// Runs a RUN step in a VM; its layer goes into the store.
+    /// Runs a RUN step in the build's VM; its layer goes into the store.
     async fn run_step(
         &mut self,
         state: &State,
@@ -760,7 +774,6 @@ impl Builder<'_> {
         id: usize,
         text: &str,
     ) -> Result<cache::Entry, StepError> {
-        let parent = self.parent_snapshot(state).await?;
         let config = state.config.config.clone().unwrap_or_default();
         let mut env = config.env.clone().unwrap_or_default();
         for (key, value) in &state.args {
@@ -772,38 +785,109 @@ impl Builder<'_> {
             }
         }
         let step = runtime::Step {
-            parent,
             args,
             env,
             cwd: config.working_dir.clone().unwrap_or_default(),
             user: config.user.clone().unwrap_or_default(),
             stdin,
             clamp_mtime: self.options.source_date_epoch,
-            network,
-            cpus: self.options.cpus,
-            memory_mib: self.options.memory_mib,
         };
         let mut layer = self.images.new_layer()?;
         let mut tail = Tail::default();
+        let mut builder = self.builder_for(state, network).await?;
         let progress = &mut *self.progress;
         let mut output = |data: &[u8]| {
             tail.push(data);
             progress(Event::Output { id, data });
         };
-        let code = runtime::run_step(self.app_root, &step, &mut output, &mut layer).await?;
+        let code = match builder.vm.run(&step, &mut output, &mut layer).await {
+            Ok(code) => code,
+            Err(e) => {
+                // What the VM holds is unknown now: the next step boots anew.
+                builder.vm.stop().await;
+                return Err(e.into());
+            }
+        };
         if code != 0 {
+            // The build ends here; its end stops the builder.
+            self.builder = Some(builder);
             return Err(StepError::RunFailed {
                 command: text.to_string(),
                 code,
                 output: tail.summary(),
             });
         }
-        let layer = layer.finish()?;
+        let layer = match layer.finish() {
+            Ok(layer) => layer,
+            Err(e) => {
+                // The VM's root has the step, the build's layers do not.
+                builder.vm.stop().await;
+                return Err(e.into());
+            }
+        };
+        builder.layers.push(layer.descriptor.clone());
+        self.builder = Some(builder);
         Ok(cache::Entry {
             layer: layer.descriptor,
             diff_id: layer.diff_id,
             created: self.now(),
         })
+    }
+
+    /// The build's VM, taken out of `self` for a step, with `state`'s root
+    /// filesystem: the one running when
+    /// its root is some of the state's layers and it joined the same
+    /// network, with the rest of the layers stacked on; otherwise a new one
+    /// booted on a snapshot of the state.
+    async fn builder_for(
+        &mut self,
+        state: &State,
+        network: Option<String>,
+    ) -> Result<RunningBuilder, StepError> {
+        let reusable = self.builder.as_ref().is_some_and(|b| {
+            b.network == network
+                && b.layers.len() <= state.layers.len()
+                && b.layers
+                    .iter()
+                    .zip(&state.layers)
+                    .all(|(a, b)| a.digest == b.digest)
+                && b.vm.can_stack(state.layers.len() - b.layers.len())
+        });
+        if !reusable {
+            self.stop_builder().await;
+            let machine = runtime::Machine {
+                base: self.parent_snapshot(state).await?,
+                network: network.clone(),
+                cpus: self.options.cpus,
+                memory_mib: self.options.memory_mib,
+            };
+            tracing::debug!("booting a builder VM");
+            self.builder = Some(RunningBuilder {
+                vm: runtime::Builder::boot(self.app_root, &machine).await?,
+                layers: state.layers.clone(),
+                network,
+            });
+        }
+        let mut builder = self.builder.take().expect("a builder runs");
+        while builder.layers.len() < state.layers.len() {
+            let layer = state.layers[builder.layers.len()].clone();
+            let added = match self.images.open_layer(&layer) {
+                Ok(reader) => builder.vm.add_layer(reader).await.map_err(StepError::from),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = added {
+                builder.vm.stop().await;
+                return Err(e);
+            }
+            builder.layers.push(layer);
+        }
+        Ok(builder)
+    }
+
+    async fn stop_builder(&mut self) {
+        if let Some(builder) = self.builder.take() {
+            builder.vm.stop().await;
+        }
     }
 
     /// The root filesystem a RUN starts from: the snapshot of an image of

@@ -1,48 +1,67 @@
-//! Build steps: a `RUN` executed in its own VM over its parent's root
-//! filesystem, with exactly its changes captured as a layer.
+//! Build steps: a build's `RUN`s, run one after another in one VM (a
+//! builder), each over the root filesystem the steps before it left, with
+//! exactly its changes captured as a layer.
 //!
-//! The parent's snapshot is the guest's read-only `/dev/vda` and the lower
-//! directory of an overlayfs whose upper directory lives on a scratch disk
-//! (`/dev/vdb`). The command runs in a container on that overlay, as `run`
-//! would run it (same launcher, user resolution, capabilities), and what
-//! the overlay's upper directory then holds is the step's change set, which
-//! vminitd streams back as an OCI layer tar (`ReadLayer`).
+//! The builder boots with a snapshot of the first step's parent as its
+//! read-only `/dev/vda` and a scratch disk (`/dev/vdb`). Each step runs, as
+//! `run` would run it (same launcher, user resolution, capabilities), in a
+//! container on an overlayfs: the snapshot at the bottom, above it the
+//! layers since (earlier steps' upper directories, and layers made on the
+//! host, such as a `COPY`'s, unpacked by vminitd's `WriteLayer`), and a new
+//! upper directory on the scratch disk, which then holds the step's change
+//! set; vminitd streams it back as an OCI layer tar (`ReadLayer`). One VM
+//! for many steps because a boot costs more than a short step.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use agent_proto::{
     AGENT_PORT, ContainerConfig, MountRequest, ProcessSpec, READY_PORT, ReadLayerRequest,
-    ShutdownRequest, StdinChunk,
+    StdinChunk, UmountRequest, WriteLayerChunk,
 };
+use tokio_stream::StreamExt;
 
 use super::plugged::{Plug, Plugged};
 use super::supervisor::{
-    BOOT_TIMEOUT, INIT_PROCESS, create_init, machine, start_with_output, stop_vm, wait_init,
+    BOOT_TIMEOUT, INIT_PROCESS, create_init, start_with_output, stop_vm, wait_init,
 };
-use super::{Error, agent};
+use super::{ChannelWriter, Error, agent, process_ref};
 use crate::io_error::io;
 use crate::network::dns::DnsConfig;
 use crate::network::{Endpoint, Lease, Networks};
 use crate::vm::{self, VirtualMachine};
 
-/// Guest paths of the step's filesystems.
+/// Guest paths of the builder's filesystems.
 const LOWER: &str = "/run/build/lower";
 const SCRATCH: &str = "/run/build/scratch";
 const ROOT: &str = "/run/build/root";
-/// The scratch disk holds the step's changes; sparse, so only what the
-/// step writes takes space.
+/// The scratch disk holds the steps' changes; sparse, so only what the
+/// steps write takes space.
 const SCRATCH_BYTES: u64 = 64 << 30;
+/// How many directories a builder stacks on its snapshot at most: the
+/// overlay's options must fit in a page (a path here is under 30 bytes).
+const MAX_STACK: usize = 100;
 /// What the launcher writes into every container's root: not the step's.
 const RUNTIME_FILES: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
 /// The host name RUN steps see (BuildKit's, which some scripts expect).
 const HOSTNAME: &str = "buildkitsandbox";
 
-/// One `RUN`: the parent's root filesystem and the process to run on it.
+/// The VM a builder boots: its root filesystem and what it joins.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// An ext4 snapshot of the first step's parent; the guest only reads it.
+    pub base: PathBuf,
+    /// The network the steps join, as `run --network` names it; none: only
+    /// loopback.
+    pub network: Option<String>,
+    /// The VM's size; `run`'s defaults when None.
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+}
+
+/// One `RUN`: the process to run on the builder's current root.
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// The parent state's ext4 snapshot; the guest only reads it.
-    pub parent: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
@@ -53,101 +72,233 @@ pub struct Step {
     pub stdin: Option<Vec<u8>>,
     /// SOURCE_DATE_EPOCH: no file in the layer is dated later.
     pub clamp_mtime: Option<u64>,
-    /// The network the step's VM joins, as `run --network` names it; none:
-    /// only loopback.
-    pub network: Option<String>,
-    /// The VM's size; `run`'s defaults when None.
-    pub cpus: Option<u32>,
-    pub memory_mib: Option<u64>,
 }
 
-/// How a step ended: its exit code (127 and 126 when the command could not
-/// start, as a shell says), and with 0 the layer is written.
-pub async fn run_step(
-    app_root: &Path,
-    step: &Step,
-    output: &mut (dyn FnMut(&[u8]) + Send),
-    layer: &mut (dyn Write + Send),
-) -> Result<i32, Error> {
-    let work = WorkDir::create(app_root)?;
-    let joined = match &step.network {
-        Some(name) => Some(Joined::join(app_root, name, &work.id)?),
-        None => None,
-    };
-    let scratch = work.path.join("scratch.ext4");
-    format_scratch(&scratch)?;
-    let mut config = machine(
-        app_root,
-        step.cpus,
-        step.memory_mib,
-        work.path.clone(),
-        work.path.join("boot.log"),
-    )?;
-    config.disks = vec![
-        vm::Disk {
-            path: step.parent.clone(),
-            format: vm::DiskFormat::Raw,
-            read_only: true,
-        },
-        vm::Disk {
-            path: scratch,
-            format: vm::DiskFormat::Raw,
-            read_only: false,
-        },
-    ];
-    let mut plugged = match &joined {
-        Some(joined) => Plugged::plug(Plug {
+/// A booted builder. Dropped without [`Builder::stop`] (a cancelled build),
+/// its VM is killed and its disks deleted all the same.
+pub struct Builder {
+    vm: vm::Vm,
+    agent: agent::Client,
+    console_log: PathBuf,
+    /// What each step's container is told: its name, hosts and resolver.
+    container: ContainerConfig,
+    /// Guest directories stacked on the snapshot, the newest last.
+    lowers: Vec<String>,
+    /// Numbers the guest directories of steps and layers.
+    next: usize,
+    plugged: Option<Plugged>,
+    config: vm::VmConfig,
+    _joined: Option<Joined>,
+    _work: WorkDir,
+}
+
+impl Builder {
+    pub async fn boot(app_root: &Path, machine: &Machine) -> Result<Builder, Error> {
+        let work = WorkDir::create(app_root)?;
+        let joined = match &machine.network {
+            Some(name) => Some(Joined::join(app_root, name, &work.id)?),
+            None => None,
+        };
+        let scratch = work.path.join("scratch.ext4");
+        format_scratch(&scratch)?;
+        let mut config = super::supervisor::machine(
             app_root,
-            id: &work.id,
-            hostname: HOSTNAME,
-            endpoint: Some(joined.endpoint.clone()),
-            publish: &[],
-        })?,
-        None => None,
-    };
-    config.nics = plugged.iter().map(|p| p.nic.clone()).collect();
-    let result = boot_and_drive(&config, plugged.as_mut(), step, output, layer).await;
-    // The VM is gone and our copy of the tap closes here.
-    drop(config);
-    if let Some(plugged) = plugged {
-        plugged.unplug().await;
+            machine.cpus,
+            machine.memory_mib,
+            work.path.clone(),
+            work.path.join("boot.log"),
+        )?;
+        config.disks = vec![
+            vm::Disk {
+                path: machine.base.clone(),
+                format: vm::DiskFormat::Raw,
+                read_only: true,
+            },
+            vm::Disk {
+                path: scratch,
+                format: vm::DiskFormat::Raw,
+                read_only: false,
+            },
+        ];
+        let mut plugged = match &joined {
+            Some(joined) => Plugged::plug(Plug {
+                app_root,
+                id: &work.id,
+                hostname: HOSTNAME,
+                endpoint: Some(joined.endpoint.clone()),
+                publish: &[],
+            })?,
+            None => None,
+        };
+        config.nics = plugged.iter().map(|p| p.nic.clone()).collect();
+        let mut vm = match vm::boot(&config).await {
+            Ok(vm) => vm,
+            Err(e) => {
+                unplug(config, plugged).await;
+                return Err(e.into());
+            }
+        };
+        match connect(&mut vm, &config.console_log, plugged.as_mut()).await {
+            Ok((agent, container)) => Ok(Builder {
+                vm,
+                agent,
+                console_log: config.console_log.clone(),
+                container,
+                lowers: Vec::new(),
+                next: 0,
+                plugged,
+                config,
+                _joined: joined,
+                _work: work,
+            }),
+            Err(e) => {
+                let e = explain(&mut vm, e);
+                stop_vm(vm, &config.console_log, false).await;
+                unplug(config, plugged).await;
+                Err(e)
+            }
+        }
     }
-    result
+
+    /// Whether `more` layers can still be stacked on this builder's root.
+    pub fn can_stack(&self, more: usize) -> bool {
+        self.lowers.len() + more < MAX_STACK
+    }
+
+    /// Stacks a layer (an uncompressed OCI layer tar) on the root the next
+    /// step runs on.
+    pub async fn add_layer(&mut self, mut layer: Box<dyn Read + Send>) -> Result<(), Error> {
+        self.next += 1;
+        let dir = format!("{SCRATCH}/{}/layer", self.next);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let source = tokio::task::spawn_blocking(move || {
+            // Tar's 512-byte blocks go in bigger messages.
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, ChannelWriter(tx));
+            std::io::copy(&mut layer, &mut out)?;
+            out.flush()
+        });
+        let chunks = tokio_stream::once(WriteLayerChunk {
+            dir: dir.clone(),
+            data: vec![],
+        })
+        .chain(tokio_stream::wrappers::ReceiverStream::new(rx).map(|data| {
+            WriteLayerChunk {
+                dir: String::new(),
+                data,
+            }
+        }));
+        let written = self.agent.write_layer(chunks).await;
+        let read = source
+            .await
+            .map_err(|e| io("read a layer")(std::io::Error::other(e)))?;
+        // The guest's error says more than a reader cut short by it.
+        if let Err(status) = written {
+            return Err(explain(&mut self.vm, status.into()));
+        }
+        read.map_err(io("read a layer"))?;
+        self.lowers.push(dir);
+        Ok(())
+    }
+
+    /// Runs a step on the root the steps and layers before it left. How it
+    /// ended: its exit code (127 and 126 when the command could not start,
+    /// as a shell says), and with 0 its changes are written to `layer` and
+    /// become part of the root the next step runs on.
+    pub async fn run(
+        &mut self,
+        step: &Step,
+        output: &mut (dyn FnMut(&[u8]) + Send),
+        layer: &mut (dyn Write + Send),
+    ) -> Result<i32, Error> {
+        self.next += 1;
+        let dir = format!("{SCRATCH}/{}", self.next);
+        let root = format!("{ROOT}/{}", self.next);
+        let result = self.drive(step, &dir, &root, output, layer).await;
+        result.map_err(|e| explain(&mut self.vm, e))
+    }
+
+    async fn drive(
+        &mut self,
+        step: &Step,
+        dir: &str,
+        root: &str,
+        output: &mut (dyn FnMut(&[u8]) + Send),
+        layer: &mut (dyn Write + Send),
+    ) -> Result<i32, Error> {
+        let upper = format!("{dir}/upper");
+        let agent = &mut self.agent;
+        agent
+            .mount(overlay(root, &self.lowers, &upper, &format!("{dir}/work")))
+            .await?;
+        let process = ProcessSpec {
+            args: step.args.clone(),
+            env: step.env.clone(),
+            cwd: step.cwd.clone(),
+            user: step.user.clone(),
+            stdin: step.stdin.is_some(),
+            ..Default::default()
+        };
+        create_init(agent, root, process, self.container.clone()).await?;
+        let exit = match start_with_output(agent).await? {
+            Ok(stream) => pump(agent, stream, step, output).await?,
+            Err((code, message)) => {
+                output(format!("{message}\n").as_bytes());
+                code
+            }
+        };
+        // The step's container went with its first process: its root can go.
+        agent.delete_process(process_ref(INIT_PROCESS)).await?;
+        agent
+            .umount(UmountRequest {
+                target: root.to_string(),
+                lazy: true,
+            })
+            .await?;
+        if exit != 0 {
+            return Ok(exit);
+        }
+        let mut chunks = agent
+            .read_layer(ReadLayerRequest {
+                upper: upper.clone(),
+                clamp_mtime: step.clamp_mtime,
+                exclude: RUNTIME_FILES.iter().map(|f| f.to_string()).collect(),
+            })
+            .await?
+            .into_inner();
+        while let Some(chunk) = chunks.message().await? {
+            layer
+                .write_all(&chunk.data)
+                .map_err(io("write the step's layer"))?;
+        }
+        self.lowers.push(upper);
+        Ok(0)
+    }
+
+    /// Powers the builder off and gives back its address and disks.
+    pub async fn stop(self) {
+        let Builder {
+            vm,
+            console_log,
+            plugged,
+            config,
+            ..
+        } = self;
+        // Nothing in the VM outlives the build: its disks are thrown away.
+        stop_vm(vm, &console_log, false).await;
+        unplug(config, plugged).await;
+    }
 }
 
-async fn boot_and_drive(
-    config: &vm::VmConfig,
-    plugged: Option<&mut Plugged>,
-    step: &Step,
-    output: &mut (dyn FnMut(&[u8]) + Send),
-    layer: &mut (dyn Write + Send),
-) -> Result<i32, Error> {
-    let mut vm = vm::boot(config).await?;
-    let result = match drive(&mut vm, &config.console_log, plugged, step, output, layer).await {
-        // A broken agent connection usually means the VM died: say so.
-        Err(Error::Agent(message)) => Err(Error::Agent(match vm.exited() {
-            Some(reason) => format!("the VM stopped unexpectedly ({reason})"),
-            None => message,
-        })),
-        other => other,
-    };
-    // Nothing in the VM outlives the step: its disks are thrown away.
-    stop_vm(vm, &config.console_log, false).await;
-    result
-}
-
-async fn drive(
+/// The agent once the guest is up, and what each step's container is told.
+async fn connect(
     vm: &mut vm::Vm,
     console_log: &Path,
     plugged: Option<&mut Plugged>,
-    step: &Step,
-    output: &mut (dyn FnMut(&[u8]) + Send),
-    layer: &mut (dyn Write + Send),
-) -> Result<i32, Error> {
+) -> Result<(agent::Client, ContainerConfig), Error> {
     let mut ready = vm.listen(READY_PORT)?;
     vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, console_log).await?;
     let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
-    for mount in mounts() {
+    for mount in disks() {
         agent.mount(mount).await?;
     }
     let mut config = ContainerConfig {
@@ -161,22 +312,16 @@ async fn drive(
             .resolv_conf(plugged.dns_server)
             .unwrap_or_default();
     }
-    let process = ProcessSpec {
-        args: step.args.clone(),
-        env: step.env.clone(),
-        cwd: step.cwd.clone(),
-        user: step.user.clone(),
-        stdin: step.stdin.is_some(),
-        ..Default::default()
-    };
-    create_init(&mut agent, ROOT, process, config).await?;
-    let mut stream = match start_with_output(&mut agent).await? {
-        Ok(stream) => stream,
-        Err((code, message)) => {
-            output(format!("{message}\n").as_bytes());
-            return Ok(code);
-        }
-    };
+    Ok((agent, config))
+}
+
+/// The step's output to `output` and its stdin in, until it exits.
+async fn pump(
+    agent: &mut agent::Client,
+    mut stream: tonic::Streaming<agent_proto::OutputChunk>,
+    step: &Step,
+    output: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<i32, Error> {
     let wait = wait_init(agent.clone());
     let pump = async {
         while let Some(chunk) = stream.message().await? {
@@ -184,7 +329,6 @@ async fn drive(
         }
         Ok::<_, Error>(())
     };
-    let mut writer = agent.clone();
     let feed = async {
         if let Some(data) = &step.stdin {
             let chunk = StdinChunk {
@@ -192,36 +336,35 @@ async fn drive(
                 data: data.clone(),
             };
             // The stream's end closes the process's stdin.
-            writer.write_stdin(tokio_stream::iter([chunk])).await?;
+            agent.write_stdin(tokio_stream::iter([chunk])).await?;
         }
         Ok::<_, Error>(())
     };
     let ((), exit, ()) = tokio::try_join!(pump, wait, feed)?;
-    if exit != 0 {
-        return Ok(exit);
-    }
-    let mut chunks = agent
-        .read_layer(ReadLayerRequest {
-            upper: format!("{SCRATCH}/upper"),
-            clamp_mtime: step.clamp_mtime,
-            exclude: RUNTIME_FILES.iter().map(|f| f.to_string()).collect(),
-        })
-        .await?
-        .into_inner();
-    while let Some(chunk) = chunks.message().await? {
-        layer
-            .write_all(&chunk.data)
-            .map_err(io("write the step's layer"))?;
-    }
-    let _ = agent.shutdown(ShutdownRequest {}).await;
-    Ok(0)
+    Ok(exit)
 }
 
-/// The parent read-only, the scratch disk, and the overlay of the two
-/// that becomes the container's root. Redirects and metacopy stay off so
-/// that every change is a plain file, directory or whiteout in the upper
-/// directory, which is what a layer can say.
-fn mounts() -> Vec<MountRequest> {
+/// A broken agent connection usually means the VM died: say so.
+fn explain(vm: &mut vm::Vm, e: Error) -> Error {
+    match e {
+        Error::Agent(message) => Error::Agent(match vm.exited() {
+            Some(reason) => format!("the VM stopped unexpectedly ({reason})"),
+            None => message,
+        }),
+        other => other,
+    }
+}
+
+/// With the VM gone, our copy of its tap closes, then the tap goes.
+async fn unplug(config: vm::VmConfig, plugged: Option<Plugged>) {
+    drop(config);
+    if let Some(plugged) = plugged {
+        plugged.unplug().await;
+    }
+}
+
+/// The snapshot read-only and the scratch disk.
+fn disks() -> Vec<MountRequest> {
     let ext4 = |source: &str, target: &str, options: &[&str]| MountRequest {
         source: source.into(),
         target: target.into(),
@@ -232,45 +375,45 @@ fn mounts() -> Vec<MountRequest> {
     vec![
         ext4("/dev/vda", LOWER, &["ro", "noload"]),
         ext4("/dev/vdb", SCRATCH, &[]),
-        MountRequest {
-            source: "overlay".into(),
-            target: ROOT.into(),
-            fstype: "overlay".into(),
-            options: vec![
-                format!("lowerdir={LOWER}"),
-                format!("upperdir={SCRATCH}/upper"),
-                format!("workdir={SCRATCH}/work"),
-                "redirect_dir=off".into(),
-                "metacopy=off".into(),
-                "index=off".into(),
-            ],
-            grow: false,
-        },
     ]
 }
 
-/// An empty ext4 with the overlay's `upper` and `work` directories.
+/// A step's root: its new upper directory over the layers since the
+/// snapshot, newest on top, over the snapshot. Redirects and metacopy stay
+/// off so that every change is a plain file, directory or whiteout in the
+/// upper directory, which is what a layer can say.
+fn overlay(root: &str, lowers: &[String], upper: &str, work: &str) -> MountRequest {
+    let stack: Vec<&str> = lowers
+        .iter()
+        .rev()
+        .map(String::as_str)
+        .chain([LOWER])
+        .collect();
+    MountRequest {
+        source: "overlay".into(),
+        target: root.into(),
+        fstype: "overlay".into(),
+        options: vec![
+            format!("lowerdir={}", stack.join(":")),
+            format!("upperdir={upper}"),
+            format!("workdir={work}"),
+            "redirect_dir=off".into(),
+            "metacopy=off".into(),
+            "index=off".into(),
+        ],
+        grow: false,
+    }
+}
+
+/// An empty ext4 for the steps' directories.
 fn format_scratch(path: &Path) -> Result<(), Error> {
-    let mut tar = agent_proto::layer::Writer::new(Vec::new(), None);
-    let meta = agent_proto::layer::Meta {
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime: 0,
-    };
-    let fail = |e| io(format!("prepare {}", path.display()))(e);
-    tar.dir("upper", meta, &[]).map_err(fail)?;
-    tar.dir("work", meta, &[]).map_err(fail)?;
-    let tar = tar.finish().map_err(fail)?;
-    let mut fs = crate::ext4::Formatter::create(
+    let fs = crate::ext4::Formatter::create(
         path,
         crate::ext4::FormatOptions {
             size_bytes: SCRATCH_BYTES,
         },
     )
     .map_err(crate::image::Error::from)?;
-    fs.unpack_layer(&tar[..])
-        .map_err(crate::image::Error::from)?;
     fs.finish().map_err(crate::image::Error::from)?;
     Ok(())
 }
