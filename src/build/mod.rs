@@ -1,13 +1,15 @@
 //! `container build`: images from Dockerfiles, built with what runs
-//! containers: each `RUN` in its own VM over its parent's root filesystem
-//! (`runtime::run_step`), `COPY` and `ADD` written on the host from the
-//! context (`copy`), every layer into the content store, and a cache of
-//! what each step made (`cache`), so an unchanged step is never run twice.
+//! containers: each `RUN` over its parent's root filesystem in a VM the
+//! build keeps for its steps (`runtime::Builder`), `COPY` and `ADD` written
+//! on the host from the context (`copy`), every layer into the content
+//! store, and a cache of what each step made (`cache`), so an unchanged
+//! step is never run twice.
 //!
 //! Stages build in file order, only those the target needs. A stage's state
-//! is an image config and its layers; a `RUN` needs its parent as a root
-//! filesystem, which is the snapshot of an image with just those layers
-//! (keyed by the layers alone, so `ENV` and the like never make a new one).
+//! is an image config and its layers. The builder VM boots on a snapshot of
+//! an image with just the first RUN's parent layers (keyed by the layers
+//! alone, so `ENV` and the like never make a new one); the layers after
+//! those are stacked onto it in the VM.
 
 mod cache;
 mod copy;
@@ -108,7 +110,7 @@ pub struct Options {
     /// The network RUN steps join, as `run --network` names it (`none`:
     /// only loopback); the `network.default` setting's when None.
     pub network: Option<String>,
-    /// The size of each RUN step's VM; the defaults `run` uses when None.
+    /// The size of the VM RUN steps run in; the defaults `run` uses when None.
     pub cpus: Option<u32>,
     pub memory_mib: Option<u64>,
     /// For base images not in the store.
