@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::{Cli, Registry, text};
 
@@ -572,5 +573,100 @@ CMD [\"sh\", \"-c\", \"cat /data/seen /data/list\"]
     assert_eq!(
         stdout,
         "1234:5678 600\ntwo\ntrue-gone\n/data:\n.\n..\nlist\nseen\nthree\ntwo.txt\n\n/data/three:\n.\n..\nkept.txt\n"
+    );
+}
+
+/// On a terminal (`--progress auto`), BuildKit's view: the steps redrawn in
+/// place, the last lines of a running step's output under it, a failed
+/// step marked.
+#[test]
+fn on_a_terminal_the_steps_redraw_in_place() {
+    let registry = Registry::start();
+    let base = registry.busybox();
+    let cli = Cli::new();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "note.txt", "note\n");
+    write(
+        dir.path(),
+        "Dockerfile",
+        &format!("FROM {base}\nCOPY note.txt /\n"),
+    );
+    write(
+        dir.path(),
+        "Failing",
+        &format!("FROM {base}\nRUN for i in 1 2 3 4 5 6 7 8; do echo line $i; done; exit 4\n"),
+    );
+    let bin = env!("CARGO_BIN_EXE_container");
+    let command = format!(
+        "export CONTAINER_APP_ROOT={root}; cd {dir}; {bin} build -t ok .; {bin} build -f Failing .; echo rc=$?; sleep 60",
+        root = cli.app_root.path().display(),
+        dir = dir.path().display(),
+    );
+    let session = format!("build-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    assert!(started.status.success(), "{}", text(&started).1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let screen = loop {
+        let screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout)
+            .into_owned();
+        if screen.contains("rc=") || std::time::Instant::now() > deadline {
+            break screen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    tmux(&["kill-session", "-t", &session]);
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}:\n{screen}"))
+    };
+    // Each build's view once, however often it was redrawn.
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("[+] Building"))
+            .count(),
+        2,
+        "{screen}"
+    );
+    assert!(
+        lines[at("[+] Building")].ends_with("(2/2) FINISHED"),
+        "{screen}"
+    );
+    assert!(
+        lines[at(" => [2/2] COPY note.txt /")].ends_with('s'),
+        "{screen}"
+    );
+    at(" => exporting to image");
+    at(" => => naming to docker.io/library/ok:latest");
+    // The failed step keeps the last six lines of its output.
+    at(" => ERROR [2/2] RUN for i in");
+    let tail: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(" => => # "))
+        .collect();
+    assert_eq!(
+        tail,
+        ["line 3", "line 4", "line 5", "line 6", "line 7", "line 8"],
+        "{screen}"
+    );
+    at("Error: Failing: line 2: RUN for i in");
+    at("rc=1");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("#1 ")),
+        "no plain lines: {screen}"
     );
 }
