@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{Cli, Registry, text};
+use common::{Cli, Registry, Tmux, text};
 
 fn write(dir: &Path, path: &str, contents: &str) {
     let path = dir.join(path);
@@ -602,30 +601,8 @@ fn on_a_terminal_the_steps_redraw_in_place() {
         root = cli.app_root.path().display(),
         dir = dir.path().display(),
     );
-    let session = format!("build-{}", std::process::id());
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
-    assert!(started.status.success(), "{}", text(&started).1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let screen = loop {
-        let screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout)
-            .into_owned();
-        if screen.contains("rc=") || std::time::Instant::now() > deadline {
-            break screen;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
-    tmux(&["kill-session", "-t", &session]);
+    let tmux = Tmux::start("build", 100, 30, &command);
+    let screen = tmux.wait_for("rc=", std::time::Duration::from_secs(60));
     let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
     let at = |prefix: &str| {
         lines

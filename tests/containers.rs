@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cli, Registry, text};
+use common::{Cli, Registry, Tmux, text};
 use ext4_support::fsck::fsck;
 
 fn stdout(cli: &Cli, args: &[&str]) -> String {
@@ -595,7 +595,6 @@ fn an_interactive_terminal_session() {
     let registry = Registry::start();
     let image = registry.busybox();
     let cli = Cli::new();
-    let session = format!("container-test-{}", std::process::id());
     let status_file = cli.app_root.path().join("exit-status");
     let command = format!(
         "CONTAINER_APP_ROOT={} {} run -it --rm {image} sh; echo $? > {}",
@@ -603,54 +602,23 @@ fn an_interactive_terminal_session() {
         env!("CARGO_BIN_EXE_container"),
         status_file.display()
     );
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
-    assert!(
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "80",
-            "-y",
-            "24",
-            &command
-        ])
-        .status
-        .success()
-    );
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
-    };
-    let wait_for = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = screen();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waiting for {needle:?}; screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let tmux = Tmux::start("container-test", 80, 24, &command);
+    let wait_for = |needle: &str| tmux.wait_for(needle, Duration::from_secs(60));
     wait_for("/ #");
-    tmux(&["send-keys", "-t", &session, "tty; stty size", "Enter"]);
+    tmux.send(&["tty; stty size", "Enter"]);
     let s = wait_for("24 80");
     assert!(s.contains("/dev/pts/"), "{s}");
-    tmux(&["resize-window", "-t", &session, "-x", "100", "-y", "30"]);
+    tmux.resize(100, 30);
     std::thread::sleep(Duration::from_millis(500));
-    tmux(&["send-keys", "-t", &session, "stty size", "Enter"]);
+    tmux.send(&["stty size", "Enter"]);
     wait_for("30 100");
-    tmux(&["send-keys", "-t", &session, "exit 3", "Enter"]);
+    tmux.send(&["exit 3", "Enter"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !status_file.exists() {
         assert!(
             Instant::now() < deadline,
             "the session did not end; screen:\n{}",
-            screen()
+            tmux.screen()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -1086,30 +1054,16 @@ fn racing_clis_one_wins_and_nothing_is_left_inconsistent() {
 /// `stats` on a terminal redraws its table at the top of the screen, as
 /// `docker stats` does, instead of scrolling a new table every 2 s.
 fn stats_refresh_in_place_on_a_terminal(cli: &Cli) {
-    let session = format!("container-stats-{}", std::process::id());
     let command = format!(
         "CONTAINER_APP_ROOT={} {} stats web",
         cli.app_root.path().display(),
         env!("CARGO_BIN_EXE_container"),
     );
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "100",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(started.status.success(), "{}", text(&started).1);
+    let tmux = Tmux::start("container-stats", 100, 24, &command);
     // The first table comes after a 0.5 s sample, the next ones 2 s apart.
     std::thread::sleep(Duration::from_millis(5500));
-    let screen =
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
-    tmux(&["kill-session", "-t", &session]);
+    let screen = tmux.screen();
+    drop(tmux);
     let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 2, "one table, redrawn in place:\n{screen}");
     assert!(lines[0].starts_with("CONTAINER ID"), "{screen}");

@@ -473,3 +473,85 @@ impl Layout {
         .unwrap();
     }
 }
+
+/// A command on a terminal of its own (a detached tmux session), for what
+/// only shows on one: the session ends with this.
+pub struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    /// Runs `command` (a shell line) on a `cols` x `rows` terminal.
+    pub fn start(name: &str, cols: u16, rows: u16, command: &str) -> Tmux {
+        let session = format!("{name}-{}", std::process::id());
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        let tmux = Tmux { session };
+        let started = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+            command,
+        ]);
+        assert!(started.status.success(), "{}", text(&started).1);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").args(args).output().expect("run tmux")
+    }
+
+    /// What the terminal shows now.
+    pub fn screen(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .run(&["capture-pane", "-p", "-t", &self.session])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    /// The screen once it shows `needle`; fails after `timeout`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waiting for {needle:?}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types `keys` (tmux's names: `Enter`, ...).
+    pub fn send(&self, keys: &[&str]) {
+        self.run(&[&["send-keys", "-t", &self.session][..], keys].concat());
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        self.run(&[
+            "resize-window",
+            "-t",
+            &self.session,
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+        ]);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-session", "-t", &self.session]);
+    }
+}
