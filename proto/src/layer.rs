@@ -287,7 +287,9 @@ pub fn unpack_lower(input: impl Read, dir: &Path) -> io::Result<()> {
             if name == OPAQUE_MARKER.as_bytes() {
                 set_xattr(&parent, OVERLAY_OPAQUE_XATTR, b"y")?;
             } else {
-                whiteout(&parent.join(OsStr::from_bytes(hidden)))?;
+                let path = parent.join(OsStr::from_bytes(hidden));
+                whiteout(&path)?;
+                set_mtime(&path, entry.header().mtime()?)?;
             }
         } else if entry.header().entry_type().is_dir() {
             directories.push(entry);
@@ -298,6 +300,32 @@ pub fn unpack_lower(input: impl Read, dir: &Path) -> io::Result<()> {
     directories.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
     for mut directory in directories {
         directory.unpack_in(dir)?;
+        // Tar sets a directory's mode, not its time.
+        let path = dir.join(inside(&directory.path()?)?);
+        set_mtime(&path, directory.header().mtime()?)?;
+    }
+    Ok(())
+}
+
+/// Sets the modification (and access) time of `path` itself, not of what
+/// a symlink points to.
+fn set_mtime(path: &Path, seconds: u64) -> io::Result<()> {
+    let c = cstring(path.as_os_str())?;
+    let time = libc::timespec {
+        tv_sec: seconds as libc::time_t,
+        tv_nsec: 0,
+    };
+    // SAFETY: the path is NUL-terminated; the two times are valid.
+    let done = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [time, time].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -510,6 +538,14 @@ mod tests {
         })();
         let _ = std::process::Command::new("umount").arg(&merged).status();
         changes.unwrap();
+        // Dated long ago, so that an entry unpacked below without its time
+        // differs from it.
+        let status = std::process::Command::new("find")
+            .arg(&upper)
+            .args(["-exec", "touch", "-h", "-d", "@1000", "{}", "+"])
+            .status()
+            .unwrap();
+        assert!(status.success());
 
         let mut tar = Vec::new();
         pack_upper(&upper, None, &["keep".to_string()], &mut tar).unwrap();
