@@ -523,9 +523,10 @@ fn add_downloads_a_url_only_where_the_build_has_a_network() {
 }
 
 /// A stage's RUNs share one VM: each runs on an overlay of the steps before
-/// it, and a COPY between them is stacked in, deletions included.
+/// it, and a COPY between them is stacked in, deletions included. Their
+/// cache mounts (shared by id) and tmpfs mounts stay out of the image.
 #[test]
-fn one_vm_runs_a_stages_steps_with_copies_between_them() {
+fn one_vm_runs_a_stages_steps_with_copies_and_mounts() {
     let registry = Registry::start();
     let base = registry.busybox();
     let cli = Cli::new();
@@ -541,7 +542,9 @@ COPY --chown=1234:5678 --chmod=600 two.txt /data/
 RUN rm /data/one && stat -c '%u:%g %a' /data/two.txt > /data/seen && cat /data/two.txt >> /data/seen && (test -e /bin/true || echo true-gone >> /data/seen)
 COPY three/ /data/three/
 RUN rm /data/three/gone.txt && ls -a /data /data/three > /data/list
-CMD [\"sh\", \"-c\", \"cat /data/seen /data/list\"]
+RUN --mount=type=cache,target=/var/cache/app,uid=1000,mode=0700 echo cached > /var/cache/app/f && stat -c '%u %a' /var/cache/app >> /data/seen
+RUN --mount=type=cache,id=/var/cache/app,target=rel/cache --mount=type=tmpfs,target=/scratch cat rel/cache/f >> /data/seen && grep -c ' /scratch tmpfs ' /proc/mounts >> /data/seen && echo lost > /scratch/x
+CMD [\"sh\", \"-c\", \"cat /data/seen /data/list; for d in /var/cache/app /rel/cache /scratch; do echo $d $(ls -A $d | wc -l); done\"]
 "
         ),
     );
@@ -562,7 +565,7 @@ CMD [\"sh\", \"-c\", \"cat /data/seen /data/list\"]
     assert_eq!(
         stderr.matches("booting a builder VM").count(),
         1,
-        "three RUNs, one VM: {stderr}"
+        "five RUNs, one VM: {stderr}"
     );
     assert!(cli.lingering().is_empty(), "the builder VM is gone");
 
@@ -571,7 +574,7 @@ CMD [\"sh\", \"-c\", \"cat /data/seen /data/list\"]
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(
         stdout,
-        "1234:5678 600\ntwo\ntrue-gone\n/data:\n.\n..\nlist\nseen\nthree\ntwo.txt\n\n/data/three:\n.\n..\nkept.txt\n"
+        "1234:5678 600\ntwo\ntrue-gone\n1000 700\ncached\n1\n/data:\n.\n..\nlist\nseen\nthree\ntwo.txt\n\n/data/three:\n.\n..\nkept.txt\n/var/cache/app 0\n/rel/cache 0\n/scratch 0\n"
     );
 }
 

@@ -6,10 +6,13 @@
 //! state (build args, earlier `ENV`s), so the builder expands each instruction
 //! when it reaches it, with [`Instruction::expanded`].
 
+use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::str::Chars;
 
 use serde_json::Value;
+
+pub use crate::runtime::StepMount;
 
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +47,8 @@ pub enum Kind {
         command: Command,
         /// `--network=default|none|host`.
         network: Option<String>,
+        /// `--mount=...`, in order; a relative target is under WORKDIR.
+        mounts: Vec<StepMount>,
     },
     Cmd(Command),
     Entrypoint(Command),
@@ -623,6 +628,75 @@ fn extract_flags(args: &str, escape: char) -> (Vec<String>, &str) {
     (flags, rest)
 }
 
+/// BuildKit's `--mount` fields (`type=cache,target=/root/.cache,id=pip`);
+/// the types that bring in files from elsewhere are refused in one line.
+fn run_mount(line: usize, spec: &str) -> Result<StepMount, Error> {
+    let mut fields = BTreeMap::new();
+    for field in spec.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = field.split_once('=').unwrap_or((field, "true"));
+        let key = match key.to_ascii_lowercase().as_str() {
+            "dst" | "destination" => "target".to_string(),
+            "ro" => "readonly".to_string(),
+            other => other.to_string(),
+        };
+        if fields.insert(key.clone(), value.to_string()).is_some() {
+            return Err(syntax(line, format!("--mount gives {key} twice")));
+        }
+    }
+    let kind = fields.remove("type").unwrap_or_else(|| "bind".into());
+    if ["bind", "secret", "ssh"].contains(&kind.as_str()) {
+        return Err(Error::Unsupported {
+            line,
+            what: format!("RUN --mount type {kind} (COPY the files instead)"),
+        });
+    }
+    let target = fields
+        .remove("target")
+        .ok_or_else(|| syntax(line, "--mount needs a target"))?;
+    let number = |fields: &mut BTreeMap<String, String>, key: &str, radix: u32, default: u32| {
+        fields.remove(key).map_or(Ok(default), |v| {
+            u32::from_str_radix(&v, radix)
+                .map_err(|_| syntax(line, format!("--mount {key}={v} is not a number")))
+        })
+    };
+    let mount = match kind.as_str() {
+        "cache" => {
+            // Sharing and read-only change nothing for a cache that lives
+            // only as long as one build, whose steps run one at a time.
+            for ignored in ["sharing", "readonly"] {
+                fields.remove(ignored);
+            }
+            StepMount::Cache {
+                id: fields.remove("id").unwrap_or_else(|| target.clone()),
+                mode: number(&mut fields, "mode", 8, 0o755)?,
+                uid: number(&mut fields, "uid", 10, 0)?,
+                gid: number(&mut fields, "gid", 10, 0)?,
+                target,
+            }
+        }
+        "tmpfs" => StepMount::Tmpfs {
+            size: fields
+                .remove("size")
+                .map(|v| crate::bytes::parse(&v, 1, "--mount size").map_err(|e| syntax(line, e)))
+                .transpose()?,
+            target,
+        },
+        other => {
+            return Err(syntax(
+                line,
+                format!("--mount type={other}: use cache or tmpfs"),
+            ));
+        }
+    };
+    if let Some(key) = fields.keys().next() {
+        return Err(Error::Unsupported {
+            line,
+            what: format!("RUN --mount field {key}"),
+        });
+    }
+    Ok(mount)
+}
+
 /// The flags given to one instruction, checked against those it takes.
 struct Flags {
     line: usize,
@@ -649,7 +723,8 @@ impl Flags {
                     what: format!("{keyword} flag --{name}"),
                 });
             }
-            if given.iter().any(|(seen, _)| seen == name) {
+            // Only --mount may come more than once.
+            if name != "mount" && given.iter().any(|(seen, _)| seen == name) {
                 return Err(syntax(
                     line,
                     format!("{keyword} flag --{name} is given twice"),
@@ -658,6 +733,19 @@ impl Flags {
             given.push((name.to_string(), value));
         }
         Ok(Flags { line, given })
+    }
+
+    /// Every value of a flag that may repeat.
+    fn strings(&self, name: &str) -> Result<Vec<String>, Error> {
+        self.given
+            .iter()
+            .filter(|(given, _)| given == name)
+            .map(|(_, value)| {
+                value.clone().ok_or_else(|| {
+                    syntax(self.line, format!("--{name} needs a value (--{name}=...)"))
+                })
+            })
+            .collect()
     }
 
     fn get(&self, name: &str) -> Option<&Option<String>> {
@@ -822,7 +910,7 @@ fn parse_instruction(
             }
         }
         "RUN" => {
-            let flags = flags(&["network"])?;
+            let flags = flags(&["network", "mount"])?;
             let network = flags.string("network")?;
             if let Some(mode) = &network
                 && !["default", "none", "host"].contains(&mode.as_str())
@@ -832,9 +920,15 @@ fn parse_instruction(
                     format!("RUN --network takes default, none or host, not '{mode}'"),
                 ));
             }
+            let mounts = flags
+                .strings("mount")?
+                .iter()
+                .map(|spec| run_mount(line, spec))
+                .collect::<Result<_, _>>()?;
             Kind::Run {
                 command: run_command(line, args, heredocs, escape)?,
                 network,
+                mounts,
             }
         }
         "CMD" => {
@@ -1380,6 +1474,7 @@ mod tests {
         Kind::Run {
             command: shell(script),
             network: None,
+            mounts: vec![],
         }
     }
 
@@ -2032,7 +2127,8 @@ mod tests {
                 run("echo \"<<EOF\""),
                 Kind::Run {
                     command: Command::Exec(strings(&["cat", "<<EOF"])),
-                    network: None
+                    network: None,
+                    mounts: vec![]
                 },
                 Kind::Label(vec![("a".into(), "<<EOF".into())]),
             ]
@@ -2063,7 +2159,8 @@ mod tests {
             one("RUN [\"c:\\\\windows\\\\system32\\\\tasklist.exe\"]"),
             Kind::Run {
                 command: Command::Exec(strings(&["c:\\windows\\system32\\tasklist.exe"])),
-                network: None
+                network: None,
+                mounts: vec![]
             }
         );
         assert_eq!(
@@ -2216,7 +2313,7 @@ mod tests {
             ),
             (
                 "ONBUILD RUN --mount=from=config,target=/opt ls",
-                "line 2: unsupported RUN flag --mount",
+                "line 2: unsupported RUN --mount type bind (COPY the files instead)",
             ),
         ];
         for (text, want) in cases {
@@ -2444,20 +2541,80 @@ mod tests {
             one("RUN --network=none pip install --find-links wheels mypackage"),
             Kind::Run {
                 command: shell("pip install --find-links wheels mypackage"),
-                network: Some("none".into())
+                network: Some("none".into()),
+                mounts: vec![]
             }
         );
         assert_eq!(
             one("RUN --network=host -- --version"),
             Kind::Run {
                 command: shell("--version"),
-                network: Some("host".into())
+                network: Some("host".into()),
+                mounts: vec![]
             }
         );
         assert_eq!(
-            error("FROM a\nRUN --mount=type=cache,target=/root/.cache pip install x\n"),
-            "line 2: unsupported RUN flag --mount"
+            one(
+                "RUN --mount=type=cache,target=/root/.cache,sharing=locked \\\n --mount=type=tmpfs,dst=/t,size=1m --mount=type=cache,id=apt,target=/var/cache/apt,uid=7,gid=8,mode=0700 pip install x"
+            ),
+            Kind::Run {
+                command: shell("pip install x"),
+                network: None,
+                mounts: vec![
+                    StepMount::Cache {
+                        id: "/root/.cache".into(),
+                        target: "/root/.cache".into(),
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0
+                    },
+                    StepMount::Tmpfs {
+                        target: "/t".into(),
+                        size: Some(1 << 20)
+                    },
+                    StepMount::Cache {
+                        id: "apt".into(),
+                        target: "/var/cache/apt".into(),
+                        mode: 0o700,
+                        uid: 7,
+                        gid: 8
+                    },
+                ]
+            }
         );
+        for (mount, want) in [
+            (
+                "target=/src",
+                "line 2: unsupported RUN --mount type bind (COPY the files instead)",
+            ),
+            (
+                "type=secret,id=token",
+                "line 2: unsupported RUN --mount type secret (COPY the files instead)",
+            ),
+            ("type=cache", "line 2: --mount needs a target"),
+            (
+                "type=volume,target=/v",
+                "line 2: --mount type=volume: use cache or tmpfs",
+            ),
+            (
+                "type=cache,target=/c,from=stage",
+                "line 2: unsupported RUN --mount field from",
+            ),
+            (
+                "type=cache,target=/c,uid=me",
+                "line 2: --mount uid=me is not a number",
+            ),
+            (
+                "type=cache,target=/c,target=/d",
+                "line 2: --mount gives target twice",
+            ),
+            (
+                "type=tmpfs,target=/t,size=lots",
+                "line 2: invalid --mount size \"lots\"",
+            ),
+        ] {
+            assert_eq!(error(&format!("FROM a\nRUN --mount={mount} x\n")), want);
+        }
         assert_eq!(
             error("FROM a\nRUN --security=insecure x\n"),
             "line 2: unsupported RUN flag --security"

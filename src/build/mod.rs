@@ -534,10 +534,7 @@ impl Builder<'_> {
         let id = self.start(name);
         let started = std::time::Instant::now();
         match &kind {
-            Kind::Run { command, network } => {
-                self.run_instruction(state, &kind, command, network, id, text)
-                    .await?
-            }
+            Kind::Run { .. } => self.run_instruction(state, &kind, id, text).await?,
             Kind::Copy(copy) => {
                 self.copy(state, copy, false, &kind, scope, id, text)
                     .await?
@@ -557,11 +554,17 @@ impl Builder<'_> {
         &mut self,
         state: &mut State,
         kind: &Kind,
-        command: &Command,
-        network: &Option<String>,
         id: usize,
         text: &str,
     ) -> Result<(), StepError> {
+        let Kind::Run {
+            command,
+            network,
+            mounts,
+        } = kind
+        else {
+            unreachable!("a RUN");
+        };
         let network = match network.as_deref() {
             Some("none") => None,
             None | Some("default") => self.network.clone(),
@@ -581,6 +584,7 @@ impl Builder<'_> {
             }
             other => (self.command_args(state, other), None),
         };
+        let step = self.step(state, args, stdin, mounts);
         let key = cache::key(&[
             &state.key,
             &format!("{kind:?}"),
@@ -592,7 +596,7 @@ impl Builder<'_> {
                 entry
             }
             None => {
-                let entry = self.run_step(state, args, stdin, network, id, text).await?;
+                let entry = self.run_step(state, step, network, id, text).await?;
                 self.cache.put(&key, &entry).map_err(image::Error::from)?;
                 entry
             }
@@ -766,16 +770,15 @@ impl Builder<'_> {
         shell_form(&config, command)
     }
 
-    /// Runs a RUN step in the build's VM; its layer goes into the store.
-    async fn run_step(
-        &mut self,
+    /// What a RUN runs: `args` with the state's environment, directory and
+    /// user; its mounts' relative targets under the directory.
+    fn step(
+        &self,
         state: &State,
         args: Vec<String>,
         stdin: Option<Vec<u8>>,
-        network: Option<String>,
-        id: usize,
-        text: &str,
-    ) -> Result<cache::Entry, StepError> {
+        mounts: &[runtime::StepMount],
+    ) -> runtime::Step {
         let config = state.config.config.clone().unwrap_or_default();
         let mut env = config.env.clone().unwrap_or_default();
         for (key, value) in &state.args {
@@ -786,14 +789,36 @@ impl Builder<'_> {
                 env.push(format!("{key}={value}"));
             }
         }
-        let step = runtime::Step {
+        let cwd = config.working_dir.clone().unwrap_or_default();
+        let mounts = mounts
+            .iter()
+            .cloned()
+            .map(|mut mount| {
+                let target = mount.target_mut();
+                *target = absolute(&cwd, target);
+                mount
+            })
+            .collect();
+        runtime::Step {
             args,
             env,
-            cwd: config.working_dir.clone().unwrap_or_default(),
+            cwd,
             user: config.user.clone().unwrap_or_default(),
             stdin,
             clamp_mtime: self.options.source_date_epoch,
-        };
+            mounts,
+        }
+    }
+
+    /// Runs a RUN step in the build's VM; its layer goes into the store.
+    async fn run_step(
+        &mut self,
+        state: &State,
+        step: runtime::Step,
+        network: Option<String>,
+        id: usize,
+        text: &str,
+    ) -> Result<cache::Entry, StepError> {
         let mut layer = self.images.new_layer()?;
         let mut tail = Tail::default();
         let mut builder = self.builder_for(state, network).await?;

@@ -15,9 +15,12 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
+use agent_proto::container_mount::Kind as MountKind;
 use agent_proto::{
-    AGENT_PORT, ContainerConfig, MountRequest, ProcessSpec, READY_PORT, ReadLayerRequest,
-    StdinChunk, UmountRequest, WriteLayerChunk,
+    AGENT_PORT, ContainerConfig, ContainerMount, MountRequest, ProcessSpec, READY_PORT,
+    ReadLayerRequest, StdinChunk, UmountRequest, WriteLayerChunk,
 };
 use tokio_stream::StreamExt;
 
@@ -72,6 +75,35 @@ pub struct Step {
     pub stdin: Option<Vec<u8>>,
     /// SOURCE_DATE_EPOCH: no file in the layer is dated later.
     pub clamp_mtime: Option<u64>,
+    /// Mounted over the root for this step, in order; targets absolute.
+    pub mounts: Vec<StepMount>,
+}
+
+/// What a step sees at `target` while it runs (`RUN --mount`), never part
+/// of its layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepMount {
+    /// `type=cache`: a directory the builder's steps with the same `id`
+    /// share. BuildKit keeps it between builds; here it lasts as long as
+    /// the builder.
+    Cache {
+        id: String,
+        target: String,
+        /// The directory's mode and owner when it is made.
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// `type=tmpfs`: an empty tmpfs.
+    Tmpfs { target: String, size: Option<u64> },
+}
+
+impl StepMount {
+    pub fn target_mut(&mut self) -> &mut String {
+        match self {
+            StepMount::Cache { target, .. } | StepMount::Tmpfs { target, .. } => target,
+        }
+    }
 }
 
 /// A booted builder. Dropped without [`Builder::stop`] (a cancelled build),
@@ -84,8 +116,10 @@ pub struct Builder {
     container: ContainerConfig,
     /// Guest directories stacked on the snapshot, the newest last.
     lowers: Vec<String>,
-    /// Numbers the guest directories of steps and layers.
+    /// Numbers the guest directories of steps, layers and caches.
     next: usize,
+    /// The guest directory of each cache mount's id, once a step used it.
+    caches: HashMap<String, String>,
     plugged: Option<Plugged>,
     config: vm::VmConfig,
     _joined: Option<Joined>,
@@ -146,6 +180,7 @@ impl Builder {
                 container,
                 lowers: Vec::new(),
                 next: 0,
+                caches: HashMap::new(),
                 plugged,
                 config,
                 _joined: joined,
@@ -167,9 +202,47 @@ impl Builder {
 
     /// Stacks a layer (an uncompressed OCI layer tar) on the root the next
     /// step runs on.
-    pub async fn add_layer(&mut self, mut layer: Box<dyn Read + Send>) -> Result<(), Error> {
+    pub async fn add_layer(&mut self, layer: Box<dyn Read + Send>) -> Result<(), Error> {
         self.next += 1;
         let dir = format!("{SCRATCH}/{}/layer", self.next);
+        self.unpack(&dir, layer).await?;
+        self.lowers.push(dir);
+        Ok(())
+    }
+
+    /// The guest directory of the cache mount `id`, made on first use.
+    async fn cache_dir(
+        &mut self,
+        id: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<String, Error> {
+        if let Some(dir) = self.caches.get(id) {
+            return Ok(dir.clone());
+        }
+        self.next += 1;
+        let parent = format!("{SCRATCH}/{}", self.next);
+        let meta = agent_proto::layer::Meta {
+            mode,
+            uid,
+            gid,
+            mtime: 0,
+        };
+        let mut tar = agent_proto::layer::Writer::new(Vec::new(), None);
+        let tar = tar
+            .dir("cache", meta, &[])
+            .and_then(|()| tar.finish())
+            .map_err(io("make a cache directory"))?;
+        self.unpack(&parent, Box::new(std::io::Cursor::new(tar)))
+            .await?;
+        let dir = format!("{parent}/cache");
+        self.caches.insert(id.to_string(), dir.clone());
+        Ok(dir)
+    }
+
+    /// Unpacks a layer tar into a new guest directory.
+    async fn unpack(&mut self, dir: &str, mut layer: Box<dyn Read + Send>) -> Result<(), Error> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let source = tokio::task::spawn_blocking(move || {
             // Tar's 512-byte blocks go in bigger messages.
@@ -178,7 +251,7 @@ impl Builder {
             out.flush()
         });
         let chunks = tokio_stream::once(WriteLayerChunk {
-            dir: dir.clone(),
+            dir: dir.to_string(),
             data: vec![],
         })
         .chain(tokio_stream::wrappers::ReceiverStream::new(rx).map(|data| {
@@ -195,9 +268,7 @@ impl Builder {
         if let Err(status) = written {
             return Err(explain(&mut self.vm, status.into()));
         }
-        read.map_err(io("read a layer"))?;
-        self.lowers.push(dir);
-        Ok(())
+        Ok(read.map_err(io("read a layer"))?)
     }
 
     /// Runs a step on the root the steps and layers before it left. How it
@@ -226,6 +297,29 @@ impl Builder {
         layer: &mut (dyn Write + Send),
     ) -> Result<i32, Error> {
         let upper = format!("{dir}/upper");
+        let mut container = self.container.clone();
+        for mount in &step.mounts {
+            container.mounts.push(match mount {
+                StepMount::Cache {
+                    id,
+                    target,
+                    mode,
+                    uid,
+                    gid,
+                } => ContainerMount {
+                    kind: MountKind::Bind.into(),
+                    source: self.cache_dir(id, *mode, *uid, *gid).await?,
+                    target: target.clone(),
+                    ..Default::default()
+                },
+                StepMount::Tmpfs { target, size } => ContainerMount {
+                    kind: MountKind::Tmpfs.into(),
+                    target: target.clone(),
+                    options: size.map(|s| format!("size={s}")).unwrap_or_default(),
+                    ..Default::default()
+                },
+            });
+        }
         let agent = &mut self.agent;
         agent
             .mount(overlay(root, &self.lowers, &upper, &format!("{dir}/work")))
@@ -238,7 +332,7 @@ impl Builder {
             stdin: step.stdin.is_some(),
             ..Default::default()
         };
-        create_init(agent, root, process, self.container.clone()).await?;
+        create_init(agent, root, process, container).await?;
         let exit = match start_with_output(agent).await? {
             Ok(stream) => pump(agent, stream, step, output).await?,
             Err((code, message)) => {
