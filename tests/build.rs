@@ -524,7 +524,8 @@ fn add_downloads_a_url_only_where_the_build_has_a_network() {
 
 /// A stage's RUNs share one VM: each runs on an overlay of the steps before
 /// it, and a COPY between them is stacked in, deletions included. Their
-/// cache mounts (shared by id) and tmpfs mounts stay out of the image.
+/// cache mounts (shared by id, kept between builds until `builder prune`)
+/// and tmpfs mounts stay out of the image.
 #[test]
 fn one_vm_runs_a_stages_steps_with_copies_and_mounts() {
     let registry = Registry::start();
@@ -542,7 +543,7 @@ COPY --chown=1234:5678 --chmod=600 two.txt /data/
 RUN rm /data/one && stat -c '%u:%g %a' /data/two.txt > /data/seen && cat /data/two.txt >> /data/seen && (test -e /bin/true || echo true-gone >> /data/seen)
 COPY three/ /data/three/
 RUN rm /data/three/gone.txt && ls -a /data /data/three > /data/list
-RUN --mount=type=cache,target=/var/cache/app,uid=1000,mode=0700 echo cached > /var/cache/app/f && stat -c '%u %a' /var/cache/app >> /data/seen
+RUN --mount=type=cache,target=/var/cache/app,uid=1000,mode=0700 echo cached >> /var/cache/app/f && stat -c '%u %a' /var/cache/app >> /data/seen && echo \"cache lines: $(wc -l < /var/cache/app/f)\"
 RUN --mount=type=cache,id=/var/cache/app,target=rel/cache --mount=type=tmpfs,target=/scratch cat rel/cache/f >> /data/seen && grep -c ' /scratch tmpfs ' /proc/mounts >> /data/seen && echo lost > /scratch/x
 CMD [\"sh\", \"-c\", \"cat /data/seen /data/list; for d in /var/cache/app /rel/cache /scratch; do echo $d $(ls -A $d | wc -l); done\"]
 "
@@ -567,6 +568,7 @@ CMD [\"sh\", \"-c\", \"cat /data/seen /data/list; for d in /var/cache/app /rel/c
         1,
         "five RUNs, one VM: {stderr}"
     );
+    assert!(stderr.contains(" cache lines: 1\n"), "{stderr}");
     assert!(cli.lingering().is_empty(), "the builder VM is gone");
 
     let output = cli.run(&["run", "--rm", "stacked"]);
@@ -576,6 +578,31 @@ CMD [\"sh\", \"-c\", \"cat /data/seen /data/list; for d in /var/cache/app /rel/c
         stdout,
         "1234:5678 600\ntwo\ntrue-gone\n1000 700\ncached\n1\n/data:\n.\n..\nlist\nseen\nthree\ntwo.txt\n\n/data/three:\n.\n..\nkept.txt\n/var/cache/app 0\n/rel/cache 0\n/scratch 0\n"
     );
+
+    // The cache outlives the build: a build that runs the step again finds
+    // what the first one wrote there, until `builder prune` removes it.
+    let rebuild = || {
+        let output = cli.run(&[
+            "build",
+            "--progress",
+            "plain",
+            "--no-cache",
+            "-t",
+            "stacked",
+            root.to_str().unwrap(),
+        ]);
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        stderr
+    };
+    let stderr = rebuild();
+    assert!(stderr.contains(" cache lines: 2\n"), "{stderr}");
+    let output = cli.run(&["builder", "prune"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("Deleted 1 cache mounts\n"), "{stdout}");
+    let stderr = rebuild();
+    assert!(stderr.contains(" cache lines: 1\n"), "{stderr}");
 }
 
 /// On a terminal (`--progress auto`), BuildKit's view: the steps redrawn in

@@ -12,6 +12,7 @@
 //! those are stacked onto it in the VM.
 
 mod cache;
+mod cache_mount;
 mod copy;
 pub mod dockerfile;
 pub mod ignore;
@@ -154,11 +155,12 @@ pub fn cached_layers(app_root: &Path) -> BTreeSet<String> {
     cache::Cache::open(app_root).map_or_else(|_| BTreeSet::new(), |c| c.layers())
 }
 
-/// Forgets every cached step (`builder prune`); returns how many there were.
-/// Their layers go with the next garbage collection.
-pub fn clear_cache(app_root: &Path) -> Result<usize, Error> {
+/// Forgets every cached step and removes the cache mounts no build is
+/// using (`builder prune`); returns how many of each there were. The steps'
+/// layers go with the next garbage collection.
+pub fn clear_cache(app_root: &Path) -> Result<(usize, usize), Error> {
     let cache = cache::Cache::open(app_root).map_err(io("open the build cache"))?;
-    Ok(cache.clear())
+    Ok((cache.clear(), cache_mount::clear(app_root)))
 }
 
 type Progress<'p> = &'p mut (dyn FnMut(Event<'_>) + Send);
@@ -221,6 +223,7 @@ pub async fn build(
         network,
         snapshots: BTreeSet::new(),
         builder: None,
+        cache_ids: cache_ids(&dockerfile),
     };
     let built = builder.run().await;
     builder.stop_builder().await;
@@ -280,6 +283,9 @@ struct Builder<'a> {
     snapshots: BTreeSet<String>,
     /// The VM `RUN` steps run in, kept from one to the next.
     builder: Option<RunningBuilder>,
+    /// The `RUN --mount=type=cache` ids the Dockerfile names, whose disks
+    /// the builder VM gets.
+    cache_ids: Vec<String>,
 }
 
 /// A builder VM and what its root filesystem is.
@@ -289,6 +295,8 @@ struct RunningBuilder {
     layers: Vec<Descriptor>,
     /// What it joined: a step on another network needs another VM.
     network: Option<String>,
+    /// The cache mounts' disks it has, held until it stops.
+    _caches: Vec<cache_mount::CacheDisk>,
 }
 
 impl Builder<'_> {
@@ -882,17 +890,28 @@ impl Builder<'_> {
         });
         if !reusable {
             self.stop_builder().await;
+            // A cache another build holds is left out: its steps get a
+            // private one.
+            let mut caches = Vec::new();
+            for id in &self.cache_ids {
+                caches.extend(cache_mount::open(self.app_root, id)?);
+            }
             let machine = runtime::Machine {
                 base: self.parent_snapshot(state).await?,
                 network: network.clone(),
                 cpus: self.options.cpus,
                 memory_mib: self.options.memory_mib,
+                caches: caches
+                    .iter()
+                    .map(|c| (c.id.clone(), c.path.clone()))
+                    .collect(),
             };
             tracing::debug!("booting a builder VM");
             self.builder = Some(RunningBuilder {
                 vm: runtime::Builder::boot(self.app_root, &machine).await?,
                 layers: state.layers.clone(),
                 network,
+                _caches: caches,
             });
         }
         let mut builder = self.builder.take().expect("a builder runs");
@@ -1209,6 +1228,26 @@ impl Drop for Builder<'_> {
             self.images.remove_snapshot(digest);
         }
     }
+}
+
+/// The cache mount ids the Dockerfile's RUNs name, in order, as many as a
+/// builder VM takes disks for (the rest get private caches).
+fn cache_ids(dockerfile: &Dockerfile) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for instruction in &dockerfile.instructions {
+        let Kind::Run { mounts, .. } = &instruction.kind else {
+            continue;
+        };
+        for mount in mounts {
+            if let runtime::StepMount::Cache { id, .. } = mount
+                && !ids.contains(id)
+            {
+                ids.push(id.clone());
+            }
+        }
+    }
+    ids.truncate(runtime::MAX_CACHE_DISKS);
+    ids
 }
 
 /// The stage a name refers to, if it is an earlier stage's name or index.

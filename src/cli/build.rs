@@ -70,11 +70,12 @@ pub enum BuilderCommand {
 pub async fn builder(app_root: &Path, command: BuilderCommand) -> Result<i32> {
     match command {
         BuilderCommand::Prune => {
-            let entries = build::clear_cache(app_root)?;
+            let (entries, mounts) = build::clear_cache(app_root)?;
             let roots = super::image::gc_roots(app_root)?;
             let images = crate::image::ImageStore::open(app_root)?;
             let removed = tokio::task::block_in_place(|| images.prune(false, &roots))?;
             println!("Deleted {entries} build cache entries");
+            println!("Deleted {mounts} cache mounts");
             println!("Reclaimed {}", super::output::human_size(removed.bytes));
         }
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attach::{Ended, Output};
 pub use container::{Container, Containers, State, Status};
-pub use step::{Builder, Machine, Step, StepMount};
+pub use step::{Builder, MAX_CACHE_DISKS, Machine, Step, StepMount};
 pub use supervisor::{EXIT_RUNTIME_ERROR, SUPERVISE_COMMAND, supervise};
 
 use crate::image::{self, ImageStore, PullOptions};

@@ -38,6 +38,11 @@ use crate::vm::{self, VirtualMachine};
 const LOWER: &str = "/run/build/lower";
 const SCRATCH: &str = "/run/build/scratch";
 const ROOT: &str = "/run/build/root";
+/// Where the cache mounts' disks are mounted, one directory each.
+const CACHES: &str = "/run/build/cache";
+/// How many cache mount disks a builder takes: with its own two disks, its
+/// vsock and a network device, well within microvm's 24 virtio-mmio slots.
+pub const MAX_CACHE_DISKS: usize = 8;
 /// The scratch disk holds the steps' changes; sparse, so only what the
 /// steps write takes space.
 const SCRATCH_BYTES: u64 = 64 << 30;
@@ -60,6 +65,9 @@ pub struct Machine {
     /// The VM's size; `run`'s defaults when None.
     pub cpus: Option<u32>,
     pub memory_mib: Option<u64>,
+    /// Disks that keep cache mounts between builds, by cache id; the ids
+    /// without one get a directory on the scratch disk.
+    pub caches: Vec<(String, PathBuf)>,
 }
 
 /// One `RUN`: the process to run on the builder's current root.
@@ -83,9 +91,9 @@ pub struct Step {
 /// of its layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepMount {
-    /// `type=cache`: a directory the builder's steps with the same `id`
-    /// share. BuildKit keeps it between builds; here it lasts as long as
-    /// the builder.
+    /// `type=cache`: a directory the steps with the same `id` share: on
+    /// its disk (`Machine::caches`), kept between builds, or else on the
+    /// scratch disk for as long as the builder runs.
     Cache {
         id: String,
         target: String,
@@ -120,6 +128,8 @@ pub struct Builder {
     next: usize,
     /// The guest directory of each cache mount's id, once a step used it.
     caches: HashMap<String, String>,
+    /// The cache ids whose disks are attached, in disk order.
+    cache_disks: Vec<String>,
     plugged: Option<Plugged>,
     config: vm::VmConfig,
     _joined: Option<Joined>,
@@ -154,6 +164,13 @@ impl Builder {
                 read_only: false,
             },
         ];
+        config
+            .disks
+            .extend(machine.caches.iter().map(|(_, path)| vm::Disk {
+                path: path.clone(),
+                format: vm::DiskFormat::Raw,
+                read_only: false,
+            }));
         let mut plugged = match &joined {
             Some(joined) => Plugged::plug(Plug {
                 app_root,
@@ -172,7 +189,8 @@ impl Builder {
                 return Err(e.into());
             }
         };
-        match connect(&mut vm, &config.console_log, plugged.as_mut()).await {
+        let caches = machine.caches.len();
+        match connect(&mut vm, &config.console_log, plugged.as_mut(), caches).await {
             Ok((agent, container)) => Ok(Builder {
                 vm,
                 agent,
@@ -181,6 +199,7 @@ impl Builder {
                 lowers: Vec::new(),
                 next: 0,
                 caches: HashMap::new(),
+                cache_disks: machine.caches.iter().map(|(id, _)| id.clone()).collect(),
                 plugged,
                 config,
                 _joined: joined,
@@ -210,7 +229,8 @@ impl Builder {
         Ok(())
     }
 
-    /// The guest directory of the cache mount `id`, made on first use.
+    /// The guest directory of the cache mount `id`, made (or, on its disk,
+    /// given the mount's mode and owner) on the builder's first use.
     async fn cache_dir(
         &mut self,
         id: &str,
@@ -221,8 +241,13 @@ impl Builder {
         if let Some(dir) = self.caches.get(id) {
             return Ok(dir.clone());
         }
-        self.next += 1;
-        let parent = format!("{SCRATCH}/{}", self.next);
+        let parent = match self.cache_disks.iter().position(|d| d == id) {
+            Some(index) => format!("{CACHES}/{index}"),
+            None => {
+                self.next += 1;
+                format!("{SCRATCH}/{}", self.next)
+            }
+        };
         let meta = agent_proto::layer::Meta {
             mode,
             uid,
@@ -372,12 +397,25 @@ impl Builder {
     pub async fn stop(self) {
         let Builder {
             vm,
+            mut agent,
             console_log,
             plugged,
             config,
+            cache_disks,
             ..
         } = self;
-        // Nothing in the VM outlives the build: its disks are thrown away.
+        // The cache mounts' disks outlive the build: unmounted, the guest
+        // has written them out. The rest is thrown away unwritten.
+        for index in 0..cache_disks.len() {
+            let target = format!("{CACHES}/{index}");
+            let unmounted = agent.umount(UmountRequest {
+                target: target.clone(),
+                lazy: false,
+            });
+            if let Err(e) = unmounted.await {
+                tracing::debug!("unmount the cache disk at {target}: {e}");
+            }
+        }
         stop_vm(vm, &console_log, false).await;
         unplug(config, plugged).await;
     }
@@ -388,11 +426,12 @@ async fn connect(
     vm: &mut vm::Vm,
     console_log: &Path,
     plugged: Option<&mut Plugged>,
+    caches: usize,
 ) -> Result<(agent::Client, ContainerConfig), Error> {
     let mut ready = vm.listen(READY_PORT)?;
     vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, console_log).await?;
     let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
-    for mount in disks() {
+    for mount in disks(caches) {
         agent.mount(mount).await?;
     }
     let mut config = ContainerConfig {
@@ -457,8 +496,8 @@ async fn unplug(config: vm::VmConfig, plugged: Option<Plugged>) {
     }
 }
 
-/// The snapshot read-only and the scratch disk.
-fn disks() -> Vec<MountRequest> {
+/// The snapshot read-only, the scratch disk, and the cache mounts' disks.
+fn disks(caches: usize) -> Vec<MountRequest> {
     let ext4 = |source: &str, target: &str, options: &[&str]| MountRequest {
         source: source.into(),
         target: target.into(),
@@ -466,10 +505,16 @@ fn disks() -> Vec<MountRequest> {
         options: options.iter().map(|o| o.to_string()).collect(),
         grow: false,
     };
-    vec![
+    let mut disks = vec![
         ext4("/dev/vda", LOWER, &["ro", "noload"]),
         ext4("/dev/vdb", SCRATCH, &[]),
-    ]
+    ];
+    // The next disks, in order: vdc, vdd, ...
+    for (index, letter) in (b'c'..=b'z').take(caches).enumerate() {
+        let device = format!("/dev/vd{}", letter as char);
+        disks.push(ext4(&device, &format!("{CACHES}/{index}"), &[]));
+    }
+    disks
 }
 
 /// A step's root: its new upper directory over the layers since the

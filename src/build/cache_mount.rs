@@ -1,0 +1,95 @@
+//! `RUN --mount=type=cache` directories, kept between builds as BuildKit
+//! keeps them: one sparse ext4 disk per cache id under
+//! `build-cache/mounts/`, attached to the builder VM. A disk rather than a
+//! shared directory because package caches are many small files, and a
+//! virtio-fs share costs a host round trip per path component (see
+//! `vm::Share`); the guest's own ext4 does not.
+//!
+//! A build holds each disk it attached with an exclusive flock. A build
+//! that finds one held (another build with the same id running) gets an
+//! empty cache of its own for that id instead, on its scratch disk, as
+//! BuildKit's `sharing=private` would.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::Flock;
+use sha2::{Digest as _, Sha256};
+
+use crate::io_error::{IoError, io};
+
+/// How big a cache may grow; sparse, so only what it holds takes space.
+const DISK_BYTES: u64 = 32 << 30;
+
+/// A cache's disk, held for this build until dropped.
+pub struct CacheDisk {
+    pub id: String,
+    pub path: PathBuf,
+    _lock: Flock<File>,
+}
+
+fn dir(app_root: &Path) -> PathBuf {
+    app_root.join("build-cache").join("mounts")
+}
+
+/// The disk of cache `id`, made empty on first use; None while another
+/// build holds it.
+pub fn open(app_root: &Path, id: &str) -> Result<Option<CacheDisk>, IoError> {
+    let dir = dir(app_root);
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    // Ids are the user's words (a path, by default): named by their hash.
+    let name = hex::encode(Sha256::digest(id.as_bytes()));
+    let path = dir.join(format!("{}.ext4", &name[..32]));
+    let lock = match crate::atomic::try_lock(&path.with_extension("lock")) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(io("lock a build cache mount")(e.source)),
+    };
+    if !path.exists() {
+        let partial = path.with_extension("partial");
+        let format = || -> Result<(), crate::ext4::Error> {
+            let fs = crate::ext4::Formatter::create(
+                &partial,
+                crate::ext4::FormatOptions {
+                    size_bytes: DISK_BYTES,
+                },
+            )?;
+            fs.finish()
+        };
+        format()
+            .map_err(std::io::Error::other)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(io(format!("make the cache mount disk {}", path.display())))?;
+    }
+    Ok(Some(CacheDisk {
+        id: id.to_string(),
+        path,
+        _lock: lock,
+    }))
+}
+
+/// Removes every cache disk no build holds (`builder prune`); returns how
+/// many went.
+pub fn clear(app_root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir(app_root)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path
+            .extension()
+            .is_none_or(|e| e != "ext4" && e != "partial")
+        {
+            continue;
+        }
+        let lock_path = path.with_extension("lock");
+        if let Ok(Some(_held)) = crate::atomic::try_lock(&lock_path)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            let _ = std::fs::remove_file(&lock_path);
+            removed += 1;
+        }
+    }
+    removed
+}
