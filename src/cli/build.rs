@@ -182,12 +182,15 @@ pub async fn build(app_root: &Path, args: BuildArgs) -> Result<i32> {
     // The terminal view counts the running steps' seconds between events.
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     // Ctrl-C drops the build: its VM is killed and its temporary files go
-    // with it, as on any other error.
+    // with it, as on any other error. Listened for once, before the loop,
+    // so that none is missed between two turns.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     let built = loop {
         tokio::select! {
             built = &mut running => break built,
             _ = tick.tick() => view.lock().unwrap().tick(),
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut interrupted => {
                 view.lock().unwrap().end(Ending::Interrupted);
                 drop(unpacked);
                 eprintln!("Error: the build was interrupted");
