@@ -26,7 +26,7 @@ use tokio_stream::StreamExt;
 
 use super::plugged::{Plug, Plugged};
 use super::supervisor::{
-    BOOT_TIMEOUT, INIT_PROCESS, create_init, start_with_output, stop_vm, wait_init,
+    BOOT_TIMEOUT, INIT_PROCESS, create_init, explain, start_with_output, stop_vm, wait_init,
 };
 use super::{ChannelWriter, Error, agent, process_ref};
 use crate::io_error::io;
@@ -475,17 +475,6 @@ async fn pump(
     };
     let ((), exit, ()) = tokio::try_join!(pump, wait, feed)?;
     Ok(exit)
-}
-
-/// A broken agent connection usually means the VM died: say so.
-fn explain(vm: &mut vm::Vm, e: Error) -> Error {
-    match e {
-        Error::Agent(message) => Error::Agent(match vm.exited() {
-            Some(reason) => format!("the VM stopped unexpectedly ({reason})"),
-            None => message,
-        }),
-        other => other,
-    }
 }
 
 /// With the VM gone, our copy of its tap closes, then the tap goes.

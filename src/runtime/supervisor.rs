@@ -350,14 +350,16 @@ async fn drive(
     if !disposable(container, mounts) {
         let _ = agent.shutdown(ShutdownRequest {}).await;
     }
-    match result {
-        // A broken agent connection usually means the VM died: say so.
-        Err(Error::Agent(message)) => match vm.exited() {
-            Some(reason) => Err(Error::Agent(format!(
-                "the VM stopped unexpectedly ({reason})"
-            ))),
-            None => Err(Error::Agent(message)),
-        },
+    result.map_err(|e| explain(vm, e))
+}
+
+/// A broken agent connection usually means the VM died: say so.
+pub(crate) fn explain(vm: &mut impl VirtualMachine, e: Error) -> Error {
+    match e {
+        Error::Agent(message) => Error::Agent(match vm.exited() {
+            Some(reason) => format!("the VM stopped unexpectedly ({reason})"),
+            None => message,
+        }),
         other => other,
     }
 }
