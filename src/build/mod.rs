@@ -1,6 +1,6 @@
 //! `container build`: images from Dockerfiles, built with what runs
 //! containers: each `RUN` over its parent's root filesystem in a VM the
-//! build keeps for its steps (`runtime::Builder`), `COPY` and `ADD` written
+//! build keeps for its steps (`runtime::BuildVm`), `COPY` and `ADD` written
 //! on the host from the context (`copy`), every layer into the content
 //! store, and a cache of what each step made (`cache`), so an unchanged
 //! step is never run twice.
@@ -290,7 +290,7 @@ struct Builder<'a> {
 
 /// A builder VM and what its root filesystem is.
 struct RunningBuilder {
-    vm: runtime::Builder,
+    vm: runtime::BuildVm,
     /// The layers its next step runs on.
     layers: Vec<Descriptor>,
     /// What it joined: a step on another network needs another VM.
@@ -908,7 +908,7 @@ impl Builder<'_> {
             };
             tracing::debug!("booting a builder VM");
             self.builder = Some(RunningBuilder {
-                vm: runtime::Builder::boot(self.app_root, &machine).await?,
+                vm: runtime::BuildVm::boot(self.app_root, &machine).await?,
                 layers: state.layers.clone(),
                 network,
                 _caches: caches,

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attach::{Ended, Output};
 pub use container::{Container, Containers, State, Status};
-pub use step::{Builder, MAX_CACHE_DISKS, Machine, Step, StepMount};
+pub use step::{BuildVm, MAX_CACHE_DISKS, Machine, Step, StepMount};
 pub use supervisor::{EXIT_RUNTIME_ERROR, SUPERVISE_COMMAND, supervise};
 
 use crate::image::{self, ImageStore, PullOptions};
@@ -953,16 +953,9 @@ async fn copy_in_with(
     from: Option<PathBuf>,
     path: &str,
 ) -> Result<(), Error> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let source = tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter(tx);
-        match from {
-            None => std::io::copy(&mut std::io::stdin().lock(), &mut out).map(drop),
-            // Tar writes 512-byte blocks; send them in bigger messages.
-            Some(src) => {
-                agent_proto::copy::pack(&src, std::io::BufWriter::with_capacity(1 << 16, out))
-            }
-        }
+    let (rx, source) = chunks_from(move |out| match from {
+        None => std::io::copy(&mut std::io::stdin().lock(), out).map(drop),
+        Some(src) => agent_proto::copy::pack(&src, out),
     });
     let (sink, _) = std::sync::mpsc::sync_channel(1);
     let copied = attach::builtin(agent, agent_proto::Builtin::CopyIn, path, Some(rx), sink).await;
@@ -1018,6 +1011,29 @@ impl std::io::Read for ChannelReader {
         self.at += n;
         Ok(n)
     }
+}
+
+/// What a blocking writer makes (a tar being packed, a file read), as
+/// chunks for async code: `produce` runs on a blocking thread, and tar's
+/// 512-byte blocks travel in 64 KiB messages. The handle, awaited once the
+/// chunks are consumed, has the writer's own error.
+pub(crate) fn chunks_from<F>(
+    produce: F,
+) -> (
+    tokio::sync::mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)
+where
+    F: FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static,
+{
+    use std::io::Write;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let source = tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, ChannelWriter(tx));
+        produce(&mut out)?;
+        out.flush()
+    });
+    (rx, source)
 }
 
 /// Blocking writes that become chunks for async code.

@@ -28,7 +28,7 @@ use super::plugged::{Plug, Plugged};
 use super::supervisor::{
     BOOT_TIMEOUT, INIT_PROCESS, create_init, explain, start_with_output, stop_vm, wait_init,
 };
-use super::{ChannelWriter, Error, agent, process_ref};
+use super::{Error, agent, process_ref};
 use crate::io_error::io;
 use crate::network::dns::DnsConfig;
 use crate::network::{Endpoint, Lease, Networks};
@@ -114,9 +114,9 @@ impl StepMount {
     }
 }
 
-/// A booted builder. Dropped without [`Builder::stop`] (a cancelled build),
+/// The VM a build runs its RUN steps in. Dropped without [`BuildVm::stop`] (a cancelled build),
 /// its VM is killed and its disks deleted all the same.
-pub struct Builder {
+pub struct BuildVm {
     vm: vm::Vm,
     agent: agent::Client,
     console_log: PathBuf,
@@ -136,8 +136,8 @@ pub struct Builder {
     _work: WorkDir,
 }
 
-impl Builder {
-    pub async fn boot(app_root: &Path, machine: &Machine) -> Result<Builder, Error> {
+impl BuildVm {
+    pub async fn boot(app_root: &Path, machine: &Machine) -> Result<BuildVm, Error> {
         let work = WorkDir::create(app_root)?;
         let joined = match &machine.network {
             Some(name) => Some(Joined::join(app_root, name, &work.id)?),
@@ -191,7 +191,7 @@ impl Builder {
         };
         let caches = machine.caches.len();
         match connect(&mut vm, &config.console_log, plugged.as_mut(), caches).await {
-            Ok((agent, container)) => Ok(Builder {
+            Ok((agent, container)) => Ok(BuildVm {
                 vm,
                 agent,
                 console_log: config.console_log.clone(),
@@ -268,13 +268,7 @@ impl Builder {
 
     /// Unpacks a layer tar into a new guest directory.
     async fn unpack(&mut self, dir: &str, mut layer: Box<dyn Read + Send>) -> Result<(), Error> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-        let source = tokio::task::spawn_blocking(move || {
-            // Tar's 512-byte blocks go in bigger messages.
-            let mut out = std::io::BufWriter::with_capacity(1 << 16, ChannelWriter(tx));
-            std::io::copy(&mut layer, &mut out)?;
-            out.flush()
-        });
+        let (rx, source) = super::chunks_from(move |out| std::io::copy(&mut layer, out).map(drop));
         let chunks = tokio_stream::once(WriteLayerChunk {
             dir: dir.to_string(),
             data: vec![],
@@ -395,7 +389,7 @@ impl Builder {
 
     /// Powers the builder off and gives back its address and disks.
     pub async fn stop(self) {
-        let Builder {
+        let BuildVm {
             vm,
             mut agent,
             console_log,
