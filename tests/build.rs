@@ -597,10 +597,31 @@ CMD [\"sh\", \"-c\", \"cat /data/seen /data/list; for d in /var/cache/app /rel/c
     };
     let stderr = rebuild();
     assert!(stderr.contains(" cache lines: 2\n"), "{stderr}");
+    // system df counts the steps and the cache disk, all free to prune.
+    let df = |cli: &Cli| -> serde_json::Value {
+        let output = cli.run(&["system", "df", "--format", "json"]);
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let usage = df(&cli);
+    assert!(usage["root_blob_bytes"].as_u64().unwrap() > 0, "{usage}");
+    let cache = &usage["build_cache"];
+    assert!(cache["entries"].as_u64().unwrap() >= 5, "{cache}");
+    assert_eq!(cache["mounts"]["mounts"], 1, "{cache}");
+    assert_eq!(cache["mounts"]["active"], 0, "{cache}");
+    assert!(cache["mounts"]["bytes"].as_u64().unwrap() > 0, "{cache}");
+    assert_eq!(
+        cache["mounts"]["reclaimable_bytes"],
+        cache["mounts"]["bytes"]
+    );
     let output = cli.run(&["builder", "prune"]);
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("Deleted 1 cache mounts\n"), "{stdout}");
+    let usage = df(&cli);
+    assert_eq!(usage["root_blob_bytes"], 0, "{usage}");
+    let cache = &usage["build_cache"];
+    assert_eq!(cache["entries"], 0, "{cache}");
+    assert_eq!(cache["mounts"]["mounts"], 0, "{cache}");
     let stderr = rebuild();
     assert!(stderr.contains(" cache lines: 1\n"), "{stderr}");
 }

@@ -256,6 +256,24 @@ fn system_status_names_what_runs_containers() {
     );
     has(&df["volumes"], "volumes active bytes reclaimable_bytes");
     has(
+        &df["containers"],
+        "containers active bytes reclaimable_bytes",
+    );
+    has(&df["build_cache"], "entries mounts");
+    has(
+        &df["build_cache"]["mounts"],
+        "mounts active bytes reclaimable_bytes",
+    );
+    // "two"'s record is damaged: it is left out, and nothing fails. "one"
+    // is stopped: its disk is what `prune` frees.
+    assert_eq!(df["containers"]["containers"], 1, "{df}");
+    assert_eq!(df["containers"]["active"], 0, "{df}");
+    assert!(df["containers"]["bytes"].as_u64().unwrap() > 0, "{df}");
+    assert_eq!(
+        df["containers"]["reclaimable_bytes"],
+        df["containers"]["bytes"]
+    );
+    has(
         &status,
         "version commit backend accelerator kernel vminitd app_root programs images containers volumes networks",
     );

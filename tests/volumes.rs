@@ -462,7 +462,7 @@ fn volume_commands_create_list_inspect_remove_and_prune() {
     assert!(df["volumes"]["bytes"].as_u64().unwrap() >= 64 << 10, "{df}");
     assert_eq!(df["volumes"]["reclaimable_bytes"], df["volumes"]["bytes"]);
     let df = run(&cli, &["system", "df"]);
-    let volumes: Vec<&str> = df.lines().nth(2).unwrap().split_whitespace().collect();
+    let volumes: Vec<&str> = df.lines().nth(3).unwrap().split_whitespace().collect();
     assert_eq!(volumes[..3], ["Volumes", "2", "0"], "{df}");
 
     // prune: unused anonymous volumes; --all: named ones too.

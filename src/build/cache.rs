@@ -56,11 +56,23 @@ impl Cache {
         crate::atomic::write_file(&self.dir.join(format!("{key}.json")), &bytes, 0o644)
     }
 
-    /// The layers the cache names: roots for garbage collection.
-    pub fn layers(&self) -> std::collections::BTreeSet<String> {
+    /// The entries' files.
+    fn files(&self) -> impl Iterator<Item = std::path::PathBuf> {
         let entries = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
         entries
-            .filter_map(|e| std::fs::read(e.path()).ok())
+            .map(|e| e.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+    }
+
+    /// How many steps are cached.
+    pub fn entries(&self) -> usize {
+        self.files().count()
+    }
+
+    /// The layers the cache names: roots for garbage collection.
+    pub fn layers(&self) -> std::collections::BTreeSet<String> {
+        self.files()
+            .filter_map(|path| std::fs::read(path).ok())
             .filter_map(|bytes| serde_json::from_slice::<Entry>(&bytes).ok())
             .map(|entry| entry.layer.digest.to_string())
             .collect()
@@ -68,9 +80,8 @@ impl Cache {
 
     /// Forgets everything (`builder prune`); returns how many entries went.
     pub fn clear(&self) -> usize {
-        let entries = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
-        entries
-            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        self.files()
+            .filter(|path| std::fs::remove_file(path).is_ok())
             .count()
     }
 }

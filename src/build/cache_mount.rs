@@ -11,6 +11,7 @@
 //! BuildKit's `sharing=private` would.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::Flock;
@@ -68,21 +69,52 @@ pub fn open(app_root: &Path, id: &str) -> Result<Option<CacheDisk>, IoError> {
     }))
 }
 
+/// The cache disks, and any being made.
+fn disks(app_root: &Path) -> impl Iterator<Item = PathBuf> {
+    let entries = std::fs::read_dir(dir(app_root))
+        .into_iter()
+        .flatten()
+        .flatten();
+    entries.map(|e| e.path()).filter(|path| {
+        path.extension()
+            .is_some_and(|e| e == "ext4" || e == "partial")
+    })
+}
+
+/// What `system df` says of the cache disks.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Usage {
+    pub mounts: usize,
+    /// The ones a running build holds.
+    pub active: usize,
+    /// Their blocks on the host (they are sparse).
+    pub bytes: u64,
+    /// The ones no build holds: what `builder prune` frees.
+    pub reclaimable_bytes: u64,
+}
+
+/// Counts the cache disks. A disk is free if its lock can be taken; it is
+/// held for that moment only, and a build that starts within it uses a
+/// private cache, as it would beside another build.
+pub fn usage(app_root: &Path) -> Usage {
+    let mut usage = Usage::default();
+    for path in disks(app_root) {
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+        usage.mounts += 1;
+        usage.bytes += bytes;
+        match crate::atomic::try_lock(&path.with_extension("lock")) {
+            Ok(Some(_free)) => usage.reclaimable_bytes += bytes,
+            _ => usage.active += 1,
+        }
+    }
+    usage
+}
+
 /// Removes every cache disk no build holds (`builder prune`); returns how
 /// many went.
 pub fn clear(app_root: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir(app_root)) else {
-        return 0;
-    };
     let mut removed = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path
-            .extension()
-            .is_none_or(|e| e != "ext4" && e != "partial")
-        {
-            continue;
-        }
+    for path in disks(app_root) {
         let lock_path = path.with_extension("lock");
         if let Ok(Some(_held)) = crate::atomic::try_lock(&lock_path)
             && std::fs::remove_file(&path).is_ok()

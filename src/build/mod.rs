@@ -155,6 +155,23 @@ pub fn cached_layers(app_root: &Path) -> BTreeSet<String> {
     cache::Cache::open(app_root).map_or_else(|_| BTreeSet::new(), |c| c.layers())
 }
 
+/// What `system df` says of the build cache (the layers it keeps are the
+/// image store's to count: `ImageStore::disk_usage` with these roots).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CacheUsage {
+    /// Cached steps.
+    pub entries: usize,
+    /// The `RUN --mount=type=cache` disks.
+    pub mounts: cache_mount::Usage,
+}
+
+pub fn cache_usage(app_root: &Path) -> CacheUsage {
+    CacheUsage {
+        entries: cache::Cache::open(app_root).map_or(0, |c| c.entries()),
+        mounts: cache_mount::usage(app_root),
+    }
+}
+
 /// Forgets every cached step and removes the cache mounts no build is
 /// using (`builder prune`); returns how many of each there were. The steps'
 /// layers go with the next garbage collection.

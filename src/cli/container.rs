@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -609,7 +608,7 @@ pub async fn list(app_root: &Path, args: ListArgs) -> Result<i32> {
     };
     let size = |c: &Container| {
         args.size.then(|| {
-            let own = std::fs::metadata(&c.config.disk.path).map_or(0, |m| m.blocks() * 512);
+            let own = c.disk_bytes();
             let image = image_sizes
                 .get(&c.config.image_digest)
                 .copied()

@@ -95,29 +95,62 @@ pub async fn run(
         SystemCommand::Df { format } => {
             let usage =
                 ImageStore::open(app_root)?.disk_usage(&super::image::gc_roots(app_root)?)?;
+            let containers = crate::runtime::Containers::open(app_root)?.usage()?;
             let volumes = crate::volume::Volumes::open(app_root)?.usage()?;
+            let cache = crate::build::cache_usage(app_root);
             if let Format::Json = format {
                 let mut json = serde_json::to_value(&usage)?;
+                json["containers"] = serde_json::to_value(&containers)?;
                 json["volumes"] = serde_json::to_value(&volumes)?;
+                json["build_cache"] = serde_json::to_value(&cache)?;
                 println!("{}", serde_json::to_string_pretty(&json)?);
                 return Ok(0);
             }
+            let row = |kind: &str, total: usize, active: usize, size: u64, reclaimable: u64| {
+                [
+                    kind.to_string(),
+                    total.to_string(),
+                    active.to_string(),
+                    human_size(size),
+                    human_size(reclaimable),
+                ]
+            };
             let header = ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from);
-            let images = [
-                "Images".to_string(),
-                usage.images.to_string(),
-                usage.active.to_string(),
-                human_size(usage.content_bytes + usage.partial_bytes + usage.snapshot_bytes),
-                human_size(usage.reclaimable_bytes),
-            ];
-            let volumes = [
-                "Volumes".to_string(),
-                volumes.volumes.to_string(),
-                volumes.active.to_string(),
-                human_size(volumes.bytes),
-                human_size(volumes.reclaimable_bytes),
-            ];
-            print_table([header, images, volumes].into_iter());
+            print_table(
+                [
+                    header,
+                    row(
+                        "Images",
+                        usage.images,
+                        usage.active,
+                        usage.content_bytes + usage.partial_bytes + usage.snapshot_bytes,
+                        usage.reclaimable_bytes,
+                    ),
+                    row(
+                        "Containers",
+                        containers.containers,
+                        containers.active,
+                        containers.bytes,
+                        containers.reclaimable_bytes,
+                    ),
+                    row(
+                        "Volumes",
+                        volumes.volumes,
+                        volumes.active,
+                        volumes.bytes,
+                        volumes.reclaimable_bytes,
+                    ),
+                    // Layers the cache shares with images count in both rows.
+                    row(
+                        "Build Cache",
+                        cache.entries + cache.mounts.mounts,
+                        cache.mounts.active,
+                        usage.root_blob_bytes + cache.mounts.bytes,
+                        usage.root_blob_only_bytes + cache.mounts.reclaimable_bytes,
+                    ),
+                ]
+                .into_iter(),
+            );
         }
         SystemCommand::Version { format } => {
             let (version, commit) = (env!("CARGO_PKG_VERSION"), env!("CONTAINER_COMMIT"));

@@ -52,6 +52,10 @@ pub struct DiskUsage {
     pub partial_bytes: u64,
     /// What `image prune -a` would free.
     pub reclaimable_bytes: u64,
+    /// The blobs `Roots::blobs` names (the build cache's layers), and the
+    /// part of them nothing else keeps: what forgetting them frees.
+    pub root_blob_bytes: u64,
+    pub root_blob_only_bytes: u64,
 }
 
 /// Removes the records `names` stand for. As in Docker, a container pins
@@ -126,6 +130,13 @@ pub fn disk_usage(images: &ImageStore, roots: &Roots) -> Result<DiskUsage, Error
     let in_use = &roots.in_use;
     let digests: BTreeSet<&String> = records.iter().map(|r| &r.digest).collect();
     let mut needed = reachable(images, in_use.keys().map(String::as_str));
+    let kept_by_images = reachable(
+        images,
+        digests
+            .iter()
+            .map(|d| d.as_str())
+            .chain(in_use.keys().map(String::as_str)),
+    );
     needed.extend(roots.blobs.iter().cloned());
     let mut usage = DiskUsage {
         images: digests.len(),
@@ -138,6 +149,12 @@ pub fn disk_usage(images: &ImageStore, roots: &Roots) -> Result<DiskUsage, Error
         usage.content_bytes += size;
         if !needed.contains(digest.as_str()) {
             usage.reclaimable_bytes += size;
+        }
+        if roots.blobs.contains(digest.as_str()) {
+            usage.root_blob_bytes += size;
+            if !kept_by_images.contains(digest.as_str()) {
+                usage.root_blob_only_bytes += size;
+            }
         }
     }
     usage.partial_bytes = images.content.partial_bytes()?;

@@ -184,6 +184,13 @@ impl Container {
         self.run_dir().join("agent.sock")
     }
 
+    /// The host space the container's own disk takes: its blocks, not its
+    /// length, as the disk is sparse.
+    pub fn disk_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.config.disk.path).map_or(0, |m| m.blocks() * 512)
+    }
+
     /// The state as recorded, corrected for a supervisor that died without
     /// recording the end (SIGKILL, a crash): such a container is stopped.
     pub fn state(&self) -> Result<State, Error> {
@@ -254,6 +261,19 @@ pub struct Containers {
     root: PathBuf,
 }
 
+/// What `system df` says of containers.
+#[derive(Debug, Default, Serialize)]
+pub struct Usage {
+    pub containers: usize,
+    /// The running ones.
+    pub active: usize,
+    /// What their own disks take on the host: what they wrote over their
+    /// images.
+    pub bytes: u64,
+    /// The stopped ones' share: what `container prune` frees.
+    pub reclaimable_bytes: u64,
+}
+
 impl Containers {
     pub fn open(app_root: &Path) -> Result<Containers, Error> {
         let root = app_root.join("containers");
@@ -286,6 +306,23 @@ impl Containers {
         all.sort_by_cached_key(|c| (c.config.created, written(c), c.config.id.clone()));
         broken.sort_by(|a, b| a.id.cmp(&b.id));
         Ok((all, broken))
+    }
+
+    /// The containers and their disks' space, for `system df`. Records that
+    /// cannot be read are left out, as `ls` leaves them out of its table.
+    pub fn usage(&self) -> Result<Usage, Error> {
+        let mut usage = Usage::default();
+        for container in self.list()?.0 {
+            let bytes = container.disk_bytes();
+            usage.containers += 1;
+            usage.bytes += bytes;
+            if container.state().is_ok_and(|s| s.status == Status::Running) {
+                usage.active += 1;
+            } else {
+                usage.reclaimable_bytes += bytes;
+            }
+        }
+        Ok(usage)
     }
 
     /// Image manifest digest -> the ID of one container using it: the roots
