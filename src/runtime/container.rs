@@ -558,6 +558,7 @@ mod tests {
                 path: "rootfs".into(),
                 format: crate::vm::DiskFormat::Raw,
                 read_only: false,
+                scratch: false,
             },
             endpoint: None,
         }

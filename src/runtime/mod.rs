@@ -251,7 +251,9 @@ pub async fn create(
     let name = spec.name.clone().unwrap_or_else(|| id[..12].to_string());
     let containers = Containers::open(app_root)?;
     let pending = containers.reserve(&id, &name)?;
-    let disk = vm::clone_disk(&snapshot, pending.dir(), spec.rootfs_bytes).await?;
+    let mut disk = vm::clone_disk(&snapshot, pending.dir(), spec.rootfs_bytes).await?;
+    // A container deleted when it exits keeps nothing a flush would save.
+    disk.scratch = spec.remove;
     phases.done("clone the disk");
     let volumes = Volumes::open(app_root)?;
     if let Err(e) = attach_volumes(&volumes, &mut spec.mounts, &id) {

@@ -92,6 +92,7 @@ pub fn plan(mounts: &[spec::Mount], volumes: &Volumes) -> Result<Plan, volume::E
                                 path,
                                 format: vm::DiskFormat::Raw,
                                 read_only: false,
+                                scratch: false,
                             });
                         }
                         (guest_disk_dir(name), !no_copy)

@@ -157,11 +157,13 @@ impl BuildVm {
                 path: machine.base.clone(),
                 format: vm::DiskFormat::Raw,
                 read_only: true,
+                scratch: false,
             },
             vm::Disk {
                 path: scratch,
                 format: vm::DiskFormat::Raw,
                 read_only: false,
+                scratch: true,
             },
         ];
         config
@@ -170,6 +172,7 @@ impl BuildVm {
                 path: path.clone(),
                 format: vm::DiskFormat::Raw,
                 read_only: false,
+                scratch: false,
             }));
         let mut plugged = match &joined {
             Some(joined) => Plugged::plug(Plug {

@@ -970,6 +970,7 @@ mod tests {
             path: pending.dir().join("rootfs.img"),
             format: vm::DiskFormat::Raw,
             read_only: false,
+            scratch: false,
         };
         let spec = RunSpec {
             publish: network::ports::parse(&format!("127.0.0.1:{host_port}:{container_port}"))

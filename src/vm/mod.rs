@@ -80,6 +80,12 @@ pub struct Disk {
     pub path: PathBuf,
     pub format: DiskFormat,
     pub read_only: bool,
+    /// Thrown away with the VM (a build's scratch disk): the guest's
+    /// flushes need not reach the host's disk. Every other writable disk
+    /// (a container's, a volume's, a build's cache) keeps data a user
+    /// expects to survive a host crash once the guest synced it.
+    #[serde(default)]
+    pub scratch: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

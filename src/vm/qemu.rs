@@ -251,12 +251,20 @@ impl QemuDevice for Disk {
             DiskFormat::Qcow2 => "qcow2",
         };
         let read_only = if self.read_only { ",read-only=on" } else { "" };
+        // writeback: a guest flush (fsync, a journal commit) reaches the
+        // host's disk, as Virtualization.framework's Fsync mode does, so a
+        // container's files and a volume's data outlive a host crash.
+        // unsafe: a disk that is thrown away, or never written, has
+        // nothing worth a host flush.
+        let cache = if self.scratch || self.read_only {
+            "unsafe"
+        } else {
+            "writeback"
+        };
         let args = vec![
             "-drive".into(),
-            // cache=unsafe: the disk is scratch that dies with the container, so
-            // host flushes on every guest sync buy nothing.
             format!(
-                "id=disk{index},file={},format={format},if=none,cache=unsafe,discard=unmap{read_only}",
+                "id=disk{index},file={},format={format},if=none,cache={cache},discard=unmap{read_only}",
                 self.path.display()
             ),
             "-device".into(),
@@ -642,5 +650,31 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<Di
         path,
         format: DiskFormat::Qcow2,
         read_only: false,
+        scratch: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `-drive` option QEMU gets for a disk.
+    fn drive(read_only: bool, scratch: bool) -> String {
+        let disk = Disk {
+            path: "/disk".into(),
+            format: DiskFormat::Raw,
+            read_only,
+            scratch,
+        };
+        disk.attach(0, -1, Path::new("/run")).unwrap().args[1].clone()
+    }
+
+    #[test]
+    fn only_disks_thrown_away_or_never_written_skip_host_flushes() {
+        assert!(drive(false, false).contains(",cache=writeback,"));
+        assert!(drive(false, true).contains(",cache=unsafe,"));
+        let read_only = drive(true, false);
+        assert!(read_only.contains(",cache=unsafe,"), "{read_only}");
+        assert!(read_only.ends_with(",read-only=on"), "{read_only}");
+    }
 }

@@ -619,5 +619,6 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<su
         path,
         format: DiskFormat::Raw,
         read_only: false,
+        scratch: false,
     })
 }
