@@ -128,8 +128,8 @@ fn disk(disk: &Disk) -> Result<Retained<VZVirtioBlockDeviceConfiguration>, Error
     // container of an image at once. Fsync for writable disks: volumes hold
     // data users keep, and a guest flush then costs one fsync rather than
     // the full drive-cache flush of `Full`. A read-only disk has nothing to
-    // flush.
-    let sync = if disk.read_only {
+    // flush, and a scratch disk nothing worth it (as under QEMU).
+    let sync = if disk.read_only || disk.scratch {
         VZDiskImageSynchronizationMode::None
     } else {
         VZDiskImageSynchronizationMode::Fsync
