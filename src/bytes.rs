@@ -1,5 +1,22 @@
 //! Sizes as users write them on the command line (`--memory 2G`,
-//! `--shm-size 64m`, `--tmpfs /t:size=16M`).
+//! `--shm-size 64m`, `--tmpfs /t:size=16M`), and as files take them on disk.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// The host space a file, or a directory tree, takes: its blocks, not its
+/// length, as disks and images are sparse. What cannot be read counts 0.
+pub fn on_disk(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    let children = std::fs::read_dir(path).into_iter().flatten().flatten();
+    own + children.map(|e| on_disk(&e.path())).sum::<u64>()
+}
 
 /// A size with an optional K, M, G or T suffix (binary, with or without a
 /// trailing B or iB); a bare number counts in units of `bare` bytes.

@@ -11,7 +11,6 @@
 //! BuildKit's `sharing=private` would.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::Flock;
@@ -41,7 +40,7 @@ pub fn open(app_root: &Path, id: &str) -> Result<Option<CacheDisk>, IoError> {
     // Ids are the user's words (a path, by default): named by their hash.
     let name = hex::encode(Sha256::digest(id.as_bytes()));
     let path = dir.join(format!("{}.ext4", &name[..32]));
-    let lock = match crate::atomic::try_lock(&path.with_extension("lock")) {
+    let lock = match hold(&path) {
         Ok(Some(lock)) => lock,
         Ok(None) => return Ok(None),
         Err(e) => return Err(io("lock a build cache mount")(e.source)),
@@ -67,6 +66,12 @@ pub fn open(app_root: &Path, id: &str) -> Result<Option<CacheDisk>, IoError> {
         path,
         _lock: lock,
     }))
+}
+
+/// Holds a cache disk (or the one being made in its place) for this
+/// process; None while a build holds it.
+fn hold(disk: &Path) -> Result<Option<Flock<File>>, crate::atomic::Error> {
+    crate::atomic::try_lock(&disk.with_extension("lock"))
 }
 
 /// The cache disks, and any being made.
@@ -99,10 +104,10 @@ pub struct Usage {
 pub fn usage(app_root: &Path) -> Usage {
     let mut usage = Usage::default();
     for path in disks(app_root) {
-        let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+        let bytes = crate::bytes::on_disk(&path);
         usage.mounts += 1;
         usage.bytes += bytes;
-        match crate::atomic::try_lock(&path.with_extension("lock")) {
+        match hold(&path) {
             Ok(Some(_free)) => usage.reclaimable_bytes += bytes,
             _ => usage.active += 1,
         }
@@ -115,11 +120,10 @@ pub fn usage(app_root: &Path) -> Usage {
 pub fn clear(app_root: &Path) -> usize {
     let mut removed = 0;
     for path in disks(app_root) {
-        let lock_path = path.with_extension("lock");
-        if let Ok(Some(_held)) = crate::atomic::try_lock(&lock_path)
+        if let Ok(Some(_held)) = hold(&path)
             && std::fs::remove_file(&path).is_ok()
         {
-            let _ = std::fs::remove_file(&lock_path);
+            let _ = std::fs::remove_file(path.with_extension("lock"));
             removed += 1;
         }
     }

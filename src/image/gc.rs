@@ -15,7 +15,6 @@
 //! during an `image rm` either finishes first or starts after.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
 
 use super::records::Record;
 use super::{Error, ImageStore, IoContext, info};
@@ -130,13 +129,15 @@ pub fn disk_usage(images: &ImageStore, roots: &Roots) -> Result<DiskUsage, Error
     let in_use = &roots.in_use;
     let digests: BTreeSet<&String> = records.iter().map(|r| &r.digest).collect();
     let mut needed = reachable(images, in_use.keys().map(String::as_str));
-    let kept_by_images = reachable(
+    // What images keep: the in-use ones' blobs, read once, and the rest's.
+    let mut kept_by_images = reachable(
         images,
         digests
             .iter()
-            .map(|d| d.as_str())
-            .chain(in_use.keys().map(String::as_str)),
+            .filter(|d| !in_use.contains_key(**d))
+            .map(|d| d.as_str()),
     );
+    kept_by_images.extend(needed.iter().cloned());
     needed.extend(roots.blobs.iter().cloned());
     let mut usage = DiskUsage {
         images: digests.len(),
@@ -160,7 +161,7 @@ pub fn disk_usage(images: &ImageStore, roots: &Roots) -> Result<DiskUsage, Error
     usage.partial_bytes = images.content.partial_bytes()?;
     usage.reclaimable_bytes += usage.partial_bytes;
     for (digest, path) in snapshots(images)? {
-        let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+        let bytes = crate::bytes::on_disk(&path);
         usage.snapshot_bytes += bytes;
         if !in_use.contains_key(&digest) {
             usage.reclaimable_bytes += bytes;
@@ -191,7 +192,7 @@ fn collect(images: &ImageStore, roots: &Roots) -> Result<u64, Error> {
     freed += images.content.remove_partials()?;
     for (digest, path) in snapshots(images)? {
         if !manifests.contains(digest.as_str()) {
-            let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+            let bytes = crate::bytes::on_disk(&path);
             match std::fs::remove_file(&path) {
                 Ok(()) => freed += bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -187,8 +187,7 @@ impl Container {
     /// The host space the container's own disk takes: its blocks, not its
     /// length, as the disk is sparse.
     pub fn disk_bytes(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&self.config.disk.path).map_or(0, |m| m.blocks() * 512)
+        crate::bytes::on_disk(&self.config.disk.path)
     }
 
     /// The state as recorded, corrected for a supervisor that died without

@@ -155,6 +155,12 @@ pub struct PortForward {
 /// kernel; their dependencies come from modules.dep).
 impl Disk {
     pub const GUEST_MODULES: &[&str] = &["virtio_blk"];
+
+    /// Whether the guest's flushes must reach the host's disk: a writable
+    /// disk that outlives its VM.
+    pub fn keeps_flushes(&self) -> bool {
+        !self.read_only && !self.scratch
+    }
 }
 
 impl Nic {

@@ -256,10 +256,10 @@ impl QemuDevice for Disk {
         // container's files and a volume's data outlive a host crash.
         // unsafe: a disk that is thrown away, or never written, has
         // nothing worth a host flush.
-        let cache = if self.scratch || self.read_only {
-            "unsafe"
-        } else {
+        let cache = if self.keeps_flushes() {
             "writeback"
+        } else {
+            "unsafe"
         };
         let args = vec![
             "-drive".into(),

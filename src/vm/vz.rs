@@ -129,10 +129,10 @@ fn disk(disk: &Disk) -> Result<Retained<VZVirtioBlockDeviceConfiguration>, Error
     // data users keep, and a guest flush then costs one fsync rather than
     // the full drive-cache flush of `Full`. A read-only disk has nothing to
     // flush, and a scratch disk nothing worth it (as under QEMU).
-    let sync = if disk.read_only || disk.scratch {
-        VZDiskImageSynchronizationMode::None
-    } else {
+    let sync = if disk.keeps_flushes() {
         VZDiskImageSynchronizationMode::Fsync
+    } else {
+        VZDiskImageSynchronizationMode::None
     };
     let attachment = unsafe {
         VZDiskImageStorageDeviceAttachment::initWithURL_readOnly_cachingMode_synchronizationMode_error(

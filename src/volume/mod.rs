@@ -357,7 +357,7 @@ impl Volumes {
     pub fn usage(&self) -> Result<Usage, Error> {
         let mut usage = Usage::default();
         for volume in self.list()?.0 {
-            let bytes = disk_usage(self.storage(&volume).path());
+            let bytes = crate::bytes::on_disk(self.storage(&volume).path());
             usage.volumes += 1;
             usage.bytes += bytes;
             if self.users(&volume.name)?.is_empty() {
@@ -390,19 +390,6 @@ fn format_disk(path: &Path, bytes: u64) -> Result<(), crate::ext4::Error> {
 }
 
 /// Bytes allocated to everything under `path` (not following symlinks).
-fn disk_usage(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    let own = meta.blocks() * 512;
-    if !meta.is_dir() {
-        return own;
-    }
-    let children = std::fs::read_dir(path).into_iter().flatten().flatten();
-    own + children.map(|e| disk_usage(&e.path())).sum::<u64>()
-}
-
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
