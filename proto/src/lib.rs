@@ -1,16 +1,22 @@
-//! The agent API spoken between the host and vminitd over vsock.
+//! The agent API spoken between the host and vminitd: gRPC over one
+//! connection per VM (a virtio console port, or vsock on macOS).
 //! Both sides use this crate so the wire types cannot drift apart.
 
 tonic::include_proto!("container.agent.v1");
 
-/// The guest vsock port vminitd serves the agent API on.
-pub const AGENT_PORT: u32 = 1024;
+/// The name of the virtio console port vminitd serves the agent on, where
+/// the VM has one (QEMU). A serial port, unlike vhost-user vsock, lets QEMU
+/// save and restore the VM, and needs no device process of its own.
+pub const AGENT_PORT_NAME: &str = "agent";
 
-/// The host vsock port vminitd dials once the agent is listening. Waiting
-/// for this instead of polling AGENT_PORT keeps the host from connecting
-/// while the guest's vsock driver is still coming up, which can wedge the
-/// vhost-user vsock device.
-pub const READY_PORT: u32 = 1025;
+/// The host vsock port vminitd dials to serve the agent on, where the VM has
+/// no agent port but a vsock device (Virtualization.framework).
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+/// What vminitd writes first on the agent's connection, once it serves:
+/// the host speaks only after it. On a serial port this also matters for
+/// correctness: the guest drops what arrives before it opens the port.
+pub const READY: &[u8] = b"vminitd ready\n";
 
 pub mod caps;
 pub mod copy;

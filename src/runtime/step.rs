@@ -19,20 +19,20 @@ use std::collections::HashMap;
 
 use agent_proto::container_mount::Kind as MountKind;
 use agent_proto::{
-    AGENT_PORT, ContainerConfig, ContainerMount, MountRequest, ProcessSpec, READY_PORT,
-    ReadLayerRequest, StdinChunk, UmountRequest, WriteLayerChunk,
+    ContainerConfig, ContainerMount, MountRequest, ProcessSpec, ReadLayerRequest, StdinChunk,
+    UmountRequest, WriteLayerChunk,
 };
 use tokio_stream::StreamExt;
 
 use super::plugged::{Plug, Plugged};
 use super::supervisor::{
-    BOOT_TIMEOUT, INIT_PROCESS, create_init, explain, start_with_output, stop_vm, wait_init,
+    INIT_PROCESS, create_init, explain, start_with_output, stop_vm, wait_init,
 };
 use super::{Error, agent, process_ref};
 use crate::io_error::io;
 use crate::network::dns::DnsConfig;
 use crate::network::{Endpoint, Lease, Networks};
-use crate::vm::{self, VirtualMachine};
+use crate::vm;
 
 /// Guest paths of the builder's filesystems.
 const LOWER: &str = "/run/build/lower";
@@ -209,7 +209,7 @@ impl BuildVm {
                 _work: work,
             }),
             Err(e) => {
-                let e = explain(&mut vm, e);
+                let e = explain(&mut vm, e).await;
                 stop_vm(vm, &config.console_log, false).await;
                 unplug(config, plugged).await;
                 Err(e)
@@ -288,7 +288,7 @@ impl BuildVm {
             .map_err(|e| io("read a layer")(std::io::Error::other(e)))?;
         // The guest's error says more than a reader cut short by it.
         if let Err(status) = written {
-            return Err(explain(&mut self.vm, status.into()));
+            return Err(explain(&mut self.vm, status.into()).await);
         }
         Ok(read.map_err(io("read a layer"))?)
     }
@@ -307,7 +307,10 @@ impl BuildVm {
         let dir = format!("{SCRATCH}/{}", self.next);
         let root = format!("{ROOT}/{}", self.next);
         let result = self.drive(step, &dir, &root, output, layer).await;
-        result.map_err(|e| explain(&mut self.vm, e))
+        match result {
+            Ok(code) => Ok(code),
+            Err(e) => Err(explain(&mut self.vm, e).await),
+        }
     }
 
     async fn drive(
@@ -425,9 +428,7 @@ async fn connect(
     plugged: Option<&mut Plugged>,
     caches: usize,
 ) -> Result<(agent::Client, ContainerConfig), Error> {
-    let mut ready = vm.listen(READY_PORT)?;
-    vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, console_log).await?;
-    let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
+    let mut agent = agent::Client::new(agent::connect(vm, console_log).await?);
     for mount in disks(caches) {
         agent.mount(mount).await?;
     }

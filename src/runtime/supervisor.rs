@@ -3,7 +3,7 @@
 //! It is this binary re-executed as `container __supervise ID`, in its own
 //! session so it outlives the CLI that started it. It boots the VM, starts
 //! the container's main process, appends its output to `stdio.log`,
-//! proxies the container's agent socket to vminitd, records every state
+//! forwards calls on the container's agent socket to vminitd, records every state
 //! change atomically, and on every way out stops the VM. Its exit code is
 //! the workload's, which is how an attached `run` learns it.
 
@@ -16,11 +16,13 @@ use std::time::{Duration, SystemTime};
 
 use agent_proto::create_process_request::Target;
 use agent_proto::{
-    AGENT_PORT, ContainerConfig, CreateProcessRequest, NewContainer, PingRequest, ProcessSpec,
-    READY_PORT, SetTimeRequest, ShutdownRequest,
+    ContainerConfig, CreateProcessRequest, NewContainer, PingRequest, ProcessSpec, SetTimeRequest,
+    ShutdownRequest,
 };
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::UnixListener;
 use tonic::Code;
+use tonic::transport::Channel;
 
 use super::container::{Container, Containers, State, Status, now};
 use super::mounts::Plan;
@@ -45,6 +47,8 @@ const DEFAULT_MEMORY_MIB: u64 = 1024;
 /// How long a cold boot may take before we give up. Generous: software
 /// emulation on a loaded 2-core host is slow.
 pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long after its link breaks a VM that died is seen to have exited.
+const EXIT_SEEN_WITHIN: Duration = Duration::from_millis(250);
 /// How often the guest's clock is set from the host's while the container
 /// runs, as Apple's runtime does (TimeSyncer.swift). A guest's clock stops
 /// while the host sleeps (a Mac's lid closes) and drifts under emulation;
@@ -338,35 +342,44 @@ async fn drive(
     report: &mut Report,
     phases: &mut Phases,
 ) -> Result<Ended, Error> {
-    // Listen right after boot: vminitd dials well over a second later, and
-    // retries if it is early.
-    let mut ready = vm.listen(READY_PORT)?;
-    vm::wait_ready(vm, &mut ready, BOOT_TIMEOUT, console_log).await?;
-    let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
+    let channel = agent::connect(vm, console_log).await?;
+    let mut agent = agent::Client::new(channel.clone());
     let result = run_main_process(
-        &mut agent, vm, container, plugged, mounts, size, report, phases,
+        &mut agent, channel, container, plugged, mounts, size, report, phases,
     )
     .await;
     if !disposable(container, mounts) {
         let _ = agent.shutdown(ShutdownRequest {}).await;
     }
-    result.map_err(|e| explain(vm, e))
+    match result {
+        Ok(ended) => Ok(ended),
+        Err(e) => Err(explain(vm, e).await),
+    }
 }
 
-/// A broken agent connection usually means the VM died: say so.
-pub(crate) fn explain(vm: &mut impl VirtualMachine, e: Error) -> Error {
-    match e {
-        Error::Agent(message) => Error::Agent(match vm.exited() {
-            Some(reason) => format!("the VM stopped unexpectedly ({reason})"),
-            None => message,
-        }),
-        other => other,
+/// A broken agent connection usually means the VM died: say so. The link
+/// breaks a moment before the VM's exit can be seen (a process's
+/// descriptors close before it becomes waitable), so an agent error waits
+/// that moment for it.
+pub(crate) async fn explain(vm: &mut impl VirtualMachine, e: Error) -> Error {
+    let Error::Agent(message) = e else {
+        return e;
+    };
+    let deadline = tokio::time::Instant::now() + EXIT_SEEN_WITHIN;
+    loop {
+        if let Some(reason) = vm.exited() {
+            return Error::Agent(format!("the VM stopped unexpectedly ({reason})"));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Error::Agent(message);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 async fn run_main_process(
     agent: &mut agent::Client,
-    vm: &impl VirtualMachine,
+    channel: Channel,
     container: &Container,
     mut plugged: Option<&mut Plugged>,
     mounts: &Plan,
@@ -427,7 +440,7 @@ async fn run_main_process(
         Err((code, message)) => return Ok(Ended::NotStarted(code, message)),
     };
     phases.done("process started");
-    let proxy = serve_agent_socket(container, vm.dialer())?;
+    let proxy = serve_agent_socket(container, channel)?;
     report.say("running");
     let mut log = logs::Writer::open(&container.stdio_log()).map_err(io("open stdio.log"))?;
     let pump = async {
@@ -582,9 +595,7 @@ pub(crate) async fn borrow(container: &Container) -> Result<Borrowed, Error> {
     )?;
     let mut vm = vm::boot(&config).await?;
     let agent = async {
-        let mut ready = vm.listen(READY_PORT)?;
-        vm::wait_ready(&mut vm, &mut ready, BOOT_TIMEOUT, &config.console_log).await?;
-        let mut agent = agent::connect(vm.dialer(), AGENT_PORT).await?;
+        let mut agent = agent::Client::new(agent::connect(&mut vm, &config.console_log).await?);
         let (_, config) = main_process(container, None, None)?;
         let mut pause = ProcessSpec {
             args: vec!["pause".into()],
@@ -721,11 +732,12 @@ pub(crate) fn not_started(status: &tonic::Status) -> Option<i32> {
     }
 }
 
-/// Proxies each connection on the container's agent socket to vminitd, so
-/// other CLIs (exec, kill, stats, an attached terminal) reach the guest.
+/// Serves the container's agent socket, so other CLIs (exec, kill, stats,
+/// an attached terminal) reach the guest: each call they make goes on to
+/// vminitd on the VM's one channel, beside the supervisor's own.
 fn serve_agent_socket(
     container: &Container,
-    dial: vm::Dial,
+    channel: Channel,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let path = container.agent_socket();
     let _ = std::fs::remove_file(&path);
@@ -735,19 +747,32 @@ fn serve_agent_socket(
         .map_err(io(format!("make {} private", path.display())))?;
     let owner = nix::unistd::geteuid().as_raw();
     Ok(tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
+        while let Ok((client, _)) = listener.accept().await {
             // The guest agent runs anything as root in the container: only
             // its owner (or root) may talk to it, whatever the socket's mode.
             let peer = client.peer_cred().map(|c| c.uid());
             if !matches!(peer, Ok(uid) if uid == owner || uid == 0) {
                 continue;
             }
-            let dial = dial.clone();
-            tokio::spawn(async move {
-                if let Ok(mut guest) = dial(AGENT_PORT).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
+            let channel = channel.clone();
+            // Each request goes through as it came: gRPC needs nothing of
+            // the proxy but HTTP/2.
+            let forward = hyper::service::service_fn(move |request: http::Request<_>| {
+                let call = tower::ServiceExt::oneshot(
+                    channel.clone(),
+                    request.map(tonic::body::Body::new),
+                );
+                async move {
+                    Ok::<_, std::convert::Infallible>(call.await.unwrap_or_else(|e| {
+                        let status = tonic::Status::unavailable(crate::causes::describe(&e));
+                        status.into_http()
+                    }))
                 }
             });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(client), forward),
+            );
         }
     }))
 }
@@ -901,36 +926,27 @@ mod tests {
         }
     }
 
-    /// A VM that is always up: the ready port has its connection already,
-    /// and every dial of the agent port reaches the fake agent.
+    /// A VM that is always up: its agent link reaches the fake agent.
     struct FakeVm(FakeAgent);
 
     impl VirtualMachine for FakeVm {
-        fn dialer(&self) -> vm::Dial {
+        fn agent(&mut self) -> vm::AgentLink {
             let agent = self.0.clone();
-            Arc::new(move |port| {
-                let agent = agent.clone();
-                Box::pin(async move {
-                    assert_eq!(port, AGENT_PORT);
-                    let (ours, theirs) =
-                        tokio::net::UnixStream::pair().map_err(io("connect to the fake agent"))?;
-                    let incoming = futures::stream::iter([Ok::<_, std::io::Error>(theirs)]);
-                    tokio::spawn(
-                        tonic::transport::Server::builder()
-                            .add_service(AgentServer::new(agent))
-                            .serve_with_incoming(incoming),
-                    );
-                    Ok(ours)
-                })
+            Box::pin(async move {
+                let (ours, mut theirs) =
+                    tokio::net::UnixStream::pair().map_err(io("connect to the fake agent"))?;
+                theirs
+                    .write_all(READY)
+                    .await
+                    .map_err(io("say the fake agent is ready"))?;
+                let incoming = futures::stream::iter([Ok::<_, std::io::Error>(theirs)]);
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(AgentServer::new(agent))
+                        .serve_with_incoming(incoming),
+                );
+                vm::ready(ours).await
             })
-        }
-        fn listen(&self, port: u32) -> Result<vm::Listener, vm::Error> {
-            assert_eq!(port, READY_PORT);
-            let (dialed, _) =
-                std::os::unix::net::UnixStream::pair().map_err(io("fake ready connection"))?;
-            let (send, receive) = tokio::sync::mpsc::unbounded_channel();
-            send.send(dialed).unwrap();
-            Ok(vm::Listener::new(receive, || {}))
         }
         fn exited(&mut self) -> Option<String> {
             None

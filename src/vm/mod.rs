@@ -1,7 +1,7 @@
 //! Virtual machines: the one seam between the runtime and a hypervisor.
 //!
 //! The runtime describes a VM with [`VmConfig`], boots it with [`boot`], and
-//! reaches the guest agent through [`VirtualMachine::dialer`]. Which backend
+//! reaches the guest agent through [`connect_agent`]. Which backend
 //! runs (QEMU on Linux, Virtualization.framework on macOS) is decided here
 //! and nowhere else.
 
@@ -29,7 +29,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 
 use crate::io_error::io;
 
@@ -53,8 +52,8 @@ pub enum Error {
     BootFailed { reason: String, log: String },
     #[error("the guest agent did not answer within {0} seconds")]
     AgentTimeout(u64),
-    #[error("connect to guest port {port}: {source}")]
-    Connect { port: u32, source: std::io::Error },
+    #[error("the link to the guest agent failed: {0}")]
+    Link(std::io::Error),
     #[error(transparent)]
     Io(#[from] crate::io_error::IoError),
     #[error("{0}")]
@@ -216,14 +215,16 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// The modules the guest loads at boot: the transport, vsock and the
-    /// memory balloon every VM has, then what its devices need.
+    /// The modules the guest loads at boot: the transport, the agent's link
+    /// (a console port; vsock on macOS) and the memory balloon every VM
+    /// has, then what its devices need.
     pub fn guest_modules(&self) -> Vec<&'static str> {
-        let mut modules = vec![
-            "virtio_mmio",
-            "vmw_vsock_virtio_transport",
-            "virtio_balloon",
-        ];
+        let link = if cfg!(target_os = "macos") {
+            "vmw_vsock_virtio_transport"
+        } else {
+            "virtio_console"
+        };
+        let mut modules = vec!["virtio_mmio", link, "virtio_balloon"];
         let kinds = [
             (!self.disks.is_empty(), Disk::GUEST_MODULES),
             (!self.nics.is_empty(), Nic::GUEST_MODULES),
@@ -238,54 +239,15 @@ impl VmConfig {
     }
 }
 
-/// Opens a stream to a vsock port the guest listens on. Cloneable and
-/// `'static` so a gRPC channel can redial with it.
-pub type Dial = Arc<dyn Fn(u32) -> BoxFuture<'static, Result<UnixStream, Error>> + Send + Sync>;
-
-/// Connections the guest opens to one host vsock port. Dropping it stops
-/// listening.
-pub struct Listener {
-    incoming: mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
-    stop: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl Listener {
-    /// Streams arrive as std sockets: a backend may accept them on a thread
-    /// that is not in a tokio runtime (Virtualization.framework's queue).
-    pub(crate) fn new(
-        incoming: mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
-        stop: impl FnOnce() + Send + 'static,
-    ) -> Listener {
-        Listener {
-            incoming,
-            stop: Some(Box::new(stop)),
-        }
-    }
-
-    /// The next connection, or `None` once the VM is gone.
-    pub async fn accept(&mut self) -> Option<Result<UnixStream, Error>> {
-        let stream = self.incoming.recv().await?;
-        let stream = stream
-            .set_nonblocking(true)
-            .and_then(|()| UnixStream::from_std(stream))
-            .map_err(io("accept a guest connection"));
-        Some(stream.map_err(Error::from))
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop();
-        }
-    }
-}
+/// The guest agent's link, once vminitd has said it serves: one stream per
+/// VM, which carries every request (HTTP/2 multiplexes them).
+pub type AgentLink = BoxFuture<'static, Result<UnixStream, Error>>;
 
 /// A running VM. Dropping it kills the VM and its helpers.
 pub trait VirtualMachine: Send {
-    fn dialer(&self) -> Dial;
-    /// Accepts the connections the guest dials to host `port`.
-    fn listen(&self, port: u32) -> Result<Listener, Error>;
+    /// Waits for the guest agent's link. There is one: a second call fails.
+    /// Owns what it needs, so the caller can watch the VM meanwhile.
+    fn agent(&mut self) -> AgentLink;
     /// Why the VM stopped, if it has.
     fn exited(&mut self) -> Option<String>;
     /// Resolves when the VM has stopped, whatever stopped it.
@@ -356,23 +318,20 @@ pub async fn clone_disk(base: &Path, dir: &Path, size: Option<u64>) -> Result<Di
     }
 }
 
-/// Waits for the guest to dial the listener's port (vminitd does once its
-/// agent listens). Fails early, with the end of the console log, if the VM
-/// stops.
-pub async fn wait_ready(
+/// The guest agent's link, once vminitd says it serves. Fails early, with
+/// the end of the console log, if the VM stops.
+pub async fn connect_agent(
     vm: &mut impl VirtualMachine,
-    ready: &mut Listener,
     timeout: Duration,
     console_log: &Path,
-) -> Result<(), Error> {
+) -> Result<UnixStream, Error> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut link = vm.agent();
     loop {
-        // Poll for an early exit between waits: a VM that died never dials.
+        // Poll for an early exit between waits: a VM that died never answers.
         let poll = tokio::time::Instant::now() + Duration::from_millis(50);
-        if let Ok(Some(connection)) =
-            tokio::time::timeout_at(poll.min(deadline), ready.accept()).await
-        {
-            return connection.map(drop);
+        if let Ok(link) = tokio::time::timeout_at(poll.min(deadline), &mut link).await {
+            return link;
         }
         if let Some(reason) = vm.exited() {
             return Err(Error::BootFailed {
@@ -384,6 +343,20 @@ pub async fn wait_ready(
             return Err(Error::AgentTimeout(timeout.as_secs()));
         }
     }
+}
+
+/// Reads vminitd's READY from a new link: after it, the link is the agent's.
+pub(crate) async fn ready(mut link: UnixStream) -> Result<UnixStream, Error> {
+    use tokio::io::AsyncReadExt;
+    let mut said = [0u8; agent_proto::READY.len()];
+    link.read_exact(&mut said).await.map_err(Error::Link)?;
+    if said != agent_proto::READY {
+        let said = String::from_utf8_lossy(&said).into_owned();
+        return Err(Error::Link(std::io::Error::other(format!(
+            "the guest said {said:?} where vminitd says it is ready"
+        ))));
+    }
+    Ok(link)
 }
 
 /// The last lines of the guest console, for an error message.

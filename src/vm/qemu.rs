@@ -1,8 +1,11 @@
-//! The Linux backend: QEMU's `microvm` machine with virtio-mmio devices, and
-//! vsock through `vhost-device-vsock` (our hosts have no /dev/vhost-vsock).
+//! The Linux backend: QEMU's `microvm` machine with virtio-mmio devices. The
+//! guest agent's link is a virtio console port whose other end is a Unix
+//! socket of ours: unlike a vhost-user vsock device (our hosts have no
+//! /dev/vhost-vsock), it needs no device process, and QEMU can save a VM
+//! that has one.
 //!
-//! Each VM owns QEMU and the helper processes its devices need (the
-//! vhost-user vsock device, and a virtiofsd per shared directory). All get
+//! Each VM owns QEMU and the helper processes its devices need (a
+//! virtiofsd per shared directory). All get
 //! SIGKILL if the process that started them dies, and are killed when the
 //! [`QemuVm`] is dropped, so no VM outlives its owner. Each kind of device
 //! knows its own QEMU arguments and helpers ([`QemuDevice`]); one this
@@ -11,16 +14,13 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 use super::{
-    Dial, Disk, DiskFormat, Error, Listener, Nic, NicAttachment, Share, ShareCache, VirtualMachine,
+    AgentLink, Disk, DiskFormat, Error, Nic, NicAttachment, Share, ShareCache, VirtualMachine,
     VmConfig,
 };
 use crate::io_error::io;
@@ -29,8 +29,8 @@ pub struct QemuVm {
     qemu: Child,
     /// The devices' helper processes, stopped with the VM.
     helpers: Vec<Child>,
-    /// The host side of the guest's vsock: connect here and say `CONNECT <port>`.
-    vsock_socket: PathBuf,
+    /// Where QEMU connects the agent's port, until the agent's link is taken.
+    agent_port: Option<tokio::net::UnixListener>,
 }
 
 /// Which accelerator to use, and why. KVM only where the host has a real one:
@@ -64,7 +64,7 @@ fn accelerator() -> (&'static str, String) {
 /// What boots VMs here, for `container system status`.
 pub fn host() -> super::Host {
     let (accel, reason) = accelerator();
-    let programs = ["qemu-system-x86_64", "vhost-device-vsock", "virtiofsd"]
+    let programs = ["qemu-system-x86_64", "virtiofsd"]
         .into_iter()
         .map(|program| {
             let version = std::process::Command::new(program)
@@ -129,7 +129,6 @@ fn rdtsc() -> u64 {
 fn spawn_error(program: &str, source: std::io::Error) -> Error {
     let provider = match program {
         "qemu-system-x86_64" => "the Debian package qemu-system-x86",
-        "vhost-device-vsock" => "`cargo install vhost-device-vsock`",
         "virtiofsd" => "`cargo install virtiofsd`",
         _ => "",
     };
@@ -209,37 +208,27 @@ trait QemuDevice {
     fn attach(&self, index: usize, next_fd: RawFd, run_dir: &Path) -> Result<Attachment, Error>;
 }
 
-/// The guest's vsock: vhost-device-vsock, reached by the host through a
-/// Unix socket (`uds`) and by QEMU through another.
-struct Vsock {
-    uds: PathBuf,
+/// The agent's link: a virtio console port named AGENT_PORT_NAME, whose
+/// chardev QEMU connects, as it starts, to our Unix socket `path`.
+struct AgentPort {
+    path: PathBuf,
 }
 
-impl QemuDevice for Vsock {
-    fn attach(&self, _: usize, _: RawFd, run_dir: &Path) -> Result<Attachment, Error> {
-        let socket = run_dir.join("vhost.sock");
-        let args = vec![
-            "--guest-cid".into(),
-            "3".into(),
-            "--socket".into(),
-            socket.display().to_string(),
-            "--uds-path".into(),
-            self.uds.display().to_string(),
-        ];
+impl QemuDevice for AgentPort {
+    fn attach(&self, _: usize, _: RawFd, _: &Path) -> Result<Attachment, Error> {
         Ok(Attachment {
             args: vec![
-                "-chardev".into(),
-                format!("socket,id=vhost,path={}", socket.display()),
                 "-device".into(),
-                "vhost-user-vsock-device,chardev=vhost".into(),
+                "virtio-serial-device".into(),
+                "-chardev".into(),
+                format!("socket,id=agent,path={}", self.path.display()),
+                "-device".into(),
+                format!(
+                    "virtserialport,chardev=agent,name={}",
+                    agent_proto::AGENT_PORT_NAME
+                ),
             ],
-            fds: vec![],
-            helpers: vec![Helper {
-                program: "vhost-device-vsock",
-                args,
-                socket,
-                log: None,
-            }],
+            ..Attachment::default()
         })
     }
 }
@@ -372,11 +361,11 @@ impl QemuDevice for Share {
 }
 
 /// Every device's arguments, descriptors and helpers, in the order the
-/// guest numbers them: vsock, disks (`/dev/vda`, ...), interfaces (`eth0`,
-/// ...), shared directories.
-fn attach_all(config: &VmConfig, vsock: &Vsock) -> Result<Attachment, Error> {
+/// guest numbers them: the agent's port, disks (`/dev/vda`, ...),
+/// interfaces (`eth0`, ...), shared directories.
+fn attach_all(config: &VmConfig, agent: &AgentPort) -> Result<Attachment, Error> {
     let mut all = Attachment::default();
-    let devices = std::iter::once((0, vsock as &dyn QemuDevice))
+    let devices = std::iter::once((0, agent as &dyn QemuDevice))
         .chain(
             config
                 .disks
@@ -459,12 +448,16 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
 impl QemuVm {
     pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<QemuVm, Error> {
         let run = &config.run_dir;
-        let vsock = Vsock {
-            uds: run.join("vsock.sock"),
+        // Not `agent.sock`: that name is the supervisor's, for other CLIs.
+        let agent = AgentPort {
+            path: run.join("agent-port.sock"),
         };
         // Before any process starts: a device we cannot attach fails the boot.
-        let devices = attach_all(config, &vsock)?;
+        let devices = attach_all(config, &agent)?;
         crate::app_root::private_dir(run).map_err(io(format!("create {}", run.display())))?;
+        let _ = std::fs::remove_file(&agent.path);
+        let agent_port = tokio::net::UnixListener::bind(&agent.path)
+            .map_err(io(format!("listen on {}", agent.path.display())))?;
         super::create_console_log(&config.console_log)?;
         let (accel, _) = accelerator();
         // Measured across the helpers' start-up, which we wait for anyway.
@@ -503,7 +496,7 @@ impl QemuVm {
             config.cpus.to_string(),
             "-m".into(),
             memory.clone(),
-            // vhost-user needs guest memory the vsock device process can map.
+            // vhost-user needs guest memory its device processes (virtiofsd) can map.
             "-object".into(),
             format!("memory-backend-memfd,id=mem,size={memory},share=on"),
             "-nodefaults".into(),
@@ -534,70 +527,22 @@ impl QemuVm {
         Ok(QemuVm {
             qemu,
             helpers,
-            vsock_socket: vsock.uds,
+            agent_port: Some(agent_port),
         })
     }
 }
 
-/// Opens a stream to a guest port through vhost-device-vsock's Unix socket.
-async fn dial(socket: PathBuf, port: u32) -> Result<UnixStream, Error> {
-    let fail = |source| Error::Connect { port, source };
-    let mut stream = UnixStream::connect(&socket).await.map_err(fail)?;
-    stream
-        .write_all(format!("CONNECT {port}\n").as_bytes())
-        .await
-        .map_err(fail)?;
-    // Read the "OK <host port>\n" reply a byte at a time: a buffered read
-    // could swallow the first bytes the guest sends after it.
-    let mut reply = Vec::with_capacity(16);
-    loop {
-        let byte = stream.read_u8().await.map_err(fail)?;
-        if byte == b'\n' {
-            break;
-        }
-        reply.push(byte);
-        if reply.len() > 64 {
-            return Err(fail(std::io::Error::other(
-                "malformed vsock handshake reply",
-            )));
-        }
-    }
-    if !reply.starts_with(b"OK ") {
-        return Err(fail(std::io::Error::other(
-            String::from_utf8_lossy(&reply).into_owned(),
-        )));
-    }
-    Ok(stream)
-}
-
 impl VirtualMachine for QemuVm {
-    fn dialer(&self) -> Dial {
-        let socket = self.vsock_socket.clone();
-        Arc::new(move |port| dial(socket.clone(), port).boxed())
-    }
-
-    /// vhost-device-vsock forwards a guest dial to port P to the Unix socket
-    /// `<uds-path>_P`, so listening is binding that socket.
-    fn listen(&self, port: u32) -> Result<Listener, Error> {
-        let path = PathBuf::from(format!("{}_{port}", self.vsock_socket.display()));
-        let _ = std::fs::remove_file(&path);
-        let listener = tokio::net::UnixListener::bind(&path)
-            .map_err(io(format!("listen on {}", path.display())))?;
-        let (sender, incoming) = tokio::sync::mpsc::unbounded_channel();
-        let accepting = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let Ok(stream) = stream.into_std() else {
-                    continue;
-                };
-                if sender.send(stream).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Listener::new(incoming, move || {
-            accepting.abort();
-            let _ = std::fs::remove_file(&path);
-        }))
+    fn agent(&mut self) -> AgentLink {
+        let listener = self.agent_port.take();
+        async move {
+            let taken = || std::io::Error::other("the agent's link was taken already");
+            let listener = listener.ok_or_else(taken).map_err(Error::Link)?;
+            // QEMU connected as it started; the guest speaks first.
+            let (link, _) = listener.accept().await.map_err(Error::Link)?;
+            super::ready(link).await
+        }
+        .boxed()
     }
 
     fn exited(&mut self) -> Option<String> {

@@ -36,7 +36,7 @@ use objc2_virtualization::{
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Dial, Disk, DiskFormat, Error, Listener, NicAttachment, VirtualMachine, VmConfig};
+use super::{AgentLink, Disk, DiskFormat, Error, NicAttachment, VirtualMachine, VmConfig};
 use crate::io_error::io;
 
 /// The guest's console is a virtio console (`hvc0`), not a UART.
@@ -49,7 +49,7 @@ use crate::io_error::io;
 /// it: if it stops the VM, the delegate reports the stop; if it restarted
 /// the guest in place, the reset would still drop every vsock connection,
 /// the supervisor would see its agent connection break and stop the VM
-/// (`kill`), and during boot `wait_ready` gives up after its timeout. So
+/// (`kill`), and during boot `connect_agent` gives up after its timeout. So
 /// no crash loop outlives the supervisor, with or without QEMU's
 /// `-no-reboot`, which Virtualization.framework has no equivalent of.
 const COMMAND_LINE: &[&str] = &["console=hvc0", "panic=-1", "quiet"];
@@ -353,51 +353,6 @@ fn socket_device(machine: &VZVirtualMachine) -> Option<Retained<VZVirtioSocketDe
     devices.firstObject()?.downcast().ok()
 }
 
-async fn connect(
-    queue: DispatchRetained<DispatchQueue>,
-    machine: Machine,
-    port: u32,
-) -> Result<UnixStream, Error> {
-    let fail = |message: String| Error::Connect {
-        port,
-        source: std::io::Error::other(message),
-    };
-    let (answer, answered) = oneshot::channel::<Result<OwnedFd, String>>();
-    queue.exec_async(move || {
-        pooled(|| {
-            let Some(device) = socket_device(&machine.0) else {
-                let _ = answer.send(Err("the VM has no vsock device".into()));
-                return;
-            };
-            let answer = Cell::new(Some(answer));
-            let handler = RcBlock::new(
-                move |connection: *mut VZVirtioSocketConnection, error: *mut NSError| {
-                    // SAFETY: the framework passes a valid connection or a valid
-                    // error, each alive for the duration of this call.
-                    let result = match unsafe { (connection.as_ref(), error.as_ref()) } {
-                        (Some(connection), _) => take_fd(connection).map_err(|e| e.to_string()),
-                        (None, Some(error)) => Err(error.localizedDescription().to_string()),
-                        (None, None) => Err("no connection".into()),
-                    };
-                    if let Some(answer) = answer.take() {
-                        let _ = answer.send(result);
-                    }
-                },
-            );
-            unsafe { device.connectToPort_completionHandler(port, &handler) };
-        })
-    });
-    let fd = answered
-        .await
-        .map_err(|_| fail("the VM went away".into()))?
-        .map_err(fail)?;
-    let stream = std::os::unix::net::UnixStream::from(fd);
-    stream
-        .set_nonblocking(true)
-        .and_then(|()| UnixStream::from_std(stream))
-        .map_err(|source| Error::Connect { port, source })
-}
-
 impl VzVm {
     pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<VzVm, Error> {
         super::create_console_log(&config.console_log)?;
@@ -480,14 +435,11 @@ impl VzVm {
 }
 
 impl VirtualMachine for VzVm {
-    fn dialer(&self) -> Dial {
-        let queue = self.queue.clone();
-        let machine = self.machine.clone();
-        Arc::new(move |port| connect(queue.clone(), machine.clone(), port).boxed())
-    }
-
-    fn listen(&self, port: u32) -> Result<Listener, Error> {
-        let (sender, incoming) = mpsc::unbounded_channel();
+    /// vminitd dials the host's AGENT_VSOCK_PORT once it serves: listen
+    /// there for that one connection.
+    fn agent(&mut self) -> AgentLink {
+        let port = agent_proto::AGENT_VSOCK_PORT;
+        let (sender, mut incoming) = mpsc::unbounded_channel();
         let delegate = OnQueue(PortListener::new(sender));
         let (machine, delegate_ref) = (&self.machine, &delegate);
         let installed = on_queue(&self.queue, move || {
@@ -499,23 +451,26 @@ impl VirtualMachine for VzVm {
             }
             Some(())
         });
-        installed.ok_or_else(|| {
-            let no_vsock = std::io::Error::other("the VM has no vsock device");
-            io(format!("listen on guest port {port}"))(no_vsock)
-        })?;
-        let queue = self.queue.clone();
-        let machine = self.machine.clone();
-        Ok(Listener::new(incoming, move || {
-            queue.exec_async(move || {
-                pooled(|| {
-                    if let Some(device) = socket_device(&machine.0) {
-                        unsafe { device.removeSocketListenerForPort(port) };
-                    }
-                });
-                // The listener holds its delegate weakly: release it only now.
-                drop(delegate);
-            });
-        }))
+        let listening = Listening {
+            queue: self.queue.clone(),
+            machine: self.machine.clone(),
+            delegate: Some(delegate),
+            port,
+        };
+        async move {
+            let no_vsock = || std::io::Error::other("the VM has no vsock device");
+            installed.ok_or_else(no_vsock).map_err(Error::Link)?;
+            let link = incoming.recv().await;
+            drop(listening);
+            let gone = || std::io::Error::other("the VM stopped listening");
+            let link = link.ok_or_else(gone).map_err(Error::Link)?;
+            let link = link
+                .set_nonblocking(true)
+                .and_then(|()| UnixStream::from_std(link))
+                .map_err(Error::Link)?;
+            super::ready(link).await
+        }
+        .boxed()
     }
 
     fn exited(&mut self) -> Option<String> {
@@ -543,6 +498,29 @@ impl VirtualMachine for VzVm {
         let _ = stopped.await;
         self.stop_reason.send_modify(|reason| {
             reason.get_or_insert_with(|| "killed".into());
+        });
+    }
+}
+
+/// A listener on a host vsock port, removed when dropped.
+struct Listening {
+    queue: DispatchRetained<DispatchQueue>,
+    machine: Machine,
+    delegate: Option<OnQueue<Retained<PortListener>>>,
+    port: u32,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let (machine, delegate, port) = (self.machine.clone(), self.delegate.take(), self.port);
+        self.queue.exec_async(move || {
+            pooled(|| {
+                if let Some(device) = socket_device(&machine.0) {
+                    unsafe { device.removeSocketListenerForPort(port) };
+                }
+            });
+            // The listener holds its delegate weakly: release it only now.
+            drop(delegate);
         });
     }
 }

@@ -17,12 +17,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_vsock::{VMADDR_CID_ANY, VMADDR_CID_HOST, VsockAddr, VsockListener, VsockStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::boot::make_dir;
 use crate::process::{self, Output, Table, Target};
-use crate::{cgroup, launch, log, resize};
+use crate::{cgroup, launch, link, log, resize};
 
 /// Serves the agent API once `setup` has set the guest up; `started` is
 /// when vminitd started, on the boot clock.
@@ -41,34 +40,27 @@ pub async fn serve(
             processes.reap();
         }
     });
-    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, AGENT_PORT))?;
-    log::info(&format!("agent listening on vsock port {AGENT_PORT}"));
-    tokio::spawn(announce_ready());
+    // The link opens and says it is ready at once, beside the rest of the
+    // guest's setup: the host's first requests wait in the link until it
+    // serves.
+    let fd = tokio::task::spawn_blocking(link::open)
+        .await?
+        .map_err(|e| format!("open the link to the host: {e}"))?;
+    let link = link::Link::new(fd)?;
+    log::info("told the host we are ready");
     tokio::task::spawn_blocking(move || setup.join())
         .await?
         .map_err(|_| "boot setup panicked")?
         .map_err(|e| format!("boot failed: {e}"))?;
     service.agent_ready = log::since_boot();
+    // One connection, then none: the agent serves until the VM stops.
+    let incoming = futures::stream::once(async { Ok::<_, std::io::Error>(link) })
+        .chain(futures::stream::pending());
     tonic::transport::Server::builder()
         .add_service(AgentServer::new(service))
-        .serve_with_incoming(listener.incoming())
+        .serve_with_incoming(incoming)
         .await?;
     Ok(())
-}
-
-/// Tells the host the agent is listening by dialling its READY_PORT. The
-/// host listens from just after boot, so one try normally suffices; a few
-/// more cover a host that is slow to.
-async fn announce_ready() {
-    for attempt in 0..50 {
-        match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, READY_PORT)).await {
-            Ok(_) => return log::info("told the host we are ready"),
-            Err(e) if attempt == 49 => {
-                log::error(&format!("could not tell the host we are ready: {e}"))
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-        }
-    }
 }
 
 #[derive(Default)]

@@ -18,11 +18,21 @@ use crate::log;
 const MODULE_ORDER: &str = "/modules/order";
 
 /// What must come before anything else, alone: the root (it changes the
-/// root of every thread) and the kernel modules (the agent's vsock may be
-/// one of them).
+/// root of every thread), the kernel modules (the agent's link may need
+/// one), and /sys and /dev, where the agent finds its link.
 pub fn first() -> Result<(), String> {
     root_with_parent()?;
-    load_modules()
+    load_modules()?;
+    mount_all(&[
+        ("sysfs", "/sys", "sysfs", NO_DEV_EXEC, None),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+    ])
 }
 
 /// The rest, which may run beside the agent's start.
@@ -84,18 +94,16 @@ fn root_with_parent() -> Result<(), String> {
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
+/// A mount: source, target, filesystem type, flags and data.
+type Mount<'a> = (&'a str, &'a str, &'a str, MsFlags, Option<&'a str>);
+
+const NO_DEV_EXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
 fn mount_standard() -> Result<(), String> {
-    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mounts: [(&str, &str, &str, MsFlags, Option<&str>); 8] = [
-        ("proc", "/proc", "proc", nodev, None),
-        ("sysfs", "/sys", "sysfs", nodev, None),
-        (
-            "devtmpfs",
-            "/dev",
-            "devtmpfs",
-            MsFlags::MS_NOSUID,
-            Some("mode=0755"),
-        ),
+    mount_all(&[
+        ("proc", "/proc", "proc", NO_DEV_EXEC, None),
         (
             "devpts",
             "/dev/pts",
@@ -103,7 +111,7 @@ fn mount_standard() -> Result<(), String> {
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620"),
         ),
-        ("shm", "/dev/shm", "tmpfs", nodev, Some("mode=1777")),
+        ("shm", "/dev/shm", "tmpfs", NO_DEV_EXEC, Some("mode=1777")),
         (
             "tmpfs",
             "/run",
@@ -124,11 +132,14 @@ fn mount_standard() -> Result<(), String> {
             "cgroup2",
             "/sys/fs/cgroup",
             "cgroup2",
-            nodev,
+            NO_DEV_EXEC,
             Some("favordynmods"),
         ),
-    ];
-    for (source, target, fstype, flags, data) in mounts {
+    ])
+}
+
+fn mount_all(mounts: &[Mount]) -> Result<(), String> {
+    for &(source, target, fstype, flags, data) in mounts {
         make_dir(target)?;
         mount(Some(source), target, Some(fstype), flags, data)
             .map_err(|e| format!("mount {fstype} on {target}: {e}"))?;

@@ -1,7 +1,8 @@
 //! vminitd: PID 1 inside every container's VM.
 //!
 //! It prepares the guest (mounts, kernel modules), then serves the agent API
-//! on vsock so the host can mount the container's disk and run processes.
+//! on its link to the host (a virtio console port, or vsock on macOS) so the
+//! host can mount the container's disk and run processes.
 //! Nothing else runs in the guest besides the workload, so if vminitd fails
 //! it exits: the kernel panics, and `panic=-1` plus QEMU's `-no-reboot` turn
 //! that into the VM stopping, which the host reports.
@@ -14,6 +15,7 @@ mod copy_tree;
 mod dhcp;
 mod env;
 mod launch;
+mod link;
 mod log;
 mod mounts;
 mod network;
@@ -37,8 +39,8 @@ fn main() {
         std::process::exit(1);
     }
     // The rest of the guest's setup runs beside the agent's own start: the
-    // agent listens and tells the host at once, and serves once the guest
-    // is set up (the host's connection waits in the listen backlog).
+    // agent opens its link and tells the host at once, and serves once the
+    // guest is set up (the host's first requests wait in the link).
     let setup = std::thread::spawn(boot::setup);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
