@@ -132,3 +132,59 @@ fn the_version_names_the_commit() {
     );
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
 }
+
+/// Containers start from a VM template where they can: the first saves it,
+/// the next are restored from it, each with random numbers of its own, and
+/// a template that no longer restores is replaced, the VM booting cold.
+#[test]
+fn vms_are_restored_from_a_template_apart_and_a_broken_one_is_replaced() {
+    let registry = Registry::start();
+    let image = registry.busybox();
+    let cli = Cli::new();
+    let uuid = |debug: bool| {
+        let mut args = vec!["run", "--rm", &image, "cat", "/proc/sys/kernel/random/uuid"];
+        if debug {
+            args.insert(0, "--debug");
+        }
+        let output = cli.run(&args);
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+        (stdout, stderr)
+    };
+    let (first, saving) = uuid(true);
+    assert!(saving.contains("saved a VM template"), "{saving}");
+    let templates = cli.app_root.path().join("kernel/templates");
+    let saved: Vec<_> = std::fs::read_dir(&templates)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let state = saved[0].join("state");
+    assert!(saved[0].join("ram").is_file() && state.is_file());
+
+    let (second, restoring) = uuid(true);
+    assert!(
+        restoring.contains("restore the VM, agent ready"),
+        "{restoring}"
+    );
+    assert!(!restoring.contains("saved a VM template"), "{restoring}");
+    let (third, _) = uuid(false);
+    // The same saved guest, reseeded by each restore.
+    assert_ne!(second, third);
+    assert_ne!(first, second);
+
+    std::fs::write(&state, b"not a migration stream").unwrap();
+    let (_, fallback) = uuid(true);
+    assert!(
+        fallback.contains("restoring the VM template failed"),
+        "{fallback}"
+    );
+    assert!(
+        fallback.contains("kernel to vminitd"),
+        "booted cold: {fallback}"
+    );
+    assert!(!saved[0].exists(), "the broken template is gone");
+    let (_, again) = uuid(true);
+    assert!(again.contains("saved a VM template"), "{again}");
+    assert_eq!(cli.lingering(), Vec::<String>::new());
+}

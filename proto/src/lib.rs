@@ -18,6 +18,15 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// correctness: the guest drops what arrives before it opens the port.
 pub const READY: &[u8] = b"vminitd ready\n";
 
+/// What the host answers READY with before it speaks HTTP/2: this, then
+/// SEED_BYTES of randomness for the guest's kernel. vminitd waits for it, so
+/// a VM saved as a template at READY is restored waiting for it too, and
+/// every VM restored from one template reseeds its random numbers apart.
+pub const GO: &[u8] = b"go\n";
+
+/// How many random bytes follow GO.
+pub const SEED_BYTES: usize = 32;
+
 pub mod caps;
 pub mod copy;
 pub mod layer;

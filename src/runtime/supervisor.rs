@@ -344,8 +344,9 @@ async fn drive(
 ) -> Result<Ended, Error> {
     let channel = agent::connect(vm, console_log).await?;
     let mut agent = agent::Client::new(channel.clone());
+    let restored = vm.restored();
     let result = run_main_process(
-        &mut agent, channel, container, plugged, mounts, size, report, phases,
+        &mut agent, channel, restored, container, plugged, mounts, size, report, phases,
     )
     .await;
     if !disposable(container, mounts) {
@@ -380,6 +381,7 @@ pub(crate) async fn explain(vm: &mut impl VirtualMachine, e: Error) -> Error {
 async fn run_main_process(
     agent: &mut agent::Client,
     channel: Channel,
+    restored: bool,
     container: &Container,
     mut plugged: Option<&mut Plugged>,
     mounts: &Plan,
@@ -400,6 +402,11 @@ async fn run_main_process(
                 version = ping.version,
                 "agent ready"
             );
+            if restored {
+                // The guest's clocks tell of the template's boot.
+                phases.done("restore the VM, agent ready");
+                return Ok(());
+            }
             // The guest's clock starts with its kernel: what it does not
             // account for is QEMU's start (and our connecting, a few ms).
             let (init, ready) = (
@@ -933,19 +940,23 @@ mod tests {
         fn agent(&mut self) -> vm::AgentLink {
             let agent = self.0.clone();
             Box::pin(async move {
-                let (ours, mut theirs) =
+                let (mut ours, mut theirs) =
                     tokio::net::UnixStream::pair().map_err(io("connect to the fake agent"))?;
-                theirs
-                    .write_all(READY)
-                    .await
-                    .map_err(io("say the fake agent is ready"))?;
-                let incoming = futures::stream::iter([Ok::<_, std::io::Error>(theirs)]);
-                tokio::spawn(
+                tokio::spawn(async move {
+                    // As vminitd: READY, then GO and its seed, then gRPC.
+                    theirs.write_all(READY).await.unwrap();
+                    let mut go = [0u8; GO.len() + SEED_BYTES];
+                    theirs.read_exact(&mut go).await.unwrap();
+                    assert!(go.starts_with(GO));
+                    let incoming = futures::stream::iter([Ok::<_, std::io::Error>(theirs)]);
                     tonic::transport::Server::builder()
                         .add_service(AgentServer::new(agent))
-                        .serve_with_incoming(incoming),
-                );
-                vm::ready(ours).await
+                        .serve_with_incoming(incoming)
+                        .await
+                });
+                vm::read_ready(&mut ours).await?;
+                vm::go(&mut ours).await?;
+                Ok(ours)
             })
         }
         fn exited(&mut self) -> Option<String> {

@@ -54,6 +54,8 @@ pub enum Error {
     AgentTimeout(u64),
     #[error("the link to the guest agent failed: {0}")]
     Link(std::io::Error),
+    #[error("QEMU's monitor: {0}")]
+    Monitor(String),
     #[error(transparent)]
     Io(#[from] crate::io_error::IoError),
     #[error("{0}")]
@@ -248,6 +250,10 @@ pub trait VirtualMachine: Send {
     /// Waits for the guest agent's link. There is one: a second call fails.
     /// Owns what it needs, so the caller can watch the VM meanwhile.
     fn agent(&mut self) -> AgentLink;
+    /// Whether the VM was restored from a template rather than booted.
+    fn restored(&self) -> bool {
+        false
+    }
     /// Why the VM stopped, if it has.
     fn exited(&mut self) -> Option<String>;
     /// Resolves when the VM has stopped, whatever stopped it.
@@ -345,8 +351,9 @@ pub async fn connect_agent(
     }
 }
 
-/// Reads vminitd's READY from a new link: after it, the link is the agent's.
-pub(crate) async fn ready(mut link: UnixStream) -> Result<UnixStream, Error> {
+/// Reads vminitd's READY, which it says once it serves. Then the host
+/// answers [`go`], and after that the link is the agent's.
+pub(crate) async fn read_ready(link: &mut UnixStream) -> Result<(), Error> {
     use tokio::io::AsyncReadExt;
     let mut said = [0u8; agent_proto::READY.len()];
     link.read_exact(&mut said).await.map_err(Error::Link)?;
@@ -356,7 +363,24 @@ pub(crate) async fn ready(mut link: UnixStream) -> Result<UnixStream, Error> {
             "the guest said {said:?} where vminitd says it is ready"
         ))));
     }
-    Ok(link)
+    Ok(())
+}
+
+/// Tells vminitd to go on, with a new seed for its random numbers.
+pub(crate) async fn go(link: &mut UnixStream) -> Result<(), Error> {
+    use tokio::io::AsyncWriteExt;
+    let mut go = agent_proto::GO.to_vec();
+    let mut seed = [0u8; agent_proto::SEED_BYTES];
+    getrandom(&mut seed).map_err(Error::Link)?;
+    go.extend_from_slice(&seed);
+    link.write_all(&go).await.map_err(Error::Link)
+}
+
+/// Fills `buf` from the host's kernel random source (Linux and macOS both
+/// have /dev/urandom; libc's getrandom is Linux's only).
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 /// The last lines of the guest console, for an error message.

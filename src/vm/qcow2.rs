@@ -42,6 +42,20 @@ pub fn create_overlay(path: &Path, base: &Path, size: u64) -> std::io::Result<()
     file.sync_all()
 }
 
+/// The size of the disk a qcow2 image holds, from its header.
+pub fn virtual_size(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut header = [0u8; 32];
+    std::fs::File::open(path)?.read_exact(&mut header)?;
+    if header[..4] != MAGIC.to_be_bytes() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a qcow2 image",
+            path.display()
+        )));
+    }
+    Ok(u64::from_be_bytes(header[24..32].try_into().unwrap()))
+}
+
 /// The overlay's bytes: every structure, the L1 table all zeros (nothing
 /// allocated, so every read goes to the base).
 fn overlay(base: &Path, size: u64) -> std::io::Result<Vec<u8>> {
@@ -139,6 +153,8 @@ mod tests {
                 serde_json::from_str(&qemu_img(&["info", "--output=json", overlay])).unwrap();
             assert_eq!(info["format"], "qcow2");
             assert_eq!(info["virtual-size"], size.div_ceil(512) * 512);
+            let path = Path::new(overlay);
+            assert_eq!(virtual_size(path).unwrap(), size.div_ceil(512) * 512);
             assert_eq!(info["backing-filename"], base.to_str().unwrap());
             assert_eq!(info["backing-filename-format"], "raw");
             assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
@@ -164,5 +180,6 @@ mod tests {
         let error = create_overlay(&path, Path::new("/base.raw"), 1 << 20).unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+        assert!(virtual_size(&path).is_err(), "not a qcow2 image");
     }
 }

@@ -25,12 +25,40 @@ use super::{
 };
 use crate::io_error::io;
 
+mod qmp;
+mod template;
+
 pub struct QemuVm {
     qemu: Child,
     /// The devices' helper processes, stopped with the VM.
     helpers: Vec<Child>,
     /// Where QEMU connects the agent's port, until the agent's link is taken.
     agent_port: Option<tokio::net::UnixListener>,
+    /// What the guest says and hears first on the agent's link.
+    greeting: Greeting,
+}
+
+/// How a VM starts: booted cold, booted to be saved as a template, or
+/// restored from one.
+enum Start<'a> {
+    Cold,
+    /// Booted with its RAM in this file, to be saved once vminitd is ready.
+    Save {
+        ram: &'a Path,
+    },
+    Restore(&'a template::Template),
+}
+
+/// The first words on the agent's link (see agent_proto::READY and GO).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Greeting {
+    /// A cold boot: vminitd says READY, we answer GO.
+    Both,
+    /// Booting a template: vminitd says READY, and waits for a GO that
+    /// only the VMs restored from the template will hear.
+    ReadyOnly,
+    /// Restored: vminitd said READY before the template was saved.
+    GoOnly,
 }
 
 /// Which accelerator to use, and why. KVM only where the host has a real one:
@@ -446,7 +474,22 @@ const OPTIMAL_IO_BYTES: u32 = 1 << 20;
 const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl QemuVm {
+    /// Boots a VM: restored from the template for VMs like it, where it can
+    /// have one (saved on first use), else cold.
     pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<QemuVm, Error> {
+        if let Some(template) = template::for_vm(config, initfs).await {
+            match QemuVm::start(config, initfs, Start::Restore(&template)).await {
+                Ok(vm) => return Ok(vm),
+                Err(e) => {
+                    tracing::debug!("restoring the VM template failed, booting cold: {e}");
+                    template.discard();
+                }
+            }
+        }
+        QemuVm::start(config, initfs, Start::Cold).await
+    }
+
+    async fn start(config: &VmConfig, initfs: &Path, start: Start<'_>) -> Result<QemuVm, Error> {
         let run = &config.run_dir;
         // Not `agent.sock`: that name is the supervisor's, for other CLIs.
         let agent = AgentPort {
@@ -496,9 +539,23 @@ impl QemuVm {
             config.cpus.to_string(),
             "-m".into(),
             memory.clone(),
-            // vhost-user needs guest memory its device processes (virtiofsd) can map.
             "-object".into(),
-            format!("memory-backend-memfd,id=mem,size={memory},share=on"),
+            match start {
+                // vhost-user needs guest memory its device processes
+                // (virtiofsd) can map.
+                Start::Cold => format!("memory-backend-memfd,id=mem,size={memory},share=on"),
+                // The template's RAM is the file: saving skips it.
+                Start::Save { ram } => format!(
+                    "memory-backend-file,id=mem,size={memory},mem-path={},share=on",
+                    ram.display()
+                ),
+                // Mapped privately: the guest's writes go to memory of its
+                // own, and it reads only the template pages it touches.
+                Start::Restore(template) => format!(
+                    "memory-backend-file,id=mem,size={memory},mem-path={},share=off",
+                    template.ram().display()
+                ),
+            },
             "-nodefaults".into(),
             "-no-user-config".into(),
             "-nographic".into(),
@@ -520,29 +577,59 @@ impl QemuVm {
             "virtio-balloon-device,free-page-reporting=on".into(),
         ];
         args.extend(devices.args);
+        let monitor = run.join("qmp.sock");
+        if !matches!(start, Start::Cold) {
+            let _ = std::fs::remove_file(&monitor);
+            args.push("-qmp".into());
+            args.push(format!("unix:{},server=on,wait=off", monitor.display()));
+        }
+        if matches!(start, Start::Restore(_)) {
+            args.extend(["-incoming".into(), "defer".into()]);
+        }
         tracing::debug!(accel, "starting qemu-system-x86_64 {}", args.join(" "));
         let qemu_stderr =
             std::fs::File::create(run.join("qemu.log")).map_err(io("create qemu.log"))?;
         let qemu = spawn("qemu-system-x86_64", &args, qemu_stderr.into(), devices.fds)?;
-        Ok(QemuVm {
+        let greeting = match start {
+            Start::Cold => Greeting::Both,
+            Start::Save { .. } => Greeting::ReadyOnly,
+            Start::Restore(_) => Greeting::GoOnly,
+        };
+        let vm = QemuVm {
             qemu,
             helpers,
             agent_port: Some(agent_port),
-        })
+            greeting,
+        };
+        if let Start::Restore(template) = start {
+            template.restore(&monitor).await?;
+        }
+        Ok(vm)
     }
 }
 
 impl VirtualMachine for QemuVm {
     fn agent(&mut self) -> AgentLink {
         let listener = self.agent_port.take();
+        let greeting = self.greeting;
         async move {
             let taken = || std::io::Error::other("the agent's link was taken already");
             let listener = listener.ok_or_else(taken).map_err(Error::Link)?;
-            // QEMU connected as it started; the guest speaks first.
-            let (link, _) = listener.accept().await.map_err(Error::Link)?;
-            super::ready(link).await
+            // QEMU connected as it started.
+            let (mut link, _) = listener.accept().await.map_err(Error::Link)?;
+            if greeting != Greeting::GoOnly {
+                super::read_ready(&mut link).await?;
+            }
+            if greeting != Greeting::ReadyOnly {
+                super::go(&mut link).await?;
+            }
+            Ok(link)
         }
         .boxed()
+    }
+
+    fn restored(&self) -> bool {
+        self.greeting == Greeting::GoOnly
     }
 
     fn exited(&mut self) -> Option<String> {

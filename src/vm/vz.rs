@@ -464,11 +464,13 @@ impl VirtualMachine for VzVm {
             drop(listening);
             let gone = || std::io::Error::other("the VM stopped listening");
             let link = link.ok_or_else(gone).map_err(Error::Link)?;
-            let link = link
+            let mut link = link
                 .set_nonblocking(true)
                 .and_then(|()| UnixStream::from_std(link))
                 .map_err(Error::Link)?;
-            super::ready(link).await
+            super::read_ready(&mut link).await?;
+            super::go(&mut link).await?;
+            Ok(link)
         }
         .boxed()
     }

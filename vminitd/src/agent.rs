@@ -110,6 +110,25 @@ fn net_status(e: crate::network::Error) -> Status {
     }
 }
 
+/// Drops what the guest has cached of a block device before it is mounted.
+/// A VM restored from a template has cached what its kernel read of the
+/// template's placeholder disk when it probed it; the disk is now another.
+fn forget_cached(source: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    /// _IO(0x12, 97) from linux/fs.h, which the libc crate does not carry.
+    const BLKFLSBUF: libc::c_ulong = 0x1261;
+    match std::fs::metadata(source) {
+        Ok(meta) if meta.file_type().is_block_device() => {}
+        _ => return Ok(()),
+    }
+    let disk = std::fs::File::open(source)?;
+    // SAFETY: takes no argument.
+    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&disk), BLKFLSBUF as _) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn internal(context: &str) -> impl FnOnce(std::io::Error) -> Status + '_ {
     move |e| Status::internal(format!("{context}: {e}"))
 }
@@ -202,6 +221,7 @@ impl Agent for Service {
             }
         }
         let data = data.join(",");
+        forget_cached(&m.source).map_err(internal("drop the cached blocks of a disk"))?;
         mount(
             Some(m.source.as_str()),
             m.target.as_str(),

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use agent_proto::{AGENT_PORT_NAME, AGENT_VSOCK_PORT, READY};
+use agent_proto::{AGENT_PORT_NAME, AGENT_VSOCK_PORT, GO, READY, SEED_BYTES};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, VsockAddr, connect, socket};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -47,6 +47,16 @@ pub fn open() -> io::Result<OwnedFd> {
             .into()
     };
     write_all(&fd, READY)?;
+    // A VM saved as a template stops here, and every restore resumes here.
+    let mut go = [0u8; GO.len() + SEED_BYTES];
+    read_exact(&fd, &mut go)?;
+    if &go[..GO.len()] != GO {
+        return Err(io::Error::other(format!(
+            "the host said {:?} where it says go",
+            String::from_utf8_lossy(&go[..GO.len()])
+        )));
+    }
+    reseed(&go[GO.len()..])?;
     nix::fcntl::fcntl(
         &fd,
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -137,6 +147,45 @@ fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> io::Result<()> {
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+    Ok(())
+}
+
+fn read_exact(fd: &OwnedFd, mut into: &mut [u8]) -> io::Result<()> {
+    while !into.is_empty() {
+        match nix::unistd::read(fd, into) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => into = &mut into[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Mixes the host's `seed` into the kernel's entropy, credited in full, and
+/// reseeds the kernel's generator from it at once: VMs restored from one
+/// template would otherwise share their random numbers from then on.
+fn reseed(seed: &[u8]) -> io::Result<()> {
+    /// _IOW('R', 0x03, int[2]) and _IO('R', 0x07) from linux/random.h,
+    /// which the libc crate does not carry.
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    let random = OpenOptions::new().write(true).open("/dev/urandom")?;
+    // struct rand_pool_info: entropy_count (bits), buf_size (bytes), buf.
+    let mut info = Vec::with_capacity(8 + seed.len());
+    info.extend_from_slice(&((seed.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(seed.len() as i32).to_ne_bytes());
+    info.extend_from_slice(seed);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&random);
+    // SAFETY: the kernel reads a rand_pool_info of buf_size bytes of buf,
+    // which `info` holds.
+    if unsafe { libc::ioctl(fd, RNDADDENTROPY as _, info.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: takes no argument.
+    if unsafe { libc::ioctl(fd, RNDRESEEDCRNG as _) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -1,0 +1,259 @@
+//! VM templates: a VM saved once vminitd is ready, which later VMs like it
+//! are restored from instead of booting, as Firecracker and Kata start from
+//! snapshots. A restore skips the kernel's boot and vminitd's start, and
+//! the restored VM maps the template's RAM privately: it holds only the
+//! pages it touches, and QEMU translates only the code it runs from then
+//! on (`scripts/bench-template` measures both).
+//!
+//! A template fits VMs with the same QEMU, kernel, init filesystem, CPUs,
+//! memory and disks (how many, their sizes, read-only or not): the guest
+//! saw those as it booted. It is saved with placeholder disks of those
+//! sizes; vminitd drops what it cached of a disk before mounting it.
+//! VMs with shared directories (vhost-user-fs cannot be saved) or network
+//! interfaces (the MAC is the device's saved state) boot cold.
+//!
+//! Each is a directory `<cache>/templates/<key>` with the guest's RAM
+//! (`ram`, sparse) and the devices' state (`state`), made whole in a
+//! staging directory and renamed into place, so a crash leaves no half
+//! template and racing makers keep one.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::qmp::Qmp;
+use super::{QemuVm, Start};
+use crate::io_error::io;
+use crate::vm::{Disk, DiskFormat, Error, VirtualMachine, VmConfig};
+
+/// Bumped when what a template holds changes meaning.
+const FORMAT: u32 = 1;
+/// Templates kept per cache; the least recently used go first.
+const KEEP: usize = 4;
+/// How long the template's own boot may take.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long QEMU may take to open its monitor.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Template {
+    dir: PathBuf,
+}
+
+impl Template {
+    pub fn ram(&self) -> PathBuf {
+        self.dir.join("ram")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Loads the template into a QEMU started with `-incoming defer` and
+    /// its monitor on `monitor`, and lets the VM run.
+    pub async fn restore(&self, monitor: &Path) -> Result<(), Error> {
+        let mut qmp = Qmp::connect(monitor, MONITOR_TIMEOUT).await?;
+        qmp.call("migrate-set-capabilities", ignore_shared())
+            .await?;
+        let uri = format!("exec:cat {}", shell_quoted(&self.state()));
+        qmp.call("migrate-incoming", json!({ "uri": uri })).await?;
+        qmp.migrated().await?;
+        // Saved stopped, so restored paused.
+        qmp.call("cont", json!({})).await?;
+        Ok(())
+    }
+
+    /// Removes a template that failed to restore: the next VM saves anew.
+    pub fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The template for VMs like `config`, saved first if there is none yet;
+/// None for a VM that cannot have one, or if saving failed (it boots cold).
+pub async fn for_vm(config: &VmConfig, initfs: &Path) -> Option<Template> {
+    // To compare with a cold boot, or to rule templates out.
+    if std::env::var("CONTAINER_VM_TEMPLATES").as_deref() == Ok("off") {
+        return None;
+    }
+    let key = match key(config, initfs) {
+        Ok(key) => key?,
+        Err(e) => {
+            tracing::debug!("no VM template: {e}");
+            return None;
+        }
+    };
+    let templates = config.cache_dir.join("templates");
+    let template = Template {
+        dir: templates.join(&key),
+    };
+    if template.state().exists() {
+        // Its age is when it was last used, for pruning.
+        let _ =
+            std::fs::File::open(&template.dir).and_then(|dir| dir.set_modified(SystemTime::now()));
+        return Some(template);
+    }
+    let started = std::time::Instant::now();
+    match save(config, initfs, &template).await {
+        Ok(()) => {
+            tracing::debug!(key, "saved a VM template in {:?}", started.elapsed());
+            prune(&templates);
+            Some(template)
+        }
+        Err(e) => {
+            tracing::debug!("saving a VM template failed, booting cold: {e}");
+            None
+        }
+    }
+}
+
+/// What a template must match, hashed; None for a VM that cannot have one.
+fn key(config: &VmConfig, initfs: &Path) -> std::io::Result<Option<String>> {
+    if !config.shares.is_empty() || !config.nics.is_empty() {
+        return Ok(None);
+    }
+    let mut hash = Sha256::new();
+    let mut add = |part: &[u8]| {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    };
+    add(&FORMAT.to_le_bytes());
+    let qemu = on_path("qemu-system-x86_64")?;
+    for file in [qemu.as_path(), &config.kernel.image, initfs] {
+        add(file.as_os_str().as_bytes());
+        let meta = std::fs::metadata(file)?;
+        add(&meta.len().to_le_bytes());
+        let modified = meta.modified()?.duration_since(SystemTime::UNIX_EPOCH);
+        add(&modified.unwrap_or_default().as_nanos().to_le_bytes());
+    }
+    add(super::accelerator().0.as_bytes());
+    add(&config.cpus.to_le_bytes());
+    add(&config.memory_mib.to_le_bytes());
+    add(config.kernel_args.join(" ").as_bytes());
+    for disk in &config.disks {
+        add(&[disk.read_only as u8]);
+        add(&disk_size(disk)?.to_le_bytes());
+    }
+    Ok(Some(hex::encode(&hash.finalize()[..12])))
+}
+
+/// The size the guest sees a disk as.
+fn disk_size(disk: &Disk) -> std::io::Result<u64> {
+    match disk.format {
+        DiskFormat::Raw => Ok(std::fs::metadata(&disk.path)?.len()),
+        DiskFormat::Qcow2 => crate::vm::qcow2::virtual_size(&disk.path),
+    }
+}
+
+/// Where `program` is on the PATH, as the spawn will find it.
+fn on_path(program: &str) -> std::io::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| std::io::Error::other(format!("{program} is not on the PATH")))
+}
+
+/// Boots a VM like `config` with placeholder disks, waits for vminitd's
+/// READY, and saves it stopped there: RAM in `ram`, the rest in `state`.
+async fn save(config: &VmConfig, initfs: &Path, template: &Template) -> Result<(), Error> {
+    let parent = template.dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempdir_in(parent)
+        .map_err(io(format!("create a directory in {}", parent.display())))?;
+    let mut disks = Vec::new();
+    for (index, disk) in config.disks.iter().enumerate() {
+        let path = staging.path().join(format!("disk{index}"));
+        let size = disk_size(disk).map_err(io(format!("size {}", disk.path.display())))?;
+        std::fs::File::create(&path)
+            .and_then(|file| file.set_len(size))
+            .map_err(io(format!("create {}", path.display())))?;
+        disks.push(Disk {
+            path,
+            format: DiskFormat::Raw,
+            read_only: disk.read_only,
+            scratch: true,
+        });
+    }
+    let like = VmConfig {
+        disks,
+        run_dir: staging.path().join("run"),
+        console_log: staging.path().join("boot.log"),
+        ..config.clone()
+    };
+    let ram = staging.path().join("ram");
+    let mut vm = QemuVm::start(&like, initfs, Start::Save { ram: &ram }).await?;
+    let saved = async {
+        let _link = crate::vm::connect_agent(&mut vm, BOOT_TIMEOUT, &like.console_log).await?;
+        let mut qmp = Qmp::connect(&like.run_dir.join("qmp.sock"), MONITOR_TIMEOUT).await?;
+        qmp.call("stop", json!({})).await?;
+        qmp.call("migrate-set-capabilities", ignore_shared())
+            .await?;
+        let state = staging.path().join("state");
+        let uri = format!("exec:cat > {}", shell_quoted(&state));
+        qmp.call("migrate", json!({ "uri": uri })).await?;
+        qmp.migrated().await
+    }
+    .await;
+    vm.kill().await;
+    saved?;
+    // Only the RAM and the state are kept, synced before the rename.
+    for entry in std::fs::read_dir(staging.path()).map_err(io("list the new template"))? {
+        let path = entry.map_err(io("list the new template"))?.path();
+        let kept = path.ends_with("ram") || path.ends_with("state");
+        let result = if !kept {
+            std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path))
+        } else {
+            std::fs::File::open(&path).and_then(|file| file.sync_all())
+        };
+        result.map_err(io(format!("finish {}", path.display())))?;
+    }
+    let staging = staging.keep();
+    if std::fs::rename(&staging, &template.dir).is_err() {
+        // Another VM saved it first: keep that one.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    Ok(())
+}
+
+/// Removes all but the KEEP most recently used templates.
+fn prune(templates: &Path) {
+    let Ok(entries) = std::fs::read_dir(templates) else {
+        return;
+    };
+    let mut kept: Vec<(SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| !e.file_name().as_bytes().starts_with(b"."))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    kept.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, old) in kept.into_iter().skip(KEEP) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+}
+
+/// QEMU's capability to leave RAM that lives in a shared file out of a
+/// migration: the template's RAM is its file.
+fn ignore_shared() -> serde_json::Value {
+    json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
+}
+
+/// `path` for the shell QEMU runs an `exec:` migration with.
+fn shell_quoted(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_reach_the_migration_shell_whole() {
+        assert_eq!(shell_quoted(Path::new("/a b/state")), "'/a b/state'");
+        assert_eq!(shell_quoted(Path::new("/it's")), r"'/it'\''s'");
+    }
+}
