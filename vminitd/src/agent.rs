@@ -47,7 +47,7 @@ pub async fn serve(
         .await?
         .map_err(|e| format!("open the link to the host: {e}"))?;
     let link = link::Link::new(fd)?;
-    log::info("told the host we are ready");
+    log::info("the host answered ready with go; reseeded the kernel's random numbers");
     tokio::task::spawn_blocking(move || setup.join())
         .await?
         .map_err(|_| "boot setup panicked")?
