@@ -252,6 +252,88 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_template_fits_only_vms_the_guest_would_see_as_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, len: u64| {
+            let path = dir.path().join(name);
+            std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+            path
+        };
+        let (kernel, initfs) = (file("vmlinux", 10), file("initfs.cpio", 10));
+        let disk = |path: PathBuf, read_only| Disk {
+            path,
+            format: DiskFormat::Raw,
+            read_only,
+            scratch: false,
+        };
+        let config = VmConfig {
+            kernel: crate::vm::Kernel {
+                image: kernel,
+                release: "6.1".into(),
+                modules: None,
+            },
+            vminitd: "/vminitd".into(),
+            cache_dir: dir.path().into(),
+            kernel_args: vec![],
+            cpus: 2,
+            memory_mib: 1152,
+            disks: vec![disk(file("a.raw", 8 << 20), false)],
+            nics: vec![],
+            shares: vec![],
+            run_dir: "/run/one".into(),
+            console_log: "/one.log".into(),
+        };
+        let key = |config: &VmConfig| key(config, &initfs).unwrap();
+        let same = key(&config).expect("a VM with a disk has a template");
+        // Where the VM keeps its files is the host's business.
+        let elsewhere = VmConfig {
+            run_dir: "/run/two".into(),
+            console_log: "/two.log".into(),
+            disks: vec![disk(file("b.raw", 8 << 20), false)],
+            ..config.clone()
+        };
+        assert_eq!(key(&elsewhere).as_ref(), Some(&same));
+        // What the guest saw as it booted is not.
+        let differ = [
+            VmConfig {
+                memory_mib: 2048,
+                ..config.clone()
+            },
+            VmConfig {
+                cpus: 1,
+                ..config.clone()
+            },
+            VmConfig {
+                disks: vec![disk(file("c.raw", 16 << 20), false)],
+                ..config.clone()
+            },
+            VmConfig {
+                disks: vec![disk(config.disks[0].path.clone(), true)],
+                ..config.clone()
+            },
+            VmConfig {
+                disks: vec![],
+                ..config.clone()
+            },
+        ];
+        for other in &differ {
+            let other = key(other).expect("a template");
+            assert_ne!(other, same, "{other}");
+        }
+        // Nor can a VM with a shared directory have one.
+        let shared = VmConfig {
+            shares: vec![crate::vm::Share {
+                tag: "vol0".into(),
+                path: dir.path().into(),
+                read_only: false,
+                cache: crate::vm::ShareCache::Never,
+            }],
+            ..config.clone()
+        };
+        assert_eq!(key(&shared), None);
+    }
+
+    #[test]
     fn paths_reach_the_migration_shell_whole() {
         assert_eq!(shell_quoted(Path::new("/a b/state")), "'/a b/state'");
         assert_eq!(shell_quoted(Path::new("/it's")), r"'/it'\''s'");
