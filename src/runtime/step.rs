@@ -41,7 +41,7 @@ const ROOT: &str = "/run/build/root";
 /// Where the cache mounts' disks are mounted, one directory each.
 const CACHES: &str = "/run/build/cache";
 /// How many cache mount disks a builder takes: with its own two disks, its
-/// vsock and a network device, well within microvm's 24 virtio-mmio slots.
+/// agent port and a network device, well within microvm's 24 virtio-mmio slots.
 pub const MAX_CACHE_DISKS: usize = 8;
 /// The scratch disk holds the steps' changes; sparse, so only what the
 /// steps write takes space.

@@ -35,6 +35,8 @@ const FORMAT: u32 = 1;
 const KEEP: usize = 4;
 /// How long the template's own boot may take.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// A staged template older than this was left by a save that died.
+const STAGING_ABANDONED: Duration = Duration::from_secs(600);
 /// How long QEMU may take to open its monitor.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -220,16 +222,23 @@ async fn save(config: &VmConfig, initfs: &Path, template: &Template) -> Result<(
     Ok(())
 }
 
-/// Removes all but the KEEP most recently used templates.
+/// Removes all but the KEEP most recently used templates, and what a save
+/// that died (its process killed) left staged.
 fn prune(templates: &Path) {
     let Ok(entries) = std::fs::read_dir(templates) else {
         return;
     };
-    let mut kept: Vec<(SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| !e.file_name().as_bytes().starts_with(b"."))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
+    let mut kept = Vec::new();
+    for entry in entries.flatten() {
+        let Some(modified) = entry.metadata().and_then(|m| m.modified()).ok() else {
+            continue;
+        };
+        if !entry.file_name().as_bytes().starts_with(b".") {
+            kept.push((modified, entry.path()));
+        } else if modified.elapsed().is_ok_and(|age| age > STAGING_ABANDONED) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
     kept.sort_by(|a, b| b.0.cmp(&a.0));
     for (_, old) in kept.into_iter().skip(KEEP) {
         let _ = std::fs::remove_dir_all(old);
@@ -331,6 +340,39 @@ mod tests {
             ..config.clone()
         };
         assert_eq!(key(&shared), None);
+    }
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used_and_saves_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let aged = |name: &str, seconds: u64| {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            let when = SystemTime::now() - Duration::from_secs(seconds);
+            std::fs::File::open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+        for (name, age) in [
+            ("a", 50),
+            ("b", 10),
+            ("c", 40),
+            ("d", 20),
+            ("e", 30),
+            ("f", 60),
+        ] {
+            aged(name, age);
+        }
+        aged(".new-saving", 5);
+        aged(".new-died", 3600);
+        prune(dir.path());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".new-saving", "b", "c", "d", "e"]);
     }
 
     #[test]
