@@ -516,6 +516,14 @@ fn without_root_containers_get_user_mode_networking() {
         stdout.starts_with("nameserver 10.0.2.3\n") && stdout.contains("203.0.113.2]"),
         "{stdout}"
     );
+    // These VMs are restored from one template (no shared directory):
+    // each still has a MAC of its own, not the template's.
+    let mac = || {
+        let args = ["run", "--rm", &image, "cat", "/sys/class/net/eth0/address"];
+        ok(nobody(Some(test), &args))
+    };
+    let (first, second) = (mac(), mac());
+    assert_ne!(first, second);
     ok(nobody(Some(test), &["rm", "-f", "-a"]));
     assert_eq!(ok(nobody(None, &["ls", "-a", "-q"])), "");
 }

@@ -161,8 +161,17 @@ fn the_agent_configures_links_addresses_and_routes() {
             interface: "lo".into(),
             up: true,
             mtu: 60000,
+            mac: String::new(),
         };
         agent.ip_link_set(link).await.unwrap();
+        let bad_mac = IpLinkSetRequest {
+            interface: "lo".into(),
+            up: true,
+            mtu: 0,
+            mac: "02:00:00:00:00".into(),
+        };
+        let error = agent.ip_link_set(bad_mac).await.unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error}");
         let addr = IpAddrAddRequest {
             interface: "lo".into(),
             address: "10.200.0.1/32".into(),

@@ -181,6 +181,8 @@ impl Plugged {
                 interface: INTERFACE.into(),
                 up: true,
                 mtu: MTU,
+                // The guest's may be a VM template's.
+                mac: self.nic.mac.to_string(),
             })
             .await?;
         let leased = if self.endpoint.mode.dhcp() {

@@ -481,7 +481,11 @@ impl QemuVm {
             match QemuVm::start(config, initfs, Start::Restore(&template)).await {
                 Ok(vm) => return Ok(vm),
                 Err(e) => {
-                    tracing::debug!("restoring the VM template failed, booting cold: {e}");
+                    // QEMU's own words, before the cold boot's replace them.
+                    let log = std::fs::read_to_string(config.run_dir.join("qemu.log"));
+                    let log = log.unwrap_or_default();
+                    let said = log.lines().collect::<Vec<_>>().join(" | ");
+                    tracing::debug!("restoring the VM template failed, booting cold: {e} {said}");
                     template.discard();
                 }
             }

@@ -105,7 +105,7 @@ fn net_status(e: crate::network::Error) -> Status {
     use crate::network::Error::*;
     match e {
         NoInterface(_) => Status::not_found(e.to_string()),
-        BadCidr(_) | MixedFamilies(..) => Status::invalid_argument(e.to_string()),
+        BadCidr(_) | BadMac(_) | MixedFamilies(..) => Status::invalid_argument(e.to_string()),
         Netlink(_) | Io(_) => Status::internal(e.to_string()),
     }
 }
@@ -473,7 +473,7 @@ impl Agent for Service {
     ) -> Result<Response<IpLinkSetResponse>, Status> {
         let r = request.into_inner();
         network()?
-            .link_set(&r.interface, r.up, r.mtu)
+            .link_set(&r.interface, r.up, r.mtu, &r.mac)
             .await
             .map_err(net_status)?;
         Ok(Response::new(IpLinkSetResponse {}))

@@ -11,6 +11,8 @@ use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 pub enum Error {
     #[error("no network interface named {0}")]
     NoInterface(String),
+    #[error("{0:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")]
+    BadMac(String),
     #[error("invalid address {0:?}: expected ADDRESS/PREFIX")]
     BadCidr(String),
     #[error("gateway {0} and destination {1} are not the same address family")]
@@ -19,6 +21,19 @@ pub enum Error {
     Netlink(#[from] rtnetlink::Error),
     #[error("netlink socket: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(text: &str) -> Result<Vec<u8>, Error> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|part| u8::from_str_radix(part, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| Error::BadMac(text.to_string()))?;
+    if bytes.len() != 6 {
+        return Err(Error::BadMac(text.to_string()));
+    }
+    Ok(bytes)
 }
 
 /// Parses `10.0.0.2/24` (a bare address means a host prefix).
@@ -64,8 +79,14 @@ impl Network {
         }
     }
 
-    pub async fn link_set(&self, name: &str, up: bool, mtu: u32) -> Result<(), Error> {
+    pub async fn link_set(&self, name: &str, up: bool, mtu: u32, mac: &str) -> Result<(), Error> {
         let index = self.index(name).await?;
+        if !mac.is_empty() {
+            // Alone and first: the address changes while the link is down.
+            let address = parse_mac(mac)?;
+            let message = LinkUnspec::new_with_index(index).address(address);
+            self.handle.link().set(message.build()).execute().await?;
+        }
         let mut message = LinkUnspec::new_with_index(index);
         message = if up { message.up() } else { message.down() };
         if mtu > 0 {
@@ -164,5 +185,21 @@ mod tests {
         );
         assert!(parse_cidr("10.0.0.2/33").is_err());
         assert!(parse_cidr("nope/8").is_err());
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:0a:FF:00:01:9c").unwrap(),
+            [0x02, 0x0a, 0xff, 0x00, 0x01, 0x9c]
+        );
+        for bad in [
+            "",
+            "02:0a:ff:00:01",
+            "02:0a:ff:00:01:9c:00",
+            "02:0a:ff:00:01:zz",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,11 +6,17 @@
 //! on (`scripts/bench-template` measures both).
 //!
 //! A template fits VMs with the same QEMU, kernel, init filesystem, CPUs,
-//! memory and disks (how many, their sizes, read-only or not): the guest
+//! memory, disks (how many, their sizes, read-only or not) and network
+//! interfaces (how many): the guest
 //! saw those as it booted. It is saved with placeholder disks of those
 //! sizes; vminitd drops what it cached of a disk before mounting it.
-//! VMs with shared directories (vhost-user-fs cannot be saved) or network
-//! interfaces (the MAC is the device's saved state) boot cold.
+//! A VM on QEMU's user-mode network (containers without root) is saved on
+//! one without forwards, which sends nothing while the guest's link is
+//! down; the MAC is part of the saved device state, so the runtime sets
+//! each VM's own before it brings the link up. VMs with shared directories
+//! (QEMU cannot save a vhost-user-fs device) or on a tap (a network's
+//! bridge; the saved VM's network backend must be of the same kind, and
+//! making a tap of its own is the network module's) boot cold.
 //!
 //! Each is a directory `<cache>/templates/<key>` with the guest's RAM
 //! (`ram`, sparse) and the devices' state (`state`), made whole in a
@@ -27,7 +33,7 @@ use sha2::{Digest, Sha256};
 use super::qmp::Qmp;
 use super::{QemuVm, Start};
 use crate::io_error::io;
-use crate::vm::{Disk, DiskFormat, Error, VirtualMachine, VmConfig};
+use crate::vm::{Disk, DiskFormat, Error, Nic, NicAttachment, VirtualMachine, VmConfig};
 
 /// Bumped when what a template holds changes meaning.
 const FORMAT: u32 = 1;
@@ -113,7 +119,8 @@ pub async fn for_vm(config: &VmConfig, initfs: &Path) -> Option<Template> {
 
 /// What a template must match, hashed; None for a VM that cannot have one.
 fn key(config: &VmConfig, initfs: &Path) -> std::io::Result<Option<String>> {
-    if !config.shares.is_empty() || !config.nics.is_empty() {
+    let tap = |nic: &Nic| matches!(nic.attachment, NicAttachment::Tap(_));
+    if !config.shares.is_empty() || config.nics.iter().any(tap) {
         return Ok(None);
     }
     let mut hash = Sha256::new();
@@ -138,6 +145,7 @@ fn key(config: &VmConfig, initfs: &Path) -> std::io::Result<Option<String>> {
         add(&[disk.read_only as u8]);
         add(&disk_size(disk)?.to_le_bytes());
     }
+    add(&config.nics.len().to_le_bytes());
     Ok(Some(hex::encode(&hash.finalize()[..12])))
 }
 
@@ -181,8 +189,19 @@ async fn save(config: &VmConfig, initfs: &Path, template: &Template) -> Result<(
             scratch: true,
         });
     }
+    // The guest's link stays down while it boots; the VMs restored set
+    // their own MAC before they bring it up.
+    let nics = config
+        .nics
+        .iter()
+        .map(|nic| Nic {
+            mac: nic.mac,
+            attachment: NicAttachment::User { forwards: vec![] },
+        })
+        .collect();
     let like = VmConfig {
         disks,
+        nics,
         run_dir: staging.path().join("run"),
         console_log: staging.path().join("boot.log"),
         ..config.clone()
@@ -293,6 +312,10 @@ mod tests {
             console_log: "/one.log".into(),
         };
         let key = |config: &VmConfig| key(config, &initfs).unwrap();
+        let nic = |attachment| Nic {
+            mac: crate::vm::MacAddress([2, 0, 0, 0, 0, 1]),
+            attachment,
+        };
         let same = key(&config).expect("a VM with a disk has a template");
         // Where the VM keeps its files is the host's business.
         let elsewhere = VmConfig {
@@ -324,12 +347,36 @@ mod tests {
                 disks: vec![],
                 ..config.clone()
             },
+            VmConfig {
+                nics: vec![nic(NicAttachment::User { forwards: vec![] })],
+                ..config.clone()
+            },
         ];
         for other in &differ {
             let other = key(other).expect("a template");
             assert_ne!(other, same, "{other}");
         }
-        // Nor can a VM with a shared directory have one.
+        // Forwarded ports and the MAC are not the guest's to see at boot.
+        let user = |mac: u8, forwards| VmConfig {
+            nics: vec![Nic {
+                mac: crate::vm::MacAddress([2, 0, 0, 0, 0, mac]),
+                attachment: NicAttachment::User { forwards },
+            }],
+            ..config.clone()
+        };
+        let forward = crate::vm::PortForward {
+            host: "127.0.0.1:8080".parse().unwrap(),
+            guest_port: 80,
+            udp: false,
+        };
+        assert_eq!(key(&user(1, vec![])), key(&user(2, vec![forward])));
+        // Nor can a VM on a tap, or with a shared directory, have one.
+        let tap = std::fs::File::open("/dev/null").unwrap().into();
+        let on_a_tap = VmConfig {
+            nics: vec![nic(NicAttachment::Tap(std::sync::Arc::new(tap)))],
+            ..config.clone()
+        };
+        assert_eq!(key(&on_a_tap), None);
         let shared = VmConfig {
             shares: vec![crate::vm::Share {
                 tag: "vol0".into(),
