@@ -477,8 +477,9 @@ impl QemuVm {
     /// Boots a VM: restored from the template for VMs like it, where it can
     /// have one (saved on first use), else cold.
     pub async fn boot(config: &VmConfig, initfs: &Path) -> Result<QemuVm, Error> {
-        if let Some(template) = template::for_vm(config, initfs).await {
-            match QemuVm::start(config, initfs, Start::Restore(&template)).await {
+        let (accel, _) = accelerator();
+        if let Some(template) = template::for_vm(config, initfs, accel).await {
+            match QemuVm::start(config, initfs, accel, Start::Restore(&template)).await {
                 Ok(vm) => return Ok(vm),
                 Err(e) => {
                     // QEMU's own words, before the cold boot's replace them.
@@ -490,10 +491,16 @@ impl QemuVm {
                 }
             }
         }
-        QemuVm::start(config, initfs, Start::Cold).await
+        QemuVm::start(config, initfs, accel, Start::Cold).await
     }
 
-    async fn start(config: &VmConfig, initfs: &Path, start: Start<'_>) -> Result<QemuVm, Error> {
+    /// `accel` is what [`accelerator`] chose, once per boot.
+    async fn start(
+        config: &VmConfig,
+        initfs: &Path,
+        accel: &'static str,
+        start: Start<'_>,
+    ) -> Result<QemuVm, Error> {
         let run = &config.run_dir;
         // Not `agent.sock`: that name is the supervisor's, for other CLIs.
         let agent = AgentPort {
@@ -506,7 +513,6 @@ impl QemuVm {
         let agent_port = tokio::net::UnixListener::bind(&agent.path)
             .map_err(io(format!("listen on {}", agent.path.display())))?;
         super::create_console_log(&config.console_log)?;
-        let (accel, _) = accelerator();
         // Measured across the helpers' start-up, which we wait for anyway.
         let tsc = TscSample::now();
         // Dropped on an early return: kill_on_drop ends them.
@@ -518,7 +524,8 @@ impl QemuVm {
             cmdline.push(' ');
             cmdline.push_str(arg);
         }
-        if accel == "tcg" {
+        // A restored guest booted long ago: it reads no command line.
+        if accel == "tcg" && !matches!(start, Start::Restore(_)) {
             // TCG's TSC follows the host's clock on every vCPU, but the
             // guest's synchronization check fails under emulation and falls
             // back to jiffies: 4 ms steps for every clock read and timer.

@@ -8,7 +8,7 @@
 //! few lines then serve the vsock socket too.
 
 use std::fs::OpenOptions;
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -34,8 +34,9 @@ const VMADDR_CID_HOST: u32 = 2;
 /// Opens the link and says [`READY`] on it. Blocks: call it off the runtime.
 /// Needs /sys and /dev mounted.
 pub fn open() -> io::Result<OwnedFd> {
-    let fd = if has_vsock()? {
-        dial_host()?
+    // A File for std's read_exact and write_all: any descriptor will do.
+    let mut link: std::fs::File = if has_vsock()? {
+        dial_host()?.into()
     } else {
         let path = wait_for_port()?;
         OpenOptions::new()
@@ -44,12 +45,11 @@ pub fn open() -> io::Result<OwnedFd> {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?
-            .into()
     };
-    write_all(&fd, READY)?;
+    link.write_all(READY)?;
     // A VM saved as a template stops here, and every restore resumes here.
     let mut go = [0u8; GO.len() + SEED_BYTES];
-    read_exact(&fd, &mut go)?;
+    link.read_exact(&mut go)?;
     if &go[..GO.len()] != GO {
         return Err(io::Error::other(format!(
             "the host said {:?} where it says go",
@@ -57,6 +57,7 @@ pub fn open() -> io::Result<OwnedFd> {
         )));
     }
     reseed(&go[GO.len()..])?;
+    let fd = OwnedFd::from(link);
     nix::fcntl::fcntl(
         &fd,
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -138,29 +139,6 @@ fn dial_host() -> io::Result<OwnedFd> {
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-}
-
-fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match nix::unistd::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn read_exact(fd: &OwnedFd, mut into: &mut [u8]) -> io::Result<()> {
-    while !into.is_empty() {
-        match nix::unistd::read(fd, into) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => into = &mut into[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Mixes the host's `seed` into the kernel's entropy, credited in full, and

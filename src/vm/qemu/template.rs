@@ -81,12 +81,12 @@ impl Template {
 
 /// The template for VMs like `config`, saved first if there is none yet;
 /// None for a VM that cannot have one, or if saving failed (it boots cold).
-pub async fn for_vm(config: &VmConfig, initfs: &Path) -> Option<Template> {
+pub async fn for_vm(config: &VmConfig, initfs: &Path, accel: &'static str) -> Option<Template> {
     // To compare with a cold boot, or to rule templates out.
     if std::env::var("CONTAINER_VM_TEMPLATES").as_deref() == Ok("off") {
         return None;
     }
-    let key = match key(config, initfs) {
+    let key = match key(config, initfs, accel) {
         Ok(key) => key?,
         Err(e) => {
             tracing::debug!("no VM template: {e}");
@@ -104,7 +104,7 @@ pub async fn for_vm(config: &VmConfig, initfs: &Path) -> Option<Template> {
         return Some(template);
     }
     let started = std::time::Instant::now();
-    match save(config, initfs, &template).await {
+    match save(config, initfs, accel, &template).await {
         Ok(()) => {
             tracing::debug!(key, "saved a VM template in {:?}", started.elapsed());
             prune(&templates);
@@ -118,7 +118,7 @@ pub async fn for_vm(config: &VmConfig, initfs: &Path) -> Option<Template> {
 }
 
 /// What a template must match, hashed; None for a VM that cannot have one.
-fn key(config: &VmConfig, initfs: &Path) -> std::io::Result<Option<String>> {
+fn key(config: &VmConfig, initfs: &Path, accel: &str) -> std::io::Result<Option<String>> {
     let tap = |nic: &Nic| matches!(nic.attachment, NicAttachment::Tap(_));
     if !config.shares.is_empty() || config.nics.iter().any(tap) {
         return Ok(None);
@@ -137,7 +137,7 @@ fn key(config: &VmConfig, initfs: &Path) -> std::io::Result<Option<String>> {
         let modified = meta.modified()?.duration_since(SystemTime::UNIX_EPOCH);
         add(&modified.unwrap_or_default().as_nanos().to_le_bytes());
     }
-    add(super::accelerator().0.as_bytes());
+    add(accel.as_bytes());
     add(&config.cpus.to_le_bytes());
     add(&config.memory_mib.to_le_bytes());
     add(config.kernel_args.join(" ").as_bytes());
@@ -168,7 +168,12 @@ fn on_path(program: &str) -> std::io::Result<PathBuf> {
 
 /// Boots a VM like `config` with placeholder disks, waits for vminitd's
 /// READY, and saves it stopped there: RAM in `ram`, the rest in `state`.
-async fn save(config: &VmConfig, initfs: &Path, template: &Template) -> Result<(), Error> {
+async fn save(
+    config: &VmConfig,
+    initfs: &Path,
+    accel: &'static str,
+    template: &Template,
+) -> Result<(), Error> {
     let parent = template.dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
     let staging = tempfile::Builder::new()
@@ -207,7 +212,7 @@ async fn save(config: &VmConfig, initfs: &Path, template: &Template) -> Result<(
         ..config.clone()
     };
     let ram = staging.path().join("ram");
-    let mut vm = QemuVm::start(&like, initfs, Start::Save { ram: &ram }).await?;
+    let mut vm = QemuVm::start(&like, initfs, accel, Start::Save { ram: &ram }).await?;
     let saved = async {
         let _link = crate::vm::connect_agent(&mut vm, BOOT_TIMEOUT, &like.console_log).await?;
         let mut qmp = Qmp::connect(&like.run_dir.join("qmp.sock"), MONITOR_TIMEOUT).await?;
@@ -311,7 +316,7 @@ mod tests {
             run_dir: "/run/one".into(),
             console_log: "/one.log".into(),
         };
-        let key = |config: &VmConfig| key(config, &initfs).unwrap();
+        let key = |config: &VmConfig| key(config, &initfs, "tcg").unwrap();
         let nic = |attachment| Nic {
             mac: crate::vm::MacAddress([2, 0, 0, 0, 0, 1]),
             attachment,
